@@ -1,0 +1,1 @@
+"""Counseling data: formats, sources, chat templating, masking, packing."""

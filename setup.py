@@ -1,0 +1,40 @@
+"""psycho_jax: JAX/Flax Llama training for psychological counseling (SFT, reward models, DPO)."""
+
+import setuptools
+
+setuptools.setup(
+    name="psycho_jax",
+    version="0.1.0",
+    description="Flax NNX Llama 3 training for counseling: SFT, Bradley-Terry reward models, DPO.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=setuptools.find_packages(include=["psycho_jax", "psycho_jax.*"]),
+    package_data={"psycho_jax": ["data/sample/*", "assets/*", "assets/**/*"]},
+    python_requires=">=3.11",
+    install_requires=[
+        "jax>=0.8",
+        "flax>=0.12",
+        "optax>=0.2.5",
+        "orbax-checkpoint>=0.11",
+        "ml_collections>=1.0",
+        "absl-py>=2.0",
+        "numpy>=1.26",
+        "ml_dtypes>=0.5",
+        "transformers>=4.50",
+        "tokenizers>=0.21",
+        "datasets>=3.0",
+    ],
+    extras_require={
+        # Reference implementations for the parity tests: never imported by the library.
+        "test": [
+            "pytest>=8",
+            "ruff>=0.6",
+            "torch==2.13.0",
+            "tiktoken>=0.7",
+            "trl>=1.0",
+        ],
+        "tpu": ["jax[tpu]"],
+        "cuda": ["jax[cuda12]"],
+    },
+    entry_points={"console_scripts": ["psycho-jax=psycho_jax.main:run"]},
+)
