@@ -1,0 +1,562 @@
+"""The Llama 3.x model in Flax NNX: a causal LM and a Bradley-Terry reward model.
+
+Numerically Hugging Face's `LlamaForCausalLM` / `LlamaForSequenceClassification` (the parity tests hold
+float32 logits to 1e-4). Parameter names follow Hugging Face's, so importing weights is a name table
+(`psycho_jax.hf`).
+
+Einsum letters: B batch, T query length, S key length (cache slots), D model dim, N query heads,
+K key/value heads, G query heads per kv head (N = K * G), H head dim, F MLP dim, V vocab, L layers.
+
+Layer parameters are stored stacked along a leading `layers` axis ([L, ...]) whether or not the forward
+pass scans over them, so a checkpoint, the Hugging Face name table and the sharding rules are the same
+for `scan_layers=True` and `False`.
+
+The KV cache is functional: a dict `{"k": [L,B,S,K,H], "v": [L,B,S,K,H], "mask": [B,S] bool,
+"end_index": int32[]}` passed in and returned. `end_index` is the first free slot; `mask` marks slots
+that hold real (non-pad) tokens, so left-padded prompts decode correctly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+Array = jax.Array
+Cache = dict[str, Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeScaling:
+    """Llama 3 ("llama3") rotary frequency scaling, as in Hugging Face's `rope_scaling`."""
+
+    factor: float = 8.0
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    original_max_position_embeddings: int = 8192
+
+
+@dataclasses.dataclass(frozen=True)
+class LlamaConfig:
+    """Architecture and numerics of a Llama 3.x model.
+
+    Attributes:
+      vocab_size: V.
+      dim: model width D (HF `hidden_size`).
+      n_layers: L (HF `num_hidden_layers`).
+      n_heads: N query heads.
+      n_kv_heads: K key/value heads (grouped-query attention when K < N).
+      head_dim: H (HF `head_dim`, default D // N).
+      ffn_dim: F, the SwiGLU hidden width (HF `intermediate_size`).
+      rms_norm_eps: RMSNorm epsilon.
+      rope_theta: rotary base.
+      rope_scaling: None for default rotary frequencies, or the `llama3` scaling.
+      max_seq_len: HF `max_position_embeddings` (kept for export; rotary needs no table).
+      tie_embeddings: share the input embedding with the output projection.
+      param_dtype: dtype parameters are stored in.
+      dtype: compute dtype of matmuls; norms, softmax, logits and rewards are always float32.
+      attention: "xla" for `jax.nn.dot_product_attention` (cuDNN's fused kernel on GPU) or
+        "einsum", the plain reference implementation.
+      remat: "none", "full" (recompute each block) or "dots" (save matmul outputs, recompute the
+        rest).
+      scan_layers: apply the layers with `jax.lax.scan` (one compiled block) instead of a Python loop.
+      initializer_range: stddev of the normal initialiser (HF's default 0.02).
+    """
+
+    vocab_size: int = 128256
+    dim: int = 4096
+    n_layers: int = 32
+    n_heads: int = 32
+    n_kv_heads: int = 8
+    head_dim: int = 128
+    ffn_dim: int = 14336
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 500000.0
+    rope_scaling: RopeScaling | None = RopeScaling()
+    max_seq_len: int = 131072
+    tie_embeddings: bool = False
+    param_dtype: str = "float32"
+    dtype: str = "float32"
+    attention: Literal["xla", "einsum"] = "xla"
+    remat: Literal["none", "full", "dots"] = "none"
+    scan_layers: bool = False
+    initializer_range: float = 0.02
+
+    def __post_init__(self):
+        errors = []
+        for name in (
+            "vocab_size",
+            "dim",
+            "n_layers",
+            "n_heads",
+            "n_kv_heads",
+            "head_dim",
+            "ffn_dim",
+        ):
+            if getattr(self, name) <= 0:
+                errors.append(f"{name}={getattr(self, name)} must be positive")
+        if self.n_kv_heads > 0 and self.n_heads % self.n_kv_heads:
+            errors.append(
+                f"n_heads={self.n_heads} must be a multiple of n_kv_heads={self.n_kv_heads}"
+            )
+        if self.head_dim % 2:
+            errors.append(f"head_dim={self.head_dim} must be even for rotary embeddings")
+        if self.attention not in ("xla", "einsum"):
+            errors.append(f"attention={self.attention!r}: valid values are 'xla', 'einsum'")
+        if self.remat not in ("none", "full", "dots"):
+            errors.append(f"remat={self.remat!r}: valid values are 'none', 'full', 'dots'")
+        for name in ("param_dtype", "dtype"):
+            if getattr(self, name) not in ("float32", "bfloat16", "float16"):
+                errors.append(f"{name}={getattr(self, name)!r}: use float32, bfloat16 or float16")
+        if errors:
+            raise ValueError("Invalid LlamaConfig: " + "; ".join(errors))
+
+    def replace(self, **changes: Any) -> LlamaConfig:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def num_params(self) -> int:
+        """Analytic parameter count (equals `jax.eval_shape` of the model)."""
+        d, f, h = self.dim, self.ffn_dim, self.head_dim
+        attn = d * h * (self.n_heads * 2 + self.n_kv_heads * 2)
+        layer = attn + 3 * d * f + 2 * d
+        head = 0 if self.tie_embeddings else self.vocab_size * d
+        return self.vocab_size * d + self.n_layers * layer + d + head
+
+    # Presets. Shapes are those of the published checkpoints' config.json.
+    @classmethod
+    def tiny(cls, **kw: Any) -> LlamaConfig:
+        """A few layers and ~30k parameters: for CPU unit tests."""
+        base = dict(
+            vocab_size=256,
+            dim=32,
+            n_layers=2,
+            n_heads=4,
+            n_kv_heads=2,
+            head_dim=8,
+            ffn_dim=64,
+            rope_theta=10000.0,
+            rope_scaling=None,
+            max_seq_len=512,
+        )
+        return cls(**{**base, **kw})
+
+    @classmethod
+    def llama3_1b(cls, **kw: Any) -> LlamaConfig:
+        """Llama 3.2 1B: 1,235,814,400 parameters, tied embeddings."""
+        base = dict(
+            dim=2048,
+            n_layers=16,
+            n_heads=32,
+            n_kv_heads=8,
+            head_dim=64,
+            ffn_dim=8192,
+            rope_scaling=RopeScaling(factor=32.0),
+            tie_embeddings=True,
+        )
+        return cls(**{**base, **kw})
+
+    @classmethod
+    def llama3_3b(cls, **kw: Any) -> LlamaConfig:
+        """Llama 3.2 3B: 3,212,749,824 parameters, tied embeddings."""
+        base = dict(
+            dim=3072,
+            n_layers=28,
+            n_heads=24,
+            n_kv_heads=8,
+            head_dim=128,
+            ffn_dim=8192,
+            rope_scaling=RopeScaling(factor=32.0),
+            tie_embeddings=True,
+        )
+        return cls(**{**base, **kw})
+
+    @classmethod
+    def llama3_8b(cls, **kw: Any) -> LlamaConfig:
+        """Llama 3.1 8B: 8,030,261,248 parameters."""
+        return cls(**kw)
+
+    @classmethod
+    def llama3_70b(cls, **kw: Any) -> LlamaConfig:
+        """Llama 3.1 70B: 70,553,706,496 parameters."""
+        base = dict(dim=8192, n_layers=80, n_heads=64, n_kv_heads=8, head_dim=128, ffn_dim=28672)
+        return cls(**{**base, **kw})
+
+    @classmethod
+    def preset(cls, name: str, **kw: Any) -> LlamaConfig:
+        presets = ("tiny", "llama3_1b", "llama3_3b", "llama3_8b", "llama3_70b")
+        if name not in presets:
+            raise ValueError(f"Unknown LlamaConfig preset {name!r}; valid: {', '.join(presets)}")
+        return getattr(cls, name)(**kw)
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+
+def _param(
+    rngs: nnx.Rngs,
+    shape: tuple[int, ...],
+    axes: tuple[str | None, ...],
+    cfg: LlamaConfig,
+    init: str = "normal",
+) -> nnx.Param:
+    """A parameter carrying its logical axis names (read by `psycho_jax.sharding`)."""
+    dtype = jnp.dtype(cfg.param_dtype)
+    if init == "ones":
+        value = jnp.ones(shape, dtype)
+    else:
+        value = cfg.initializer_range * jax.random.normal(rngs.params(), shape, dtype)
+    return nnx.Param(value, logical_axes=axes)
+
+
+def rms_norm(x: Array, weight: Array, eps: float) -> Array:
+    """RMSNorm in float32, as HF: x / rms(x) * weight. [..., D] -> [..., D] float32."""
+    x = x.astype(jnp.float32)
+    x = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + eps)
+    return x * weight.astype(jnp.float32)
+
+
+def rope_frequencies(cfg: LlamaConfig) -> Array:
+    """Inverse rotary frequencies [H/2] in float32, with the `llama3` scaling when configured."""
+    h = cfg.head_dim
+    inv_freq = 1.0 / (cfg.rope_theta ** (jnp.arange(0, h, 2, dtype=jnp.float32) / h))
+    s = cfg.rope_scaling
+    if s is None:
+        return inv_freq
+    low_wavelen = s.original_max_position_embeddings / s.low_freq_factor
+    high_wavelen = s.original_max_position_embeddings / s.high_freq_factor
+    wavelen = 2 * math.pi / inv_freq
+    scaled = jnp.where(wavelen > low_wavelen, inv_freq / s.factor, inv_freq)
+    smooth = (s.original_max_position_embeddings / wavelen - s.low_freq_factor) / (
+        s.high_freq_factor - s.low_freq_factor
+    )
+    smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled
+    medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    return jnp.where(medium, smoothed, scaled)
+
+
+def apply_rope(x: Array, positions: Array, inv_freq: Array) -> Array:
+    """Rotary embedding in HF's rotate-half layout. x [B,T,N,H], positions [B,T] -> [B,T,N,H]."""
+    angles = positions[:, :, None].astype(jnp.float32) * inv_freq[None, None, :]  # [B,T,H/2]
+    sin = jnp.sin(angles)[:, :, None, :]
+    cos = jnp.cos(angles)[:, :, None, :]
+    x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x.dtype)
+
+
+def attention(q: Array, k: Array, v: Array, mask: Array, impl: str) -> Array:
+    """Grouped-query attention with a boolean mask.
+
+    Args:
+      q: [B,T,N,H]; k, v: [B,S,K,H]; mask: [B,T,S] bool (True: may attend).
+      impl: "xla" (`jax.nn.dot_product_attention`) or "einsum" (explicit float32 softmax).
+    Returns:
+      [B,T,N,H] in q's dtype.
+    """
+    if impl == "xla":
+        return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, :, :])
+    b, t, n, h = q.shape
+    kv = k.shape[2]
+    qg = q.reshape(b, t, kv, n // kv, h)
+    logits = jnp.einsum("BTKGH,BSKH->BKGTS", qg, k, preferred_element_type=jnp.float32)
+    logits = logits / jnp.sqrt(jnp.float32(h))
+    logits = jnp.where(mask[:, None, None, :, :], logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v)
+    return out.reshape(b, t, n, h)
+
+
+class Layers(nnx.Module):
+    """All decoder layers' parameters, stacked along a leading `layers` axis (HF names)."""
+
+    def __init__(self, cfg: LlamaConfig, rngs: nnx.Rngs):
+        L, D, N, K, H, F = (
+            cfg.n_layers,
+            cfg.dim,
+            cfg.n_heads,
+            cfg.n_kv_heads,
+            cfg.head_dim,
+            cfg.ffn_dim,
+        )
+        p = functools.partial(_param, rngs, cfg=cfg)
+        self.input_layernorm = p((L, D), ("layers", "norm"), init="ones")
+        self.q_proj = p((L, D, N, H), ("layers", "embed", "heads", "head_dim"))
+        self.k_proj = p((L, D, K, H), ("layers", "embed", "kv_heads", "head_dim"))
+        self.v_proj = p((L, D, K, H), ("layers", "embed", "kv_heads", "head_dim"))
+        self.o_proj = p((L, N, H, D), ("layers", "heads", "head_dim", "embed"))
+        self.post_attention_layernorm = p((L, D), ("layers", "norm"), init="ones")
+        self.gate_proj = p((L, D, F), ("layers", "embed", "mlp"))
+        self.up_proj = p((L, D, F), ("layers", "embed", "mlp"))
+        self.down_proj = p((L, F, D), ("layers", "mlp", "embed"))
+
+
+def decoder_layer(
+    w: dict[str, Array],
+    x: Array,
+    positions: Array,
+    mask: Array,
+    kv: tuple[Array, Array] | None,
+    end_index: Array | None,
+    inv_freq: Array,
+    cfg: LlamaConfig,
+) -> tuple[Array, tuple[Array, Array] | None]:
+    """One pre-norm decoder layer.
+
+    Args:
+      w: one layer's parameters (the `Layers` names without the leading L axis).
+      x: residual stream [B,T,D] in the compute dtype.
+      positions: [B,T] int rotary positions.
+      mask: [B,T,S] bool attention mask (S = T without a cache, else cache slots).
+      kv: this layer's cache (k, v), each [B,S,K,H], or None.
+      end_index: first free cache slot (int32 scalar) when `kv` is given.
+    Returns:
+      The new residual stream [B,T,D] and the updated (k, v) or None.
+    """
+    dt = jnp.dtype(cfg.dtype)
+    h = rms_norm(x, w["input_layernorm"], cfg.rms_norm_eps).astype(dt)
+    q = jnp.einsum("BTD,DNH->BTNH", h, w["q_proj"].astype(dt))
+    k = jnp.einsum("BTD,DKH->BTKH", h, w["k_proj"].astype(dt))
+    v = jnp.einsum("BTD,DKH->BTKH", h, w["v_proj"].astype(dt))
+    q = apply_rope(q, positions, inv_freq)
+    k = apply_rope(k, positions, inv_freq)
+    if kv is not None:
+        zero = jnp.zeros((), jnp.int32)
+        k_cache = jax.lax.dynamic_update_slice(
+            kv[0], k.astype(kv[0].dtype), (zero, end_index, zero, zero)
+        )
+        v_cache = jax.lax.dynamic_update_slice(
+            kv[1], v.astype(kv[1].dtype), (zero, end_index, zero, zero)
+        )
+        k, v, kv = k_cache.astype(dt), v_cache.astype(dt), (k_cache, v_cache)
+    a = attention(q, k, v, mask, cfg.attention)
+    x = x + jnp.einsum("BTNH,NHD->BTD", a, w["o_proj"].astype(dt))
+    h = rms_norm(x, w["post_attention_layernorm"], cfg.rms_norm_eps).astype(dt)
+    gate = jnp.einsum("BTD,DF->BTF", h, w["gate_proj"].astype(dt))
+    up = jnp.einsum("BTD,DF->BTF", h, w["up_proj"].astype(dt))
+    x = x + jnp.einsum("BTF,FD->BTD", jax.nn.silu(gate) * up, w["down_proj"].astype(dt))
+    return x, kv
+
+
+_REMAT_POLICIES = {
+    "full": None,
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def _constrain_batch(x: Array) -> Array:
+    """Shard activations' batch axis over (data, fsdp) when a mesh with those axes is in context."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or not {"data", "fsdp"} <= set(mesh.axis_names):
+        return x
+    spec = jax.sharding.PartitionSpec(("data", "fsdp"), *([None] * (x.ndim - 1)))
+    return jax.lax.with_sharding_constraint(x, spec)
+
+
+def init_cache(cfg: LlamaConfig, batch_size: int, max_len: int, dtype: str | None = None) -> Cache:
+    """An empty KV cache for `batch_size` sequences of up to `max_len` tokens."""
+    shape = (cfg.n_layers, batch_size, max_len, cfg.n_kv_heads, cfg.head_dim)
+    dt = jnp.dtype(dtype or cfg.dtype)
+    return {
+        "k": jnp.zeros(shape, dt),
+        "v": jnp.zeros(shape, dt),
+        "mask": jnp.zeros((batch_size, max_len), jnp.bool_),
+        "end_index": jnp.zeros((), jnp.int32),
+    }
+
+
+def _segment_positions(segment_ids: Array) -> Array:
+    """Position of each token within its segment. [B,T] -> [B,T] int32."""
+    t = jnp.arange(segment_ids.shape[1], dtype=jnp.int32)[None, :]
+    starts = jnp.concatenate(
+        [jnp.ones_like(segment_ids[:, :1], jnp.bool_), segment_ids[:, 1:] != segment_ids[:, :-1]],
+        axis=1,
+    )
+    start_index = jax.lax.cummax(jnp.where(starts, t, 0), axis=1)
+    return t - start_index
+
+
+class Transformer(nnx.Module):
+    """Embedding, decoder layers and final norm (HF's `LlamaModel`, the `model.` prefix)."""
+
+    def __init__(self, cfg: LlamaConfig, *, rngs: nnx.Rngs):
+        self.config = cfg
+        self.embed_tokens = _param(rngs, (cfg.vocab_size, cfg.dim), ("vocab", "embed"), cfg)
+        self.layers = Layers(cfg, rngs)
+        self.norm = _param(rngs, (cfg.dim,), ("norm",), cfg, init="ones")
+
+    def __call__(
+        self,
+        tokens: Array,
+        *,
+        positions: Array | None = None,
+        attention_mask: Array | None = None,
+        segment_ids: Array | None = None,
+        cache: Cache | None = None,
+    ) -> tuple[Array, Cache | None]:
+        """Hidden states after the final norm.
+
+        Args:
+          tokens: [B,T] int token ids.
+          positions: [B,T] rotary positions. Default: the count of real tokens before each token
+            (so left padding works), per segment when `segment_ids` are given.
+          attention_mask: [B,T] 1 for real tokens, 0 for padding (left or right). Default all 1.
+          segment_ids: [B,T] ids of packed sequences; a token attends only within its segment.
+          cache: a KV cache from `init_cache`; the tokens are written at `cache["end_index"]`.
+        Returns:
+          hidden [B,T,D] float32 and the updated cache (None without a cache).
+        """
+        cfg = self.config
+        b, t = tokens.shape
+        if attention_mask is None:
+            attention_mask = jnp.ones((b, t), jnp.bool_)
+        attention_mask = attention_mask.astype(jnp.bool_)
+        q_idx = jnp.arange(t, dtype=jnp.int32)
+        if cache is None:
+            key_mask = attention_mask
+            k_idx = q_idx
+            end_index = None
+        else:
+            if segment_ids is not None:
+                raise ValueError(
+                    "segment_ids (packed sequences) cannot be combined with a KV cache"
+                )
+            end_index = cache["end_index"]
+            key_mask = jax.lax.dynamic_update_slice(cache["mask"], attention_mask, (0, end_index))
+            q_idx = q_idx + end_index
+            k_idx = jnp.arange(key_mask.shape[1], dtype=jnp.int32)
+        if positions is None:
+            if segment_ids is not None:
+                positions = _segment_positions(segment_ids)
+            else:
+                before = jnp.cumsum(key_mask.astype(jnp.int32), axis=1) - 1
+                positions = jnp.maximum(jnp.take(before, q_idx, axis=1), 0)
+        # [B,T,S]: causal by slot index, real keys only, same segment; a token always sees itself
+        # so that padded query rows stay finite.
+        causal = k_idx[None, :] <= q_idx[:, None]
+        mask = causal[None] & key_mask[:, None, :]
+        if segment_ids is not None:
+            mask &= segment_ids[:, :, None] == segment_ids[:, None, :]
+        mask |= k_idx[None, None, :] == q_idx[None, :, None]
+
+        inv_freq = rope_frequencies(cfg)
+        dt = jnp.dtype(cfg.dtype)
+        x = jnp.take(self.embed_tokens[...], tokens, axis=0).astype(dt)
+        x = _constrain_batch(x)
+        weights = {
+            name: var[...] for name, var in vars(self.layers).items() if isinstance(var, nnx.Param)
+        }
+
+        def layer(x, w, kv):
+            x, kv = decoder_layer(w, x, positions, mask, kv, end_index, inv_freq, cfg)
+            return _constrain_batch(x), kv
+
+        if cfg.remat != "none":
+            layer = jax.checkpoint(layer, policy=_REMAT_POLICIES[cfg.remat])
+
+        kv_all = None if cache is None else (cache["k"], cache["v"])
+        if cfg.scan_layers:
+
+            def body(x, xs):
+                w, kv = xs
+                x, kv = layer(x, w, kv)
+                return x, kv
+
+            x, kv_all = jax.lax.scan(body, x, (weights, kv_all))
+        else:
+            new_k, new_v = [], []
+            for i in range(cfg.n_layers):
+                w = {name: a[i] for name, a in weights.items()}
+                kv = None if kv_all is None else (kv_all[0][i], kv_all[1][i])
+                x, kv = layer(x, w, kv)
+                if kv is not None:
+                    new_k.append(kv[0])
+                    new_v.append(kv[1])
+            if kv_all is not None:
+                kv_all = (jnp.stack(new_k), jnp.stack(new_v))
+        hidden = rms_norm(x, self.norm[...], cfg.rms_norm_eps)
+        if cache is None:
+            return hidden, None
+        new_cache = {"k": kv_all[0], "v": kv_all[1], "mask": key_mask, "end_index": end_index + t}
+        return hidden, new_cache
+
+
+class Llama(nnx.Module):
+    """Llama causal LM (HF `LlamaForCausalLM`): `model(tokens, ...) -> (logits, cache)`."""
+
+    def __init__(self, cfg: LlamaConfig, *, rngs: nnx.Rngs):
+        self.config = cfg
+        self.model = Transformer(cfg, rngs=rngs)
+        if not cfg.tie_embeddings:
+            self.lm_head = _param(rngs, (cfg.dim, cfg.vocab_size), ("embed", "vocab"), cfg)
+
+    def __call__(self, tokens: Array, **kwargs: Any) -> tuple[Array, Cache | None]:
+        """Logits [B,T,V] float32 and the updated cache; arguments as `Transformer.__call__`."""
+        hidden, cache = self.model(tokens, **kwargs)
+        return self.logits(hidden), cache
+
+    def logits(self, hidden: Array) -> Array:
+        """Output projection in the compute dtype, accumulated in float32. [B,T,D] -> [B,T,V]."""
+        dt = jnp.dtype(self.config.dtype)
+        if self.config.tie_embeddings:
+            return jnp.einsum(
+                "BTD,VD->BTV",
+                hidden.astype(dt),
+                self.model.embed_tokens[...].astype(dt),
+                preferred_element_type=jnp.float32,
+            )
+        return jnp.einsum(
+            "BTD,DV->BTV",
+            hidden.astype(dt),
+            self.lm_head[...].astype(dt),
+            preferred_element_type=jnp.float32,
+        )
+
+    def init_cache(self, batch_size: int, max_len: int, dtype: str | None = None) -> Cache:
+        return init_cache(self.config, batch_size, max_len, dtype)
+
+
+class RewardStat(nnx.Variable):
+    """Reward normalisation statistics: saved with the model, never trained."""
+
+
+def last_token_index(attention_mask: Array) -> Array:
+    """Index of the last real token of each row (left or right padding). [B,T] -> [B] int32."""
+    t = jnp.arange(attention_mask.shape[1], dtype=jnp.int32)
+    return jnp.max(jnp.where(attention_mask.astype(jnp.bool_), t[None, :], 0), axis=1)
+
+
+class RewardModel(nnx.Module):
+    """Llama backbone with a linear head read at the last real token (HF
+    `LlamaForSequenceClassification`, no bias). `model(tokens, attention_mask=...) -> [B, num_labels]`.
+
+    `reward_mean` / `reward_std` hold normalisation statistics (OpenRLHF's convention): rewards are
+    returned raw; `normalize` applies them.
+    """
+
+    def __init__(self, cfg: LlamaConfig, *, num_labels: int = 1, rngs: nnx.Rngs):
+        self.config = cfg
+        self.num_labels = num_labels
+        self.model = Transformer(cfg, rngs=rngs)
+        self.score = _param(rngs, (cfg.dim, num_labels), ("embed", None), cfg)
+        self.reward_mean = RewardStat(jnp.zeros((), jnp.float32))
+        self.reward_std = RewardStat(jnp.ones((), jnp.float32))
+
+    def __call__(
+        self, tokens: Array, *, attention_mask: Array | None = None, **kwargs: Any
+    ) -> Array:
+        """Scores [B, num_labels] float32 at each row's last real token."""
+        if attention_mask is None:
+            attention_mask = jnp.ones(tokens.shape, jnp.bool_)
+        hidden, _ = self.model(tokens, attention_mask=attention_mask, **kwargs)
+        last = last_token_index(attention_mask)
+        h = jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]  # [B,D]
+        return jnp.einsum("BD,DO->BO", h, self.score[...].astype(jnp.float32))
+
+    def normalize(self, rewards: Array) -> Array:
+        return (rewards - self.reward_mean[...]) / self.reward_std[...]
