@@ -218,7 +218,7 @@ def rms_norm(x: Array, weight: Array, eps: float) -> Array:
     """RMSNorm in float32, as HF: x / rms(x) * weight. [..., D] -> [..., D] float32."""
     x = x.astype(jnp.float32)
     x = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + eps)
-    return x * weight.astype(jnp.float32)
+    return x * weight.astype(jnp.float32).reshape((1,) * (x.ndim - 1) + (-1,))
 
 
 def rope_frequencies(cfg: LlamaConfig) -> Array:
