@@ -1,12 +1,14 @@
 """psycho_jax: JAX/Flax Llama training for psychological counseling (SFT, reward models, DPO)."""
 
+import pathlib
+
 import setuptools
 
 setuptools.setup(
     name="psycho_jax",
     version="0.1.0",
     description="Flax NNX Llama 3 training for counseling: SFT, Bradley-Terry reward models, DPO.",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=pathlib.Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     packages=setuptools.find_packages(include=["psycho_jax", "psycho_jax.*"]),
     package_data={"psycho_jax": ["data/sample/*", "assets/*", "assets/**/*"]},

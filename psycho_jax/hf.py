@@ -7,7 +7,9 @@
   reward checkpoints (`score.weight`, optional `mean`/`std` in config.json) give a `RewardModel`.
 - `save_llama(model, path)` writes a directory that `transformers.LlamaForCausalLM` (or
   `LlamaForSequenceClassification`) loads, streaming one tensor at a time.
-- `load_tokenizer(path)` is `transformers.AutoTokenizer` on a local directory.
+- `load_tokenizer(path)` is `transformers.AutoTokenizer` on a local directory;
+  `convert_llama3_tokenizer` (from `psycho_jax.tokenizer`) turns Meta's original `tokenizer.model`
+  into one.
 
 safetensors is read and written here directly (its format is a JSON header and raw little-endian
 bytes) so that bfloat16 works without torch and reads are zero-copy slices of a memory map.
@@ -33,6 +35,7 @@ from flax import nnx
 
 from psycho_jax import sharding as sharding_lib
 from psycho_jax.model import Llama, LlamaConfig, RewardModel, RopeScaling
+from psycho_jax.tokenizer import convert_llama3_tokenizer  # noqa: F401  (re-exported)
 
 PathLike = str | os.PathLike
 

@@ -30,7 +30,11 @@ def model_config(config: ml_collections.ConfigDict) -> LlamaConfig:
     """The LlamaConfig a run config names (preset plus the numerics fields)."""
     m = config.model
     return LlamaConfig.preset(
-        m.preset, dtype=m.dtype, param_dtype=m.param_dtype, attention=m.attention, remat=m.remat,
+        m.preset,
+        dtype=m.dtype,
+        param_dtype=m.param_dtype,
+        attention=m.attention,
+        remat=m.remat,
         scan_layers=m.scan_layers,
     )
 
@@ -41,8 +45,15 @@ def run_model_demo(config: ml_collections.ConfigDict, dry_run: bool = False) -> 
     rules = tuple(tuple(r) for r in config.sharding_rules)
     if config.hf_path:
         m = config.model
-        model = hf.load_llama(config.hf_path, mesh=mesh, rules=rules, dtype=m.dtype,
-                              attention=m.attention, remat=m.remat, scan_layers=m.scan_layers)
+        model = hf.load_llama(
+            config.hf_path,
+            mesh=mesh,
+            rules=rules,
+            dtype=m.dtype,
+            attention=m.attention,
+            remat=m.remat,
+            scan_layers=m.scan_layers,
+        )
         cfg = model.config
     else:
         cfg = model_config(config)
@@ -54,8 +65,11 @@ def run_model_demo(config: ml_collections.ConfigDict, dry_run: bool = False) -> 
                 int(np.prod(s.shard_shape(x.shape))) * x.dtype.itemsize
                 for x, s in zip(jax.tree.leaves(state), jax.tree.leaves(shardings), strict=True)
             )
-            summary = {"params": cfg.num_params, "mesh": dict(mesh.shape),
-                       "param_bytes_per_device": per_device}
+            summary = {
+                "params": cfg.num_params,
+                "mesh": dict(mesh.shape),
+                "param_bytes_per_device": per_device,
+            }
             print(json.dumps(summary))
             return summary
         model = sharding.init_sharded(lambda: Llama(cfg, rngs=nnx.Rngs(config.seed)), mesh, rules)
