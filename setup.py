@@ -11,7 +11,7 @@ setuptools.setup(
     long_description=pathlib.Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     packages=setuptools.find_packages(include=["psycho_jax", "psycho_jax.*"]),
-    package_data={"psycho_jax": ["data/sample/*", "assets/*", "assets/**/*"]},
+    package_data={"psycho_jax": ["data/sample/*", "assets/sample_tokenizer/*"]},
     python_requires=">=3.11",
     install_requires=[
         "jax>=0.8",

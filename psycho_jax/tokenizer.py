@@ -364,3 +364,42 @@ def make_llama3_style_tokenizer(
             f"train on more text or ask for a vocab_size of at most {len(vocab) + NUM_SPECIAL_TOKENS}"
         )
     return _assemble(vocab, merges, out_dir)
+
+
+SAMPLE_TOKENIZER_DIR = Path(__file__).resolve().parent / "assets" / "sample_tokenizer"
+"""The small tokenizer shipped for the embedded sample data (built by `build_sample_tokenizer`)."""
+SAMPLE_VOCAB_SIZE = 2048
+
+
+def _sample_texts() -> Iterable[str]:
+    from psycho_jax.data import sample_gen
+
+    for name in ("preference_train", "sft_train"):
+        for row in sample_gen.load_sample(name):
+            if "messages" in row:
+                yield from (m["content"] for m in row["messages"])
+            else:
+                yield from (row["question"], row["chosen"], row["rejected"])
+
+
+def build_sample_tokenizer(
+    out_dir: str | Path = SAMPLE_TOKENIZER_DIR, vocab_size: int = SAMPLE_VOCAB_SIZE
+) -> transformers.PreTrainedTokenizerFast:
+    """Trains the shipped sample tokenizer on the embedded training splits (deterministic).
+
+    Regenerate with `python -m psycho_jax.tokenizer --build-sample`.
+    """
+    return make_llama3_style_tokenizer(_sample_texts(), vocab_size, out_dir)
+
+
+def sample_tokenizer() -> transformers.PreTrainedTokenizerFast:
+    """The tokenizer for the embedded sample data (Llama 3 conventions, 2,048 ids)."""
+    return transformers.AutoTokenizer.from_pretrained(str(SAMPLE_TOKENIZER_DIR))
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["--build-sample"]:
+        raise SystemExit("usage: python -m psycho_jax.tokenizer --build-sample")
+    print(build_sample_tokenizer().name_or_path or SAMPLE_TOKENIZER_DIR)

@@ -300,3 +300,15 @@ def test_convert_rejects_bad_files(tmp_path, lines, where, what):
 def test_convert_missing_file(tmp_path):
     with pytest.raises(ValueError, match="nothere.model"):
         tk.convert_llama3_tokenizer(tmp_path / "nothere.model")
+
+
+def test_shipped_sample_tokenizer_is_reproducible(tmp_path):
+    from psycho_jax import tokenizer as tk
+
+    rebuilt = tk.build_sample_tokenizer(tmp_path)
+    shipped = tk.sample_tokenizer()
+    assert len(shipped) == tk.SAMPLE_VOCAB_SIZE == len(rebuilt)
+    assert (tmp_path / "tokenizer.json").read_bytes() == (
+        tk.SAMPLE_TOKENIZER_DIR / "tokenizer.json"
+    ).read_bytes(), "regenerate with: python -m psycho_jax.tokenizer --build-sample"
+    assert shipped.eos_token == "<|eot_id|>" and shipped.pad_token == "<|finetune_right_pad_id|>"
