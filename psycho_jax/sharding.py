@@ -34,6 +34,28 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
 )
 
 
+def resolve_mesh_shape(
+    shape: Sequence[int], num_devices: int, axis_names: Sequence[str] = MESH_AXES
+) -> tuple[int, ...]:
+    """The mesh shape with its one `-1` resolved; raises if it does not fit `num_devices`."""
+    shape = list(shape)
+    if len(shape) != len(axis_names):
+        raise ValueError(f"mesh shape {tuple(shape)} needs one size per axis {tuple(axis_names)}")
+    if shape.count(-1) > 1:
+        raise ValueError(f"mesh shape {tuple(shape)}: at most one axis may be -1")
+    known = math.prod(s for s in shape if s != -1)
+    if -1 in shape:
+        if known <= 0 or num_devices % known:
+            raise ValueError(f"mesh shape {tuple(shape)} does not divide {num_devices} devices")
+        shape[shape.index(-1)] = num_devices // known
+    if math.prod(shape) != num_devices:
+        raise ValueError(
+            f"mesh shape {tuple(shape)} has {math.prod(shape)} slots for {num_devices} devices "
+            f"(axes {tuple(axis_names)})"
+        )
+    return tuple(shape)
+
+
 def make_mesh(
     shape: Sequence[int] = (1, -1, 1),
     axis_names: Sequence[str] = MESH_AXES,
@@ -44,23 +66,9 @@ def make_mesh(
     Example: `make_mesh((1, -1, 2))` on 8 devices is data=1, fsdp=4, tensor=2.
     """
     devices = list(jax.devices() if devices is None else devices)
-    shape = list(shape)
-    if len(shape) != len(axis_names):
-        raise ValueError(f"mesh shape {tuple(shape)} needs one size per axis {tuple(axis_names)}")
-    if shape.count(-1) > 1:
-        raise ValueError(f"mesh shape {tuple(shape)}: at most one axis may be -1")
-    known = math.prod(s for s in shape if s != -1)
-    if -1 in shape:
-        if known <= 0 or len(devices) % known:
-            raise ValueError(f"mesh shape {tuple(shape)} does not divide {len(devices)} devices")
-        shape[shape.index(-1)] = len(devices) // known
-    if math.prod(shape) != len(devices):
-        raise ValueError(
-            f"mesh shape {tuple(shape)} has {math.prod(shape)} slots for {len(devices)} devices "
-            f"(axes {tuple(axis_names)})"
-        )
+    shape = resolve_mesh_shape(shape, len(devices), axis_names)
     return jax.make_mesh(
-        tuple(shape), tuple(axis_names), axis_types=(AxisType.Auto,) * len(shape), devices=devices
+        shape, tuple(axis_names), axis_types=(AxisType.Auto,) * len(shape), devices=devices
     )
 
 
