@@ -1,0 +1,171 @@
+"""Tokenized examples -> fixed-shape numpy batches: SFT packing or padding, preference pairs.
+
+Batch format (the one place it is defined; every array is right-padded with `pad_id`):
+
+SFT (`collate_sft`), `B` rows of length `T`:
+    tokens          [B, T] int32   token ids; `pad_id` after the last segment
+    positions       [B, T] int32   position within the token's segment (0 at each BOS), 0 on padding
+    segment_ids     [B, T] int32   1, 2, ... for the packed sequences of a row, 0 on padding; the
+                                   model attends only within a segment (block-diagonal causal mask)
+    attention_mask  [B, T] int32   1 on real tokens, 0 on padding
+    loss_mask       [B, T] float32 1 where the token is a training target (assistant tokens: each
+                                   reply and its end-of-turn token); 0 on prompts, headers, padding
+
+Preference (`collate_pairs`), `B` pairs, axis 1 = (chosen, rejected):
+    tokens          [B, 2, T] int32   prompt + reply; both rows of a pair share the prompt tokens
+    positions       [B, 2, T] int32   0, 1, 2, ... on real tokens, 0 on padding
+    attention_mask  [B, 2, T] int32
+    loss_mask       [B, 2, T] float32 1 on reply tokens only
+    margin          [B] float32       the pair's margin, 0 where it has none
+    example_index   [B] int32         position of the pair in the tokenized dataset (for ids, audits)
+    ratings         [B, 2, 7] float32 per-principle ratings (`formats.PRINCIPLES` order), 0 where
+                                      absent. Only when the dataset has ratings, with:
+    has_ratings     [B] float32       1 where the pair has ratings
+
+Targets are the tokens themselves: the logit at t predicts token t+1, so a next-token loss reads
+`logits[..., :-1, :]` against `tokens[..., 1:]` weighted by `loss_mask[..., 1:]`. A segment's first
+token (BOS) is never a target, so the shift never crosses from one packed sequence into the next.
+The reward model reads the last real token of each row (`model.last_token_index(attention_mask)`).
+
+`T` is `seq_len` when packing, else the smallest of a few bucket lengths that holds the longest row
+of the *global* batch, so every host builds the same shape and compilations stay few.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from psycho_jax.data.formats import PRINCIPLES
+from psycho_jax.data.templating import TokenizedConversation, TokenizedPair
+
+
+def bucket_length(n: int, buckets: Sequence[int]) -> int:
+    """The smallest bucket >= n. Raises ValueError if none is."""
+    for b in sorted(buckets):
+        if b >= n:
+            return b
+    raise ValueError(f"a row of {n} tokens is longer than the largest bucket {max(buckets)}")
+
+
+def default_buckets(seq_len: int, n: int = 4) -> tuple[int, ...]:
+    """`n` bucket lengths up to `seq_len`, halving: e.g. 1024 -> (128, 256, 512, 1024)."""
+    out = {seq_len}
+    b = seq_len
+    for _ in range(n - 1):
+        b //= 2
+        if b < 8:
+            break
+        out.add(b)
+    return tuple(sorted(out))
+
+
+def pack(lengths: Sequence[int], seq_len: int, max_open: int = 8) -> list[list[int]]:
+    """Groups items (in the given order) into rows of at most `seq_len` tokens.
+
+    First fit among up to `max_open` open rows; when none has room and `max_open` rows are open,
+    the oldest is closed. Deterministic; rows come out in the order they are closed.
+
+    Returns:
+        Rows, each a list of item positions in `lengths`.
+    Raises:
+        ValueError: an item is longer than `seq_len`.
+    """
+    rows: list[list[int]] = []
+    open_rows: list[list[int]] = []
+    room: list[int] = []
+    for i, n in enumerate(lengths):
+        if n > seq_len:
+            raise ValueError(f"item {i} has {n} tokens, more than seq_len {seq_len}")
+        for k, r in enumerate(room):
+            if n <= r:
+                open_rows[k].append(i)
+                room[k] -= n
+                break
+        else:
+            if len(open_rows) == max_open:
+                rows.append(open_rows.pop(0))
+                room.pop(0)
+            open_rows.append([i])
+            room.append(seq_len - n)
+    return rows + open_rows
+
+
+def collate_sft(
+    rows: Sequence[Sequence[TokenizedConversation]], seq_len: int, pad_id: int
+) -> dict[str, np.ndarray]:
+    """An SFT batch (format above); row `b` holds the conversations `rows[b]` packed in order.
+
+    One conversation per row gives plain right padding.
+    """
+    b = len(rows)
+    tokens = np.full((b, seq_len), pad_id, np.int32)
+    positions = np.zeros((b, seq_len), np.int32)
+    segment_ids = np.zeros((b, seq_len), np.int32)
+    loss_mask = np.zeros((b, seq_len), np.float32)
+    for i, row in enumerate(rows):
+        t = 0
+        for s, ex in enumerate(row, start=1):
+            n = len(ex.tokens)
+            if t + n > seq_len:
+                raise ValueError(f"row {i}: {t + n} tokens do not fit seq_len {seq_len}")
+            tokens[i, t : t + n] = ex.tokens
+            positions[i, t : t + n] = np.arange(n, dtype=np.int32)
+            segment_ids[i, t : t + n] = s
+            loss_mask[i, t : t + n] = ex.loss_mask
+            t += n
+    return {
+        "tokens": tokens,
+        "positions": positions,
+        "segment_ids": segment_ids,
+        "attention_mask": (segment_ids > 0).astype(np.int32),
+        "loss_mask": loss_mask,
+    }
+
+
+def pair_length(p: TokenizedPair) -> int:
+    """Length of the longer of a pair's two rows."""
+    return len(p.prompt) + max(len(p.chosen), len(p.rejected))
+
+
+def collate_pairs(
+    pairs: Sequence[TokenizedPair], seq_len: int, pad_id: int, with_ratings: bool
+) -> dict[str, np.ndarray]:
+    """A preference batch (format above) of length `seq_len`."""
+    b = len(pairs)
+    tokens = np.full((b, 2, seq_len), pad_id, np.int32)
+    attention = np.zeros((b, 2, seq_len), np.int32)
+    loss_mask = np.zeros((b, 2, seq_len), np.float32)
+    margin = np.zeros((b,), np.float32)
+    index = np.zeros((b,), np.int32)
+    ratings = np.zeros((b, 2, len(PRINCIPLES)), np.float32)
+    has_ratings = np.zeros((b,), np.float32)
+    for i, p in enumerate(pairs):
+        n_p = len(p.prompt)
+        for k, reply in enumerate((p.chosen, p.rejected)):
+            n = n_p + len(reply)
+            if n > seq_len:
+                raise ValueError(f"pair {p.index}: {n} tokens do not fit seq_len {seq_len}")
+            tokens[i, k, :n_p] = p.prompt
+            tokens[i, k, n_p:n] = reply
+            attention[i, k, :n] = 1
+            loss_mask[i, k, n_p:n] = 1.0
+        margin[i] = 0.0 if p.margin is None else p.margin
+        index[i] = p.index
+        if p.ratings is not None:
+            ratings[i] = p.ratings
+            has_ratings[i] = 1.0
+    positions = np.maximum(np.cumsum(attention, axis=-1, dtype=np.int32) - 1, 0) * attention
+    batch = {
+        "tokens": tokens,
+        "positions": positions.astype(np.int32),
+        "attention_mask": attention,
+        "loss_mask": loss_mask,
+        "margin": margin,
+        "example_index": index,
+    }
+    if with_ratings:
+        batch["ratings"] = ratings
+        batch["has_ratings"] = has_ratings
+    return batch

@@ -1,0 +1,296 @@
+"""Deterministic, resumable, per-host batches over tokenized examples (grain).
+
+The global batch stream is a pure function of (examples, `LoaderConfig`), never of the number of
+hosts: step `s` covers units `[s*B, (s+1)*B)` of one stream, where a unit is a pair, a conversation,
+or (packing) a row of packed conversations, and the stream is the examples shuffled by
+`grain.MapDataset.shuffle(seed)` anew each epoch, epoch after epoch. Host `h` of `P` takes units
+`[h*B/P, (h+1)*B/P)` of every global batch: the hosts' shards are disjoint and together are the
+global batch, so `sharding.shard_batch` assembles exactly it, on any number of hosts.
+
+Examples are tokenized once, up front (`templating.tokenize_examples`, ~2,000+ pairs/s on one
+core): every skip is counted before training starts, packing plans and bucket lengths come from
+known lengths, and each host can compute the shape of the global batch without talking to the
+others.
+
+Resuming: `loader.get_state()` is a small JSON-serialisable dict (grain's iterator state plus a
+fingerprint of the data and config); `set_state` on a loader built from the same data and config
+continues with exactly the batches the first run would have seen, and refuses a state from other
+data or another config with a message saying what differs. Grain's prefetch thread builds the next
+batches while the accelerator works.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import grain
+import jax
+import numpy as np
+from absl import logging
+
+from psycho_jax.data import batching
+from psycho_jax.data.templating import Tokenized, TokenizedPair
+
+STATE_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class LoaderConfig:
+    """How tokenized examples become batches.
+
+    Attributes:
+        global_batch_size: rows (SFT) or pairs (preference) per step over all hosts.
+        seq_len: maximum (and, when packing, exact) batch length `T`.
+        pad_id: token id written after the real tokens (the tokenizer's pad token).
+        seed: shuffling seed; the order of epoch `e` depends only on (seed, e).
+        num_epochs: passes over the data; None repeats forever.
+        packing: SFT only: pack several conversations per row (`segment_ids`), else one per row.
+        buckets: allowed batch lengths when not packing; () means `default_buckets(seq_len)`.
+        max_open_rows: how many partly filled rows the packer keeps open (first fit).
+        prefetch: batches grain builds ahead in a background thread (0: none, build on demand).
+    """
+
+    global_batch_size: int
+    seq_len: int
+    pad_id: int
+    seed: int = 0
+    num_epochs: int | None = 1
+    packing: bool = True
+    buckets: tuple[int, ...] = ()
+    max_open_rows: int = 8
+    prefetch: int = 2
+
+    def __post_init__(self):
+        if self.global_batch_size <= 0 or self.seq_len <= 0:
+            raise ValueError(
+                f"LoaderConfig: global_batch_size ({self.global_batch_size}) and seq_len "
+                f"({self.seq_len}) must be positive"
+            )
+        if self.num_epochs is not None and self.num_epochs <= 0:
+            raise ValueError(
+                f"LoaderConfig.num_epochs must be positive or None, got {self.num_epochs}"
+            )
+        if self.buckets and max(self.buckets) > self.seq_len:
+            raise ValueError(f"LoaderConfig.buckets {self.buckets} exceed seq_len {self.seq_len}")
+
+
+def _lengths(examples: Sequence[Tokenized]) -> np.ndarray:
+    if isinstance(examples[0], TokenizedPair):
+        return np.asarray([batching.pair_length(p) for p in examples], np.int64)
+    return np.asarray([len(c.tokens) for c in examples], np.int64)
+
+
+def _fingerprint(examples: Sequence[Tokenized]) -> str:
+    """A hash of all token ids and masks: a restored state must be for the same data."""
+    h = hashlib.sha256()
+    for ex in examples:
+        if isinstance(ex, TokenizedPair):
+            for a in (ex.prompt, ex.chosen, ex.rejected):
+                h.update(np.int64(len(a)).tobytes())
+                h.update(a.tobytes())
+        else:
+            h.update(np.int64(len(ex.tokens)).tobytes())
+            h.update(ex.tokens.tobytes())
+            h.update(ex.loss_mask.tobytes())
+    return h.hexdigest()[:16]
+
+
+class Loader:
+    """Iterator of this host's share of each global batch (format: `batching` module docstring).
+
+    Args:
+        examples: tokenized pairs, or tokenized conversations (not both).
+        config: a `LoaderConfig`.
+        process_index, process_count: this host and the number of hosts; default
+            `jax.process_index()` and `jax.process_count()` (parameters for tests).
+    """
+
+    def __init__(
+        self,
+        examples: Sequence[Tokenized],
+        config: LoaderConfig,
+        process_index: int | None = None,
+        process_count: int | None = None,
+    ):
+        if not examples:
+            raise ValueError("no examples to load (all skipped? see the skip report)")
+        kinds = {type(e) for e in examples}
+        if len(kinds) > 1:
+            raise ValueError("examples mix pairs and conversations")
+        self.examples = list(examples)
+        self.config = config
+        self.is_pairs = isinstance(self.examples[0], TokenizedPair)
+        self.process_index = jax.process_index() if process_index is None else process_index
+        self.process_count = jax.process_count() if process_count is None else process_count
+        if not 0 <= self.process_index < self.process_count:
+            raise ValueError(f"process_index {self.process_index} not in [0, {self.process_count})")
+        if config.global_batch_size % self.process_count:
+            raise ValueError(
+                f"global_batch_size {config.global_batch_size} is not divisible by the "
+                f"{self.process_count} hosts"
+            )
+        self.host_batch_size = config.global_batch_size // self.process_count
+        self.lengths = _lengths(self.examples)
+        if self.lengths.max() > config.seq_len:
+            raise ValueError(
+                f"an example has {self.lengths.max()} tokens, more than seq_len {config.seq_len}: "
+                "tokenize with Truncation(max_len <= seq_len)"
+            )
+        self.packing = config.packing and not self.is_pairs
+        self.buckets = config.buckets or batching.default_buckets(config.seq_len)
+        self.with_ratings = self.is_pairs and any(p.ratings is not None for p in self.examples)
+        n = len(self.examples)
+        order = grain.MapDataset.range(n).shuffle(seed=config.seed)
+        self._order = order.repeat(config.num_epochs) if config.num_epochs else order.repeat()
+        self._plans: list[list[list[int]]] = []  # packed rows of each epoch computed so far
+        self._plan_starts: list[int] = [0]
+        self._lock = threading.Lock()
+        self.units_per_epoch = len(self._epoch_plan(0)) if self.packing else n
+        self.num_steps: int | None = None
+        if config.num_epochs is not None:
+            units = self._units_total(config.num_epochs)
+            self.num_steps = units // config.global_batch_size
+            if units % config.global_batch_size:
+                logging.info(
+                    "loader: the last %d of %d %s do not fill a global batch of %d and are dropped",
+                    units % config.global_batch_size,
+                    units,
+                    "rows" if self.packing else "examples",
+                    config.global_batch_size,
+                )
+            if self.num_steps == 0:
+                raise ValueError(
+                    f"{units} {'rows' if self.packing else 'examples'} do not fill one global batch "
+                    f"of {config.global_batch_size}"
+                )
+        self.fingerprint = {
+            "version": STATE_VERSION,
+            "data": _fingerprint(self.examples),
+            "num_examples": n,
+            "kind": "pairs" if self.is_pairs else "conversations",
+            **{k: v for k, v in dataclasses.asdict(config).items() if k != "prefetch"},
+        }
+        self.fingerprint["buckets"] = list(self.buckets)
+        steps = self.num_steps if self.num_steps is not None else sys.maxsize
+        self._dataset = grain.MapDataset.range(steps).map(self.batch)
+        self._iter = None
+
+    # -------------------------------------------------------------------- the unit stream
+
+    def _epoch_plan(self, epoch: int) -> list[list[int]]:
+        with self._lock:
+            while len(self._plans) <= epoch:
+                e = len(self._plans)
+                n = len(self.examples)
+                idx = np.asarray([self._order[e * n + i] for i in range(n)], np.int64)
+                rows = batching.pack(
+                    self.lengths[idx], self.config.seq_len, self.config.max_open_rows
+                )
+                self._plans.append([[int(idx[k]) for k in row] for row in rows])
+                self._plan_starts.append(self._plan_starts[-1] + len(rows))
+            return self._plans[epoch]
+
+    def _units_total(self, epochs: int) -> int:
+        if not self.packing:
+            return epochs * len(self.examples)
+        self._epoch_plan(epochs - 1)
+        return self._plan_starts[epochs]
+
+    def unit(self, k: int) -> list[int]:
+        """Example indices of unit `k` of the global stream (one, or a packed row)."""
+        if not self.packing:
+            return [int(self._order[k])]
+        epoch = 0
+        while True:
+            plan = self._epoch_plan(epoch)
+            if k < self._plan_starts[epoch + 1]:
+                return plan[k - self._plan_starts[epoch]]
+            epoch += 1
+
+    def epoch_of(self, step: int) -> int:
+        """The epoch the first unit of global batch `step` belongs to."""
+        k = step * self.config.global_batch_size
+        if not self.packing:
+            return k // len(self.examples)
+        epoch = 0
+        while self._epoch_plan(epoch) is not None and k >= self._plan_starts[epoch + 1]:
+            epoch += 1
+        return epoch
+
+    # -------------------------------------------------------------------- batches
+
+    def batch(self, step: int, process_index: int | None = None) -> dict[str, np.ndarray]:
+        """This host's part of global batch `step` (random access; no iterator state involved)."""
+        h = self.process_index if process_index is None else process_index
+        cfg = self.config
+        first = step * cfg.global_batch_size
+        units = [self.unit(first + i) for i in range(cfg.global_batch_size)]
+        if self.packing:
+            seq_len = cfg.seq_len
+        else:  # same bucket on every host: from the longest row of the global batch
+            seq_len = batching.bucket_length(
+                max(int(self.lengths[u[0]]) for u in units), self.buckets
+            )
+        mine = units[h * self.host_batch_size : (h + 1) * self.host_batch_size]
+        if self.is_pairs:
+            pairs = [self.examples[u[0]] for u in mine]
+            return batching.collate_pairs(pairs, seq_len, cfg.pad_id, self.with_ratings)
+        rows = [[self.examples[i] for i in u] for u in mine]
+        return batching.collate_sft(rows, seq_len, cfg.pad_id)
+
+    def global_batch(self, step: int) -> dict[str, np.ndarray]:
+        """All hosts' parts of batch `step`, concatenated (what `shard_batch` assembles)."""
+        parts = [self.batch(step, h) for h in range(self.process_count)]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    # -------------------------------------------------------------------- iteration and state
+
+    def _iterator(self):
+        if self._iter is None:
+            opts = grain.ReadOptions(
+                num_threads=1 if self.config.prefetch else 0,
+                prefetch_buffer_size=self.config.prefetch,
+            )
+            self._iter = iter(self._dataset.to_iter_dataset(opts))
+        return self._iter
+
+    def __iter__(self) -> Loader:
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        return next(self._iterator())
+
+    def get_state(self) -> dict[str, Any]:
+        """JSON-serialisable position of the iterator (save it with a checkpoint)."""
+        return {"grain": self._iterator().get_state(), "fingerprint": dict(self.fingerprint)}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continues from a `get_state()` of a loader over the same data and config.
+
+        Raises:
+            ValueError: the state comes from other data or another config (names what differs).
+        """
+        saved = state.get("fingerprint", {})
+        diff = {
+            k: (saved.get(k), v)
+            for k, v in self.fingerprint.items()
+            if k != "buckets"
+            and saved.get(k) != v
+            or k == "buckets"
+            and list(saved.get(k) or []) != v
+        }
+        if diff:
+            detail = ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in diff.items())
+            raise ValueError(f"the loader state does not match this data/config ({detail})")
+        self._iter = None
+        self._iterator().set_state(state["grain"])
+
+    @property
+    def step(self) -> int:
+        """Index of the next global batch this iterator yields."""
+        return int(self._iterator().get_state()["next_index"])
