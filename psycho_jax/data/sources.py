@@ -1,0 +1,282 @@
+"""Where rows come from: local files, Hugging Face datasets, the embedded sample, CounselChat.
+
+A source is named by a string (`parse_source`), so configs and command lines can list them:
+
+    data/pairs.jsonl                      a local JSONL / JSON / Parquet / CSV file
+    data/pairs.parquet@0.3                ... with mixture weight 0.3 (default 1)
+    hf:Psychotherapy-LLM/PsychoCounsel-Preference:train
+                                          `datasets.load_dataset(name, split=...)`; a local
+                                          directory of data files works the same way, offline
+    sample:preference_train               a file shipped in `psycho_jax/data/sample/`
+    counselchat:/path/counsel_chat.csv:train:sft   CounselChat SFT (`:pairs` for weak preferences)
+
+The row format (conversations, generic preference pairs, PsychoCounsel-Preference) is detected from
+the columns (`formats.detect_format`) unless the spec gives `format=...` via `Source`. A file that
+cannot be decoded is a `DataError` naming it (and the line, for JSONL).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from psycho_jax.data import formats
+from psycho_jax.data.formats import DataError, Example, OnError, SkipCounter
+
+FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """One source of examples.
+
+    Attributes:
+        kind: "file", "hf", "sample" or "counselchat".
+        location: path, hub name (or local directory), or sample file name.
+        split: dataset split (hf, counselchat); None: the only/default one.
+        weight: relative share in a mixture.
+        format: row format, or None to detect from the columns.
+        counselchat_mode: "sft" or "pairs" (counselchat only).
+    """
+
+    kind: str
+    location: str
+    split: str | None = None
+    weight: float = 1.0
+    format: formats.Format | None = None
+    counselchat_mode: str = "sft"
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}:{self.location}" + (f":{self.split}" if self.split else "")
+
+
+def parse_source(spec: str) -> Source:
+    """A `Source` from its string form (module docstring)."""
+    weight = 1.0
+    if "@" in spec:
+        spec, w = spec.rsplit("@", 1)
+        try:
+            weight = float(w)
+        except ValueError:
+            raise ValueError(f"source {spec!r}: weight {w!r} is not a number") from None
+        if not (math.isfinite(weight) and weight > 0):
+            raise ValueError(f"source {spec!r}: weight must be positive, got {weight}")
+    kind, _, rest = spec.partition(":")
+    if kind == "hf":
+        name, _, split = rest.partition(":")
+        return Source("hf", name, split or None, weight)
+    if kind == "sample":
+        return Source("sample", rest, None, weight)
+    if kind == "counselchat":
+        parts = rest.split(":")
+        mode = parts.pop() if parts[-1] in ("sft", "pairs") else "sft"
+        split = parts.pop() if len(parts) > 1 else None
+        return Source("counselchat", ":".join(parts), split, weight, None, mode)
+    return Source("file", spec, None, weight)
+
+
+# ---------------------------------------------------------------------------- reading rows
+
+
+def read_file(path: str | pathlib.Path) -> list[dict[str, Any]]:
+    """Rows of a local JSONL / JSON / Parquet / CSV file, values as stored.
+
+    Raises:
+        DataError: the file is missing, of an unknown type, or cannot be decoded (names the file,
+            and the line for JSONL).
+    """
+    path = pathlib.Path(path)
+    file = str(path)
+    if not path.is_file():
+        raise DataError(file, None, None, "no such file")
+    suffix = path.suffix.lower()
+    if suffix not in FILE_SUFFIXES:
+        raise DataError(
+            file, None, None, f"unknown file type {suffix!r}; use one of {FILE_SUFFIXES}"
+        )
+    if suffix in (".jsonl", ".json"):
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(file, None, None, f"not UTF-8 text ({e})") from None
+        if suffix == ".json":
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise DataError(file, None, None, f"not valid JSON ({e})") from None
+            if isinstance(data, dict):  # {"data": [...]} or {"train": [...]}: one list inside
+                lists = [v for v in data.values() if isinstance(v, list)]
+                data = lists[0] if len(lists) == 1 else data
+            if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+                raise DataError(file, None, None, "expected a JSON list of objects")
+            return data
+        rows = []
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(
+                    file, len(rows), None, f"line {lineno} is not valid JSON ({e})"
+                ) from None
+            if not isinstance(row, dict):
+                raise DataError(file, len(rows), None, f"line {lineno} is not a JSON object")
+            rows.append(row)
+        return rows
+    import pandas as pd
+
+    try:
+        if suffix == ".parquet":
+            df = pd.read_parquet(path)
+        else:
+            df = pd.read_csv(path, encoding="utf-8", keep_default_na=False, na_values=[])
+    except UnicodeDecodeError as e:
+        raise DataError(file, None, None, f"not UTF-8 text ({e})") from None
+    except Exception as e:  # pyarrow / pandas parser errors
+        kind = "Parquet" if suffix == ".parquet" else "CSV"
+        raise DataError(
+            file, None, None, f"not a readable {kind} file ({type(e).__name__}: {e})"
+        ) from None
+    return [_plain(r) for r in df.to_dict(orient="records")]
+
+
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    """numpy scalars and arrays (from Parquet/CSV) -> Python values, so checks see plain types."""
+    out = {}
+    for k, v in row.items():
+        if isinstance(v, np.ndarray):
+            v = [_plain(x) if isinstance(x, dict) else x for x in v.tolist()]
+        elif isinstance(v, np.generic):
+            v = v.item()
+        out[k] = v
+    return out
+
+
+def read_hf(name: str, split: str | None = None, **kwargs: Any) -> list[dict[str, Any]]:
+    """Rows of a Hugging Face dataset (`datasets.load_dataset(name, split=...)`), columns as they
+    are. `name` is a hub id (`Psychotherapy-LLM/PsychoCounsel-Preference`) or a local directory of
+    data files; with no split, a dataset with one split gives it, more splits are an error.
+    """
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(name, split=split, **kwargs)
+    except Exception as e:
+        raise DataError(
+            name, None, None, f"datasets.load_dataset failed ({type(e).__name__}: {e})"
+        ) from e
+    if isinstance(ds, datasets.DatasetDict):
+        if len(ds) != 1:
+            raise DataError(
+                name, None, None, f"has splits {sorted(ds)}; name one (hf:{name}:SPLIT)"
+            )
+        ds = next(iter(ds.values()))
+    return [_plain(dict(r)) for r in ds]
+
+
+def hf_splits(name: str, **kwargs: Any) -> list[str]:
+    """Split names of a hub dataset or local data directory."""
+    import datasets
+
+    return sorted(datasets.load_dataset(name, **kwargs))
+
+
+def read_rows(source: Source) -> tuple[str, list[dict[str, Any]]]:
+    """(display name, rows) of a file, hf or sample source."""
+    if source.kind == "file":
+        return source.location, read_file(source.location)
+    if source.kind == "hf":
+        return source.name, read_hf(source.location, source.split)
+    if source.kind == "sample":
+        from psycho_jax.data.sample_gen import sample_path
+
+        path = sample_path(source.location)
+        return path.name, read_file(path)
+    raise ValueError(f"source kind {source.kind!r} has no plain rows")
+
+
+def load_source(
+    source: Source | str, *, on_error: OnError = "raise", skips: SkipCounter | None = None
+) -> list[Example]:
+    """Validated examples of one source (bad rows raise, or are counted when `on_error="skip"`)."""
+    source = parse_source(source) if isinstance(source, str) else source
+    if source.kind == "counselchat":
+        from psycho_jax.data import counsel_chat
+
+        return counsel_chat.load(
+            source.location, split=source.split, mode=source.counselchat_mode, skips=skips
+        )
+    name, rows = read_rows(source)
+    if not rows:
+        raise DataError(name, None, None, "no rows")
+    columns = set().union(*(r.keys() for r in rows))
+    fmt = source.format or formats.detect_format(columns, name)
+    formats.check_columns(columns, fmt, name)
+    return formats.parse_rows(rows, fmt, name, on_error=on_error, skips=skips)
+
+
+# ---------------------------------------------------------------------------- mixtures
+
+
+def mixture_counts(
+    sizes: Sequence[int], weights: Sequence[float], total: int | None = None
+) -> list[int]:
+    """How many examples each source contributes: proportional to `weights`, summing to `total`
+    (default: the sum of `sizes`), rounded by largest remainder."""
+    if len(sizes) != len(weights) or not sizes:
+        raise ValueError("mixture: one weight per source")
+    if any(s <= 0 for s in sizes):
+        raise ValueError(f"mixture: every source needs examples, got sizes {list(sizes)}")
+    total = sum(sizes) if total is None else total
+    w = np.asarray(weights, np.float64) / np.sum(weights)
+    exact = w * total
+    counts = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - counts), kind="stable")[: total - counts.sum()]:
+        counts[i] += 1
+    return counts.tolist()
+
+
+def mix(
+    sources: Sequence[Sequence[Any]],
+    weights: Sequence[float],
+    seed: int = 0,
+    total: int | None = None,
+) -> list[Any]:
+    """A deterministic weighted mixture of lists (examples, or tokenized examples).
+
+    Source `i` contributes `mixture_counts(...)[i]` items: whole passes over it, then a seeded
+    random subset for the rest, so a small source given a large weight is repeated evenly. The
+    result is in source order; the loader shuffles it.
+    """
+    counts = mixture_counts([len(s) for s in sources], weights, total)
+    out: list[Any] = []
+    for i, (items, n) in enumerate(zip(sources, counts)):
+        reps, rest = divmod(n, len(items))
+        out.extend(list(items) * reps)
+        pick = np.sort(np.random.default_rng([seed, i]).permutation(len(items))[:rest])
+        out.extend(items[j] for j in pick)
+    return out
+
+
+def load_mixture(
+    specs: Sequence[Source | str],
+    *,
+    seed: int = 0,
+    total: int | None = None,
+    on_error: OnError = "raise",
+    skips: SkipCounter | None = None,
+) -> list[Example]:
+    """Examples of several sources mixed by their weights (one source: returned as is)."""
+    sources = [parse_source(s) if isinstance(s, str) else s for s in specs]
+    loaded = [load_source(s, on_error=on_error, skips=skips) for s in sources]
+    if len(loaded) == 1 and total is None:
+        return loaded[0]
+    return mix(loaded, [s.weight for s in sources], seed, total)
