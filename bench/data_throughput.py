@@ -1,0 +1,121 @@
+"""Preference pairs tokenised and batched per second, on one CPU core.
+
+    python bench/data_throughput.py                       # Llama 3 tokenizer if ../shared has it
+    python bench/data_throughput.py --tokenizer=sample    # the shipped sample tokenizer
+    python bench/data_throughput.py --pairs=5000 --reply_tokens=300 --prompt_tokens=100
+
+Builds distinct pairs from real counseling text (CounselChat answers when
+`../shared/data/counsel-chat` exists, else the embedded sample replies): prompts of about
+`--prompt_tokens` tokens and chosen/rejected replies of about `--reply_tokens`, by joining random
+sentences. Then times, pinned to one core with `tokenizers`' thread pool at one thread:
+Llama 3.1 chat templating + tokenisation (`templating.tokenize_examples`) and batching of every pair
+into `[B, 2, T]` batches (`pipeline.Loader`, no prefetch thread). Target: >= 1,000 pairs/s.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["RAYON_NUM_THREADS"] = "1"  # before tokenizers starts its pool
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import argparse  # noqa: E402
+import pathlib  # noqa: E402
+import random  # noqa: E402
+import time  # noqa: E402
+
+import regex  # noqa: E402
+
+SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared"
+TARGET = 1000.0
+
+
+def _sentences() -> tuple[list[str], str]:
+    csv = SHARED / "data" / "counsel-chat" / "counsel_chat.csv"
+    if csv.is_file():
+        import pandas as pd
+
+        texts = pd.read_csv(csv).answerText.astype(str).tolist()
+        source = "CounselChat answers"
+    else:
+        from psycho_jax.data.sample_gen import load_sample
+
+        rows = load_sample("preference_train")
+        texts = [r[k] for r in rows for k in ("chosen", "rejected", "question")]
+        source = "embedded sample replies"
+    sents = [s.strip() for t in texts for s in regex.split(r"(?<=[.!?])\s+", t) if len(s.strip()) > 20]
+    return sents, source
+
+
+def _text(rng: random.Random, sents: list[str], tokens: int, count) -> str:
+    out, n = [], 0
+    while n < tokens:
+        s = rng.choice(sents)
+        out.append(s)
+        n += count(s)
+    return " ".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tokenizer", default="llama3", help="'llama3' (../shared) or 'sample'")
+    parser.add_argument("--pairs", type=int, default=3000)
+    parser.add_argument("--prompt_tokens", type=int, default=100)
+    parser.add_argument("--reply_tokens", type=int, default=300)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--max_len", type=int, default=1024)
+    args = parser.parse_args()
+
+    cpu = min(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpu})
+
+    from psycho_jax import tokenizer as tk
+    from psycho_jax.data import formats, pipeline, templating
+
+    model = SHARED / "assets" / "llama3" / "tokenizer.model"
+    if args.tokenizer == "llama3" and model.is_file():
+        tok, tok_name = tk.convert_llama3_tokenizer(model), "Llama 3 (converted tokenizer.model)"
+    else:
+        tok, tok_name = tk.sample_tokenizer(), "sample tokenizer (2,048 ids)"
+    sents, source = _sentences()
+    rng = random.Random(0)
+    count = lambda s: len(tok.backend_tokenizer.encode(s, add_special_tokens=False).ids)
+    counts = {s: count(s) for s in rng.sample(sents, min(len(sents), 20000))}
+    sents = list(counts)
+    pairs = [
+        formats.PreferencePair(
+            (formats.Message("user", _text(rng, sents, args.prompt_tokens, counts.get)),),
+            _text(rng, sents, args.reply_tokens, counts.get),
+            _text(rng, sents, args.reply_tokens, counts.get),
+            id=str(i),
+            chosen_ratings=(5,) * 7,
+            rejected_ratings=(2,) * 7,
+        )
+        for i in range(args.pairs)
+    ]
+
+    start = time.perf_counter()
+    ct = templating.ChatTokenizer(tok)
+    tokenized = templating.tokenize_examples(pairs, ct, templating.Truncation(args.max_len))
+    mid = time.perf_counter()
+    cfg = pipeline.LoaderConfig(args.batch_size, args.max_len, ct.pad_id, prefetch=0)
+    loader = pipeline.Loader(tokenized, cfg, process_index=0, process_count=1)
+    batches = sum(1 for _ in loader)
+    end = time.perf_counter()
+
+    n = len(tokenized)
+    reply = sum(len(p.chosen) + len(p.rejected) for p in tokenized) / (2 * n)
+    prompt = sum(len(p.prompt) for p in tokenized) / n
+    rate = n / (end - start)
+    print(f"tokenizer: {tok_name}; text: {source}; one core (cpu {cpu}), RAYON_NUM_THREADS=1")
+    print(f"fast encoder path: {ct.encoder.fast} {ct.encoder.why_slow}")
+    print(f"{n} pairs, mean prompt {prompt:.0f} tokens (with template), mean reply {reply:.0f} tokens")
+    print(f"tokenise: {mid - start:.2f} s; batch ({batches} batches of {args.batch_size}): {end - mid:.2f} s")
+    print(f"throughput: {rate:,.0f} preference pairs/s (target >= {TARGET:,.0f})")
+    if rate < TARGET:
+        raise SystemExit(f"below target: {rate:,.0f} < {TARGET:,.0f} pairs/s")
+
+
+if __name__ == "__main__":
+    main()
