@@ -10,7 +10,8 @@ on real counseling answers (the Llama 3 split regex dominates), i.e. ~600 prefer
    prompt's segments recur in `prompt+chosen` and `prompt+rejected`: each is encoded once (cache).
 2. Within a segment, the Llama 3 pre-tokenizer splits on a regex and byte-level BPE encodes each
    piece independently, so pieces (words) can be cached too. Python's `regex` module runs the split
-   pattern ~3x faster than `tokenizers`' Oniguruma build does here.
+   pattern ~3x faster than `tokenizers`' Oniguruma build does here, and on ASCII-only text the
+   standard `re` module runs an ASCII transcription of it (`_ASCII_SPLIT`) ~2x faster again.
 
 The fast path is taken only for tokenizers whose pipeline is exactly that (no normalizer; the Llama 3
 split regex then byte-level mapping; a BPE model; added tokens matched verbatim), i.e. those built
@@ -20,10 +21,13 @@ both paths against `tokenizer(text, add_special_tokens=False)` on varied text.
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 from collections.abc import Sequence
 
 import regex
+import tokenizers
 import transformers
 from tokenizers import pre_tokenizers
 
@@ -31,12 +35,19 @@ from psycho_jax.tokenizer import LLAMA3_SPLIT_PATTERN
 
 _MAX_CACHE = 200_000  # entries per cache; cleared when full (memory stays bounded)
 
+_WS = " \\t\\n\\x0b\\x0c\\r"  # the ASCII characters with Unicode's White_Space property
+_ASCII_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\nA-Za-z0-9]?[A-Za-z]+|[0-9]{1,3}"
+    rf"| ?[^{_WS}A-Za-z0-9]+[\r\n]*|[{_WS}]*[\r\n]+|[{_WS}]+(?![^{_WS}])|[{_WS}]+"
+)
+"""`LLAMA3_SPLIT_PATTERN` for ASCII-only text: `\\p{L}` is `A-Za-z`, `\\p{N}` is `0-9`, `\\s` is `_WS`."""
 
-def _fast_path_ok(backend_json: dict) -> tuple[bool, str]:
-    """Whether a tokenizer.json describes the pipeline the fast path reproduces, and why not."""
-    if backend_json.get("normalizer") is not None:
+
+def _fast_path_ok(backend: tokenizers.Tokenizer) -> tuple[bool, str]:
+    """Whether a tokenizer's pipeline is the one the fast path reproduces, and why not."""
+    if backend.normalizer is not None:
         return False, "has a normalizer"
-    pre = backend_json.get("pre_tokenizer") or {}
+    pre = json.loads(backend.pre_tokenizer.__getstate__()) if backend.pre_tokenizer else {}
     steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
     if len(steps) != 2:
         return False, "pre-tokenizer is not Split + ByteLevel"
@@ -54,11 +65,11 @@ def _fast_path_ok(backend_json: dict) -> tuple[bool, str]:
         or byte_level.get("add_prefix_space")
     ):
         return False, "second pre-tokenizer is not a plain ByteLevel"
-    if (backend_json.get("model") or {}).get("type") != "BPE":
+    if type(backend.model).__name__ != "BPE":
         return False, "model is not BPE"
-    for t in backend_json.get("added_tokens", []):
-        if t.get("lstrip") or t.get("rstrip") or t.get("single_word"):
-            return False, f"added token {t.get('content')!r} has strip/word options"
+    for t in backend.get_added_tokens_decoder().values():
+        if t.lstrip or t.rstrip or t.single_word:
+            return False, f"added token {t.content!r} has strip/word options"
     return True, ""
 
 
@@ -72,7 +83,7 @@ class TextEncoder:
     def __init__(self, tokenizer: transformers.PreTrainedTokenizerBase, fast: bool = True):
         self.tokenizer = tokenizer
         self._backend = tokenizer.backend_tokenizer
-        ok, why = _fast_path_ok(json.loads(self._backend.to_str()))
+        ok, why = _fast_path_ok(self._backend)
         self.fast = fast and ok
         self.why_slow = "" if self.fast else (why or "fast path disabled")
         if self.fast:
@@ -85,6 +96,7 @@ class TextEncoder:
             self._added_ids = {s: self._backend.token_to_id(s) for s in added}
             self._added_re = regex.compile("(" + "|".join(map(regex.escape, added)) + ")")
             self._split_re = regex.compile(LLAMA3_SPLIT_PATTERN)
+            self._ascii_split_re = re.compile(_ASCII_SPLIT)
             self._byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
             self._model = self._backend.model
         self._segments: dict[str, list[int]] = {}
@@ -116,12 +128,13 @@ class TextEncoder:
             pieces = self._pieces
             if len(pieces) >= _MAX_CACHE:
                 pieces.clear()
-            ids = []
-            for piece in self._split_re.findall(text):
-                p = pieces.get(piece)
-                if p is None:
-                    mapped = self._byte_level.pre_tokenize_str(piece)[0][0]
-                    p = pieces[piece] = [t.id for t in self._model.tokenize(mapped)]
-                ids += p
-            self._segments[text] = ids
+            split = self._ascii_split_re if text.isascii() else self._split_re
+            found = split.findall(text)
+            parts = list(map(pieces.get, found))
+            if None in parts:
+                for k, piece in enumerate(found):
+                    if parts[k] is None:
+                        mapped = self._byte_level.pre_tokenize_str(piece)[0][0]
+                        parts[k] = pieces[piece] = [t.id for t in self._model.tokenize(mapped)]
+            ids = self._segments[text] = list(itertools.chain.from_iterable(parts))
         return ids

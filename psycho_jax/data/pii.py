@@ -2,8 +2,9 @@
 
 Scrubbed, each replaced by a bracketed placeholder so the sentence still reads:
 - e-mail addresses -> `[email]`; web addresses (`http(s)://`, `www.`, bare `name.com`) -> `[website]`;
-- phone numbers -> `[phone]`, except public crisis lines (988, 741741, 1-800-273-8255, ...), which are
-  resources a counseling reply should keep;
+- phone numbers -> `[phone]`, except public crisis lines (`CRISIS_LINES`; 988 and 741741 are too
+  short to look like phone numbers) and crisis web sites (`CRISIS_SITES`), which are resources a
+  counseling reply should keep;
 - names: honorific + name ("Dr. Jane Smith", "I'm Ms. Lee"), self-introductions ("my name is
   Jane"), sign-offs ("Warmly, Jane" / "- Jane Smith, LPC" at the end), names followed by
   credentials ("Jane Smith, LCSW"), and names passed in (e.g. the therapists of a dataset) ->
@@ -40,9 +41,21 @@ PHONE_RE = regex.compile(
     r"(?<!\d)(?:\+?1[\s.\-]?)?(?:\(\d{3}\)\s?|\d{3}[\s.\-]?)\d{3}[\s.\-]\d{4}(?!\d)"
 )
 CRISIS_LINES = frozenset(
-    {"8002738255", "18002738255", "8007997233", "18007997233", "8006564673", "18006564673"}
+    {
+        *("8002738255", "18002738255"),  # US National Suicide Prevention Lifeline (before 988)
+        *("8007997233", "18007997233"),  # US National Domestic Violence Hotline
+        *("8006564673", "18006564673"),  # RAINN sexual assault hotline
+        *("8004224453", "18004224453"),  # Childhelp National Child Abuse Hotline
+    }
 )
-"""Digits of public crisis lines (US suicide & crisis, domestic violence, RAINN): never scrubbed."""
+"""Digits of public crisis lines: never scrubbed or reported."""
+CRISIS_SITES = regex.compile(
+    r"(?:https?://)?(?:www\.)?(?:findahelpline\.com|988lifeline\.org|suicidepreventionlifeline\.org|"
+    r"thehotline\.org|rainn\.org|crisistextline\.org|samaritans\.org|childhelp\.org|"
+    r"childline\.org\.uk|nationaldahelpline\.org\.uk)(?:/\S*)?$",
+    regex.IGNORECASE,
+)
+"""Public crisis-resource web sites: never scrubbed or reported."""
 HONORIFIC_RE = regex.compile(rf"\b(?:Dr|Mr|Mrs|Ms|Mx|Prof)\.?\s+{_FULL_NAME}")
 INTRO_RE = regex.compile(rf"(?i:\bmy name is)\s+(?:(?:Dr|Mr|Mrs|Ms|Mx)\.?\s+)?{_FULL_NAME}")
 CREDENTIAL_NAME_RE = regex.compile(rf"\b{_FULL_NAME},?\s+(?:{CREDENTIALS})\b")
@@ -58,6 +71,10 @@ PLACEHOLDERS = {"email": "[email]", "url": "[website]", "phone": "[phone]", "nam
 
 def _is_crisis_line(number: str) -> bool:
     return "".join(c for c in number if c.isdigit()) in CRISIS_LINES
+
+
+def _url(m: regex.Match) -> str:
+    return m.group(0) if CRISIS_SITES.match(m.group(0)) else PLACEHOLDERS["url"]
 
 
 @functools.lru_cache(maxsize=256)
@@ -88,7 +105,7 @@ def find(text: str, names: Iterable[str] = (), words: Iterable[str] = ()) -> dic
     hits: collections.Counter[str] = collections.Counter()
     hits["email"] = len(EMAIL_RE.findall(text))
     stripped = EMAIL_RE.sub(" ", text)
-    hits["url"] = len(URL_RE.findall(stripped))
+    hits["url"] = sum(not CRISIS_SITES.match(u) for u in URL_RE.findall(stripped))
     hits["phone"] = sum(not _is_crisis_line(m) for m in PHONE_RE.findall(text))
     spans = set()
     patterns = [
@@ -114,7 +131,7 @@ def scrub(text: str, names: Iterable[str] = (), words: Iterable[str] = ()) -> st
     text = PHONE_RE.sub(
         lambda m: m.group(0) if _is_crisis_line(m.group(0)) else PLACEHOLDERS["phone"], text
     )
-    text = URL_RE.sub(PLACEHOLDERS["url"], text)
+    text = URL_RE.sub(_url, text)
     text = SIGN_OFF_RE.sub(lambda m: _keep_lead(m.group(0)), text)
     for pattern in _known_names(names, words):
         text = pattern.sub(PLACEHOLDERS["name"], text)

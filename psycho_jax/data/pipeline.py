@@ -218,9 +218,11 @@ class Loader:
         if not self.packing:
             return k // len(self.examples)
         epoch = 0
-        while self._epoch_plan(epoch) is not None and k >= self._plan_starts[epoch + 1]:
+        while True:
+            self._epoch_plan(epoch)
+            if k < self._plan_starts[epoch + 1]:
+                return epoch
             epoch += 1
-        return epoch
 
     # -------------------------------------------------------------------- batches
 
