@@ -44,7 +44,9 @@ def _sentences() -> tuple[list[str], str]:
         rows = load_sample("preference_train")
         texts = [r[k] for r in rows for k in ("chosen", "rejected", "question")]
         source = "embedded sample replies"
-    sents = [s.strip() for t in texts for s in regex.split(r"(?<=[.!?])\s+", t) if len(s.strip()) > 20]
+    sents = [
+        s.strip() for t in texts for s in regex.split(r"(?<=[.!?])\s+", t) if len(s.strip()) > 20
+    ]
     return sents, source
 
 
@@ -110,8 +112,12 @@ def main() -> None:
     rate = n / (end - start)
     print(f"tokenizer: {tok_name}; text: {source}; one core (cpu {cpu}), RAYON_NUM_THREADS=1")
     print(f"fast encoder path: {ct.encoder.fast} {ct.encoder.why_slow}")
-    print(f"{n} pairs, mean prompt {prompt:.0f} tokens (with template), mean reply {reply:.0f} tokens")
-    print(f"tokenise: {mid - start:.2f} s; batch ({batches} batches of {args.batch_size}): {end - mid:.2f} s")
+    print(
+        f"{n} pairs, mean prompt {prompt:.0f} tokens (with template), mean reply {reply:.0f} tokens"
+    )
+    print(
+        f"tokenise: {mid - start:.2f} s; batch ({batches} batches of {args.batch_size}): {end - mid:.2f} s"
+    )
     print(f"throughput: {rate:,.0f} preference pairs/s (target >= {TARGET:,.0f})")
     if rate < TARGET:
         raise SystemExit(f"below target: {rate:,.0f} < {TARGET:,.0f} pairs/s")

@@ -1,1 +1,13 @@
-"""Counseling data: formats, sources, chat templating, masking, packing."""
+"""Counseling data: formats, sources, chat templating, masking, packing.
+
+One batch, from source to loader:
+
+    formats      Conversation / PreferencePair, row parsers with validation, DataError, SkipCounter
+    sources      local files, Hugging Face datasets, the embedded sample, CounselChat; mixtures
+    counsel_chat CounselChat SFT conversations and weak preference pairs, scrubbed (pii)
+    templating   chat template -> token ids, assistant / reply loss masks, truncation policies
+    encoder      exact, cached text -> ids for the loader's throughput
+    batching     SFT packing or padding, [B, 2, T] preference batches (the batch format is there)
+    pipeline     grain loader: seeded shuffling, epochs, per-host shards, resumable state
+    audit        `python -m psycho_jax.data.audit`: what is in a dataset before training on it
+"""

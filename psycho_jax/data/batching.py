@@ -17,7 +17,8 @@ Preference (`collate_pairs`), `B` pairs, axis 1 = (chosen, rejected):
     attention_mask  [B, 2, T] int32
     loss_mask       [B, 2, T] float32 1 on reply tokens only
     margin          [B] float32       the pair's margin, 0 where it has none
-    example_index   [B] int32         position of the pair in the tokenized dataset (for ids, audits)
+    example_index   [B] int32         position of the pair in the tokenized dataset (for ids, audits);
+                                      -1 for an empty row (`LoaderConfig.pad_last_batch`)
     ratings         [B, 2, 7] float32 per-principle ratings (`formats.PRINCIPLES` order), 0 where
                                       absent. Only when the dataset has ratings, with:
     has_ratings     [B] float32       1 where the pair has ratings
@@ -97,7 +98,7 @@ def collate_sft(
 ) -> dict[str, np.ndarray]:
     """An SFT batch (format above); row `b` holds the conversations `rows[b]` packed in order.
 
-    One conversation per row gives plain right padding.
+    One conversation per row gives plain right padding; an empty row is all padding.
     """
     b = len(rows)
     tokens = np.full((b, seq_len), pad_id, np.int32)
@@ -130,9 +131,10 @@ def pair_length(p: TokenizedPair) -> int:
 
 
 def collate_pairs(
-    pairs: Sequence[TokenizedPair], seq_len: int, pad_id: int, with_ratings: bool
+    pairs: Sequence[TokenizedPair | None], seq_len: int, pad_id: int, with_ratings: bool
 ) -> dict[str, np.ndarray]:
-    """A preference batch (format above) of length `seq_len`."""
+    """A preference batch (format above) of length `seq_len`; a None pair is an empty row
+    (all padding, zero masks, `example_index` -1)."""
     b = len(pairs)
     tokens = np.full((b, 2, seq_len), pad_id, np.int32)
     attention = np.zeros((b, 2, seq_len), np.int32)
@@ -142,6 +144,9 @@ def collate_pairs(
     ratings = np.zeros((b, 2, len(PRINCIPLES)), np.float32)
     has_ratings = np.zeros((b,), np.float32)
     for i, p in enumerate(pairs):
+        if p is None:
+            index[i] = -1
+            continue
         n_p = len(p.prompt)
         for k, reply in enumerate((p.chosen, p.rejected)):
             n = n_p + len(reply)

@@ -124,7 +124,7 @@ def load(
         raise DataError(file, None, "split", f"no rows in split {split!r} (have {sorted(splits)})")
 
     def clean(text: str, own: Iterable[str] = ()) -> str:
-        return pii.scrub(str(text).replace("\xa0", " "), full_names, own).strip()
+        return pii.scrub(str(text).replace("\xa0", " "), full_names, frozenset(own)).strip()
 
     questions: dict[int, tuple[str, list[tuple[int, str, int]]]] = {}
     for i, r in enumerate(rows):

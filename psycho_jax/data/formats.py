@@ -171,10 +171,10 @@ def detect_format(columns: Iterable[str], file: str = "<rows>") -> Format:
     cols = set(columns)
     if "messages" in cols:
         return "conversation"
-    if "question" in cols and ("chosen" in cols or "rejected" in cols):
-        return "psychocounsel"
     if "prompt" in cols:
         return "preference"
+    if cols & {"question", "chosen", "rejected"}:  # check_columns then names what is missing
+        return "psychocounsel"
     raise DataError(
         file,
         None,

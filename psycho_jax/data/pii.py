@@ -31,12 +31,15 @@ _NAME = r"\p{Lu}[\p{L}'’\-]+"
 _FULL_NAME = rf"{_NAME}(?:\s+\p{{Lu}}\.)?(?:\s+{_NAME}){{0,2}}"
 
 EMAIL_RE = regex.compile(r"[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+")
+_TLDS = (
+    "com|org|net|edu|gov|info|biz|io|us|co|me|health|life|today|online|care|help|counseling|therapy"
+)
 URL_RE = regex.compile(
     r"(?:https?://|www\.)[^\s<>()\"']+[^\s<>()\"'.,;:!?]"
-    r"|\b[\w\-]+(?:\.[\w\-]+)*\.(?:com|org|net|edu|gov|info|biz|io|us|co|me|health|life|"
-    r"today|online|care|help|counseling|therapy)\b(?:/[^\s<>()\"']*[^\s<>()\"'.,;:!?])?",
+    rf"|\b[\w\-]+(?:\.[\w\-]+)*\.(?:{_TLDS})\b(?:/[^\s<>()\"']*[^\s<>()\"'.,;:!?])?",
     regex.IGNORECASE,
 )
+_URL_HINT = regex.compile(rf"https?://|www\.|\.(?:{_TLDS})\b", regex.IGNORECASE)  # cheap pre-check
 PHONE_RE = regex.compile(
     r"(?<!\d)(?:\+?1[\s.\-]?)?(?:\(\d{3}\)\s?|\d{3}[\s.\-]?)\d{3}[\s.\-]\d{4}(?!\d)"
 )
@@ -77,7 +80,7 @@ def _url(m: regex.Match) -> str:
     return m.group(0) if CRISIS_SITES.match(m.group(0)) else PLACEHOLDERS["url"]
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=64)
 def _names_re(names: frozenset[str], ignore_case: bool) -> regex.Pattern | None:
     if not names:
         return None
@@ -88,12 +91,43 @@ def _names_re(names: frozenset[str], ignore_case: bool) -> regex.Pattern | None:
     )
 
 
-def _known_names(names: Iterable[str], words: Iterable[str]) -> list[regex.Pattern]:
+@functools.lru_cache(maxsize=64)
+def _by_first_word(names: frozenset[str]) -> dict[str, frozenset[str]]:
+    index: dict[str, set[str]] = collections.defaultdict(set)
+    for n in names:
+        words = _WORD_RE.findall(n.lower())
+        if words:
+            index[words[0]].add(n)
+    return {k: frozenset(v) for k, v in index.items()}
+
+
+_WORD_RE = regex.compile(r"\p{L}+")
+
+
+def _known_names(text: str, names: Iterable[str], words: Iterable[str]) -> list[regex.Pattern]:
+    """Patterns for the given names that can occur in `text` (found by their first word)."""
+    names = names if isinstance(names, frozenset) else frozenset(n for n in names if n)
+    words = words if isinstance(words, frozenset) else frozenset(w for w in words if w)
+    if not names and not words:
+        return []
+    present = set(_WORD_RE.findall(text.lower()))
+    index = _by_first_word(names)
+    candidates = frozenset().union(*(index[w] for w in present & index.keys()))
     pats = (
-        _names_re(frozenset(n for n in names if n), True),
-        _names_re(frozenset(w for w in words if w), False),
+        _names_re(candidates, True),
+        _names_re(frozenset(w for w in words if w.lower() in present), False),
     )
     return [p for p in pats if p is not None]
+
+
+def _urls(text: str) -> list[str]:
+    return URL_RE.findall(text) if _URL_HINT.search(text) else []
+
+
+def _sub_sign_off(text: str) -> str:
+    # A sign-off ends the text: search its last 400 characters only (the pattern is slow on long text).
+    cut = max(0, len(text) - 400)
+    return text[:cut] + SIGN_OFF_RE.sub(lambda m: _keep_lead(m.group(0)), text[cut:])
 
 
 def find(text: str, names: Iterable[str] = (), words: Iterable[str] = ()) -> dict[str, int]:
@@ -105,18 +139,21 @@ def find(text: str, names: Iterable[str] = (), words: Iterable[str] = ()) -> dic
     hits: collections.Counter[str] = collections.Counter()
     hits["email"] = len(EMAIL_RE.findall(text))
     stripped = EMAIL_RE.sub(" ", text)
-    hits["url"] = sum(not CRISIS_SITES.match(u) for u in URL_RE.findall(stripped))
+    hits["url"] = sum(not CRISIS_SITES.match(u) for u in _urls(stripped))
     hits["phone"] = sum(not _is_crisis_line(m) for m in PHONE_RE.findall(text))
     spans = set()
     patterns = [
         HONORIFIC_RE,
         INTRO_RE,
         CREDENTIAL_NAME_RE,
-        SIGN_OFF_RE,
-        *_known_names(names, words),
+        *_known_names(text, names, words),
     ]
     for pattern in patterns:
         spans.update(m.span() for m in pattern.finditer(text))
+    cut = max(0, len(text) - 400)
+    spans.update(
+        (cut + a, cut + b) for a, b in (m.span() for m in SIGN_OFF_RE.finditer(text[cut:]))
+    )
     hits["name"] = len(spans)
     return {k: v for k, v in hits.items() if v}
 
@@ -131,9 +168,10 @@ def scrub(text: str, names: Iterable[str] = (), words: Iterable[str] = ()) -> st
     text = PHONE_RE.sub(
         lambda m: m.group(0) if _is_crisis_line(m.group(0)) else PLACEHOLDERS["phone"], text
     )
-    text = URL_RE.sub(_url, text)
-    text = SIGN_OFF_RE.sub(lambda m: _keep_lead(m.group(0)), text)
-    for pattern in _known_names(names, words):
+    if _URL_HINT.search(text):
+        text = URL_RE.sub(_url, text)
+    text = _sub_sign_off(text)
+    for pattern in _known_names(text, names, words):
         text = pattern.sub(PLACEHOLDERS["name"], text)
     text = HONORIFIC_RE.sub(PLACEHOLDERS["name"], text)
     text = CREDENTIAL_NAME_RE.sub(PLACEHOLDERS["name"], text)

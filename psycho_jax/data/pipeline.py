@@ -52,6 +52,9 @@ class LoaderConfig:
         packing: SFT only: pack several conversations per row (`segment_ids`), else one per row.
         buckets: allowed batch lengths when not packing; () means `default_buckets(seq_len)`.
         max_open_rows: how many partly filled rows the packer keeps open (first fit).
+        pad_last_batch: with `num_epochs`, fill the last partial global batch with empty rows (all
+            padding, zero loss mask, `example_index` -1) instead of dropping its examples: for
+            evaluation, where every example counts.
         prefetch: batches grain builds ahead in a background thread (0: none, build on demand).
     """
 
@@ -63,6 +66,7 @@ class LoaderConfig:
     packing: bool = True
     buckets: tuple[int, ...] = ()
     max_open_rows: int = 8
+    pad_last_batch: bool = False
     prefetch: int = 2
 
     def __post_init__(self):
@@ -152,10 +156,14 @@ class Loader:
         self._lock = threading.Lock()
         self.units_per_epoch = len(self._epoch_plan(0)) if self.packing else n
         self.num_steps: int | None = None
+        self._num_units: int | None = None
         if config.num_epochs is not None:
             units = self._units_total(config.num_epochs)
+            self._num_units = units
             self.num_steps = units // config.global_batch_size
-            if units % config.global_batch_size:
+            if units % config.global_batch_size and config.pad_last_batch:
+                self.num_steps += 1
+            elif units % config.global_batch_size:
                 logging.info(
                     "loader: the last %d of %d %s do not fill a global batch of %d and are dropped",
                     units % config.global_batch_size,
@@ -231,16 +239,19 @@ class Loader:
         h = self.process_index if process_index is None else process_index
         cfg = self.config
         first = step * cfg.global_batch_size
-        units = [self.unit(first + i) for i in range(cfg.global_batch_size)]
+        end = first + cfg.global_batch_size
+        if self._num_units is not None:
+            end = min(end, self._num_units)  # pad_last_batch: the rest are empty rows
+        units = [self.unit(k) for k in range(first, end)]
+        units += [[]] * (cfg.global_batch_size - len(units))
         if self.packing:
             seq_len = cfg.seq_len
         else:  # same bucket on every host: from the longest row of the global batch
-            seq_len = batching.bucket_length(
-                max(int(self.lengths[u[0]]) for u in units), self.buckets
-            )
+            longest = max(int(self.lengths[u[0]]) for u in units if u)
+            seq_len = batching.bucket_length(longest, self.buckets)
         mine = units[h * self.host_batch_size : (h + 1) * self.host_batch_size]
         if self.is_pairs:
-            pairs = [self.examples[u[0]] for u in mine]
+            pairs = [self.examples[u[0]] if u else None for u in mine]
             return batching.collate_pairs(pairs, seq_len, cfg.pad_id, self.with_ratings)
         rows = [[self.examples[i] for i in u] for u in mine]
         return batching.collate_sft(rows, seq_len, cfg.pad_id)
