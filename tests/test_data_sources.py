@@ -1,0 +1,166 @@
+"""Sources: local files, `datasets.load_dataset` on local dirs, the embedded sample, mixtures."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from psycho_jax.data import sources
+from psycho_jax.data.formats import PRINCIPLES, Conversation, DataError, PreferencePair, SkipCounter
+
+PC_COLUMNS = [
+    "ID",
+    "prefID",
+    "question",
+    "chosen",
+    "rejected",
+    "chosen_model",
+    "rejected_model",
+] + [f"{s}_{p}_rating" for s in ("chosen", "rejected") for p in PRINCIPLES]
+
+
+def _pc_frame(n=6, start=0):
+    rows = []
+    for i in range(start, start + n):
+        row = {
+            "ID": i,
+            "prefID": f"p{i}",
+            "question": f"Question {i}?",
+            "chosen": f"Kind reply {i}.",
+            "rejected": f"Curt reply {i}.",
+            "chosen_model": "a",
+            "rejected_model": "b",
+        }
+        row.update({f"chosen_{p}_rating": 5 for p in PRINCIPLES})
+        row.update({f"rejected_{p}_rating": 1 + i % 3 for p in PRINCIPLES})
+        rows.append(row)
+    return pd.DataFrame(rows, columns=PC_COLUMNS)
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "json", "parquet", "csv"])
+def test_local_files_psychocounsel_columns_as_is(tmp_path, suffix):
+    df = _pc_frame()
+    path = tmp_path / f"pairs.{suffix}"
+    {
+        "jsonl": lambda: df.to_json(path, orient="records", lines=True),
+        "json": lambda: df.to_json(path, orient="records"),
+        "parquet": lambda: df.to_parquet(path),
+        "csv": lambda: df.to_csv(path, index=False),
+    }[suffix]()
+    pairs = sources.load_source(str(path))
+    assert len(pairs) == 6 and all(isinstance(p, PreferencePair) for p in pairs)
+    assert (
+        pairs[2].id == "2-p2"
+        and pairs[2].chosen == "Kind reply 2."
+        and pairs[2].rejected_ratings == (3,) * 7
+    )
+
+
+def test_hf_load_dataset_on_local_parquet_and_jsonl_dirs(tmp_path):
+    # Laid out as the hub repo is: data/{train,test}-*.parquet; PsychoCounsel column names as they are.
+    pq = tmp_path / "pc_parquet" / "data"
+    pq.mkdir(parents=True)
+    _pc_frame(6).to_parquet(pq / "train-00000-of-00001.parquet")
+    _pc_frame(3, start=100).to_parquet(pq / "test-00000-of-00001.parquet")
+    name = str(tmp_path / "pc_parquet")
+    assert sources.hf_splits(name) == ["test", "train"]
+    train = sources.load_source(f"hf:{name}:train")
+    test = sources.load_source(sources.Source("hf", name, "test"))
+    assert [len(train), len(test)] == [6, 3] and test[0].id == "100-p100"
+    assert train[0].chosen_ratings == (5,) * 7
+    with pytest.raises(DataError, match=r"has splits \['test', 'train'\]; name one"):
+        sources.load_source(f"hf:{name}")
+    js = tmp_path / "pc_jsonl"
+    js.mkdir()
+    _pc_frame(4).to_json(js / "train.jsonl", orient="records", lines=True)
+    assert len(sources.load_source(f"hf:{js}:train")) == 4
+    with pytest.raises(DataError, match="datasets.load_dataset failed"):
+        sources.load_source(f"hf:{tmp_path / 'nothing-here'}:train")
+
+
+def test_sample_sources():
+    assert len(sources.load_source("sample:preference_test")) == 300
+    sft = sources.load_source("sample:sft_test")
+    assert len(sft) == 150 and all(isinstance(c, Conversation) for c in sft)
+
+
+def test_undecodable_files_name_the_file(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": oops}\n')
+    with pytest.raises(DataError, match=r"bad.jsonl: row 1: line 2 is not valid JSON"):
+        sources.read_file(bad)
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes('{"prompt": "caf\xe9"}\n'.encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin.jsonl: not UTF-8 text"):
+        sources.read_file(latin)
+    pq = tmp_path / "broken.parquet"
+    pq.write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(DataError, match=r"broken.parquet: not a readable Parquet file"):
+        sources.read_file(pq)
+    csv = tmp_path / "latin.csv"
+    csv.write_bytes("question,chosen\ncaf\xe9,x\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin.csv: not UTF-8 text"):
+        sources.read_file(csv)
+    js = tmp_path / "obj.json"
+    js.write_text(json.dumps({"a": 1}))
+    with pytest.raises(DataError, match=r"obj.json: expected a JSON list of objects"):
+        sources.read_file(js)
+    with pytest.raises(DataError, match=r"x.txt: unknown file type '.txt'"):
+        (tmp_path / "x.txt").write_text("hi")
+        sources.read_file(tmp_path / "x.txt")
+    with pytest.raises(DataError, match="missing.jsonl: no such file"):
+        sources.read_file(tmp_path / "missing.jsonl")
+
+
+def test_bad_rows_in_files_raise_or_are_counted(tmp_path):
+    df = _pc_frame()
+    df.loc[3, "chosen_safety_rating"] = 7
+    df.loc[4, "rejected"] = ""
+    path = tmp_path / "pairs.csv"
+    df.to_csv(path, index=False)
+    with pytest.raises(
+        DataError, match=r"pairs.csv: row 3, field 'chosen_safety_rating': rating 7 out of range"
+    ):
+        sources.load_source(str(path))
+    skips = SkipCounter()
+    assert len(sources.load_source(str(path), on_error="skip", skips=skips)) == 4
+    assert skips.total_skipped == 2 and "rejected: empty string" in skips.summary()
+    df.drop(columns=["question"]).to_parquet(tmp_path / "noq.parquet")
+    with pytest.raises(
+        DataError,
+        match=r"noq.parquet: field 'question': missing column\(s\) \['question'\] for format 'psychocounsel'",
+    ):
+        sources.load_source(str(tmp_path / "noq.parquet"))
+
+
+def test_parse_source_strings():
+    assert sources.parse_source(
+        "hf:Psychotherapy-LLM/PsychoCounsel-Preference:train"
+    ) == sources.Source("hf", "Psychotherapy-LLM/PsychoCounsel-Preference", "train")
+    assert sources.parse_source("data/x.jsonl@0.25") == sources.Source(
+        "file", "data/x.jsonl", None, 0.25
+    )
+    assert sources.parse_source("counselchat:/d/cc.csv:val:pairs") == sources.Source(
+        "counselchat", "/d/cc.csv", "val", 1.0, None, "pairs"
+    )
+    with pytest.raises(ValueError, match="weight must be positive"):
+        sources.parse_source("x.jsonl@0")
+
+
+def test_mixture_weights_and_determinism():
+    a, b = [f"a{i}" for i in range(10)], [f"b{i}" for i in range(3)]
+    assert sources.mixture_counts([10, 3], [1, 1]) == [7, 6]
+    mixed = sources.mix([a, b], [1, 1], seed=1)
+    assert len(mixed) == 13 and sum(x.startswith("b") for x in mixed) == 6
+    assert sorted(x for x in mixed if x.startswith("b"))[:6] == sorted(b * 2)  # whole passes first
+    assert mixed == sources.mix([a, b], [1, 1], seed=1)
+    assert (
+        sources.mix([a, b], [3, 1], seed=0, total=8).count("b0")
+        + sources.mix([a, b], [3, 1], seed=0, total=8).count("b1")
+        + sources.mix([a, b], [3, 1], seed=0, total=8).count("b2")
+        == 2
+    )
+    examples = sources.load_mixture(
+        ["sample:preference_test@3", "sample:preference_train@1"], total=400
+    )
+    assert len(examples) == 400 and sum(p.id.startswith("1000") for p in examples) == 300
