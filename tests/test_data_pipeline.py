@@ -168,3 +168,31 @@ def test_pad_last_batch_keeps_every_example(kind, request, ct):
         assert (last["example_index"][empty] == -1).all()
         seen = np.concatenate([b["example_index"] for b in batches])
         assert sorted(seen[seen >= 0].tolist()) == list(range(len(examples)))
+
+
+def test_endless_packing_is_random_access_with_bounded_plans(convs, ct):
+    cfg = _cfg(ct.pad_id, num_epochs=None)
+    a = pipeline.Loader(convs, cfg, process_index=0, process_count=1)
+    assert a.num_steps is None
+    far = 12 * a.units_per_epoch // 8  # ~12 epochs in
+    late = a.batch(far)
+    assert len(a._plans) <= 3 and a.epoch_of(far) >= 11
+    early = a.batch(1)  # an evicted epoch is recomputed identically
+    b = pipeline.Loader(convs, cfg, process_index=0, process_count=1)
+    assert _same(early, b.batch(1)) and _same(late, b.batch(far))
+    assert _same(early, [next(b) for _ in range(2)][1])
+
+
+def test_host_batches_assemble_on_the_mesh(pairs, ct):
+    import jax
+
+    from psycho_jax.sharding import make_mesh, shard_batch
+
+    mesh = make_mesh((1, -1, 1))
+    loader = pipeline.Loader(
+        pairs, _cfg(ct.pad_id, global_batch_size=16), process_index=0, process_count=1
+    )
+    batch = shard_batch(next(loader), mesh)
+    assert batch["tokens"].shape[0] == 16 and batch["ratings"].shape == (16, 2, 7)
+    assert batch["tokens"].sharding.spec[0] == ("data", "fsdp")
+    assert np.array_equal(jax.device_get(batch["tokens"]), loader.batch(0)["tokens"])

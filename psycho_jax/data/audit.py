@@ -299,7 +299,7 @@ def run(
     splits: dict[str, list[Example]] = {}
     load_skips: dict[str, SkipCounter] = {}
     for item in data:
-        label, _, spec = item.rpartition("=") if "=" in item.split(":", 1)[0] else ("", "", item)
+        label, _, spec = item.partition("=") if "=" in item.split(":", 1)[0] else ("", "", item)
         src = sources.parse_source(spec)
         label = label or (src.split or pathlib.Path(src.location).stem)
         load_skips[label] = SkipCounter()

@@ -151,7 +151,7 @@ class Loader:
         n = len(self.examples)
         order = grain.MapDataset.range(n).shuffle(seed=config.seed)
         self._order = order.repeat(config.num_epochs) if config.num_epochs else order.repeat()
-        self._plans: list[list[list[int]]] = []  # packed rows of each epoch computed so far
+        self._plans: dict[int, list[list[int]]] = {}  # packed rows of recent epochs
         self._plan_starts: list[int] = [0]
         self._lock = threading.Lock()
         self.units_per_epoch = len(self._epoch_plan(0)) if self.packing else n
@@ -190,18 +190,26 @@ class Loader:
 
     # -------------------------------------------------------------------- the unit stream
 
+    def _pack_epoch(self, e: int) -> list[list[int]]:
+        n = len(self.examples)
+        idx = np.asarray([self._order[e * n + i] for i in range(n)], np.int64)
+        rows = batching.pack(self.lengths[idx], self.config.seq_len, self.config.max_open_rows)
+        return [[int(idx[k]) for k in row] for row in rows]
+
     def _epoch_plan(self, epoch: int) -> list[list[int]]:
+        """Packed rows of `epoch`. Row counts of all epochs so far are kept; plans only for the
+        last few epochs (older ones are recomputed, identically, if asked for again)."""
         with self._lock:
-            while len(self._plans) <= epoch:
-                e = len(self._plans)
-                n = len(self.examples)
-                idx = np.asarray([self._order[e * n + i] for i in range(n)], np.int64)
-                rows = batching.pack(
-                    self.lengths[idx], self.config.seq_len, self.config.max_open_rows
-                )
-                self._plans.append([[int(idx[k]) for k in row] for row in rows])
-                self._plan_starts.append(self._plan_starts[-1] + len(rows))
-            return self._plans[epoch]
+            while len(self._plan_starts) <= epoch + 1:
+                e = len(self._plan_starts) - 1
+                self._plans[e] = self._pack_epoch(e)
+                self._plan_starts.append(self._plan_starts[-1] + len(self._plans[e]))
+            if epoch not in self._plans:
+                self._plans[epoch] = self._pack_epoch(epoch)
+            plan = self._plans[epoch]
+            for old in [e for e in self._plans if e < epoch - 1 or e > epoch + 1]:
+                del self._plans[old]
+            return plan
 
     def _units_total(self, epochs: int) -> int:
         if not self.packing:
@@ -213,24 +221,18 @@ class Loader:
         """Example indices of unit `k` of the global stream (one, or a packed row)."""
         if not self.packing:
             return [int(self._order[k])]
-        epoch = 0
-        while True:
-            plan = self._epoch_plan(epoch)
-            if k < self._plan_starts[epoch + 1]:
-                return plan[k - self._plan_starts[epoch]]
-            epoch += 1
+        epoch = self._epoch_of_unit(k)
+        return self._epoch_plan(epoch)[k - self._plan_starts[epoch]]
+
+    def _epoch_of_unit(self, k: int) -> int:
+        while self._plan_starts[-1] <= k:  # extend the row counts far enough
+            self._epoch_plan(len(self._plan_starts) - 1)
+        return int(np.searchsorted(self._plan_starts, k, side="right")) - 1
 
     def epoch_of(self, step: int) -> int:
         """The epoch the first unit of global batch `step` belongs to."""
         k = step * self.config.global_batch_size
-        if not self.packing:
-            return k // len(self.examples)
-        epoch = 0
-        while True:
-            self._epoch_plan(epoch)
-            if k < self._plan_starts[epoch + 1]:
-                return epoch
-            epoch += 1
+        return k // len(self.examples) if not self.packing else self._epoch_of_unit(k)
 
     # -------------------------------------------------------------------- batches
 
