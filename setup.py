@@ -25,6 +25,11 @@ setuptools.setup(
         "transformers>=4.50",
         "tokenizers>=0.21",
         "datasets>=3.0",
+        "grain>=0.2.18",
+        "regex",
+        "matplotlib>=3.8",
+        "tensorboardX>=2.6",
+        "tqdm",
     ],
     extras_require={
         # Reference implementations for the parity tests: never imported by the library.

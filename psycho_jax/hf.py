@@ -35,7 +35,7 @@ from flax import nnx
 
 from psycho_jax import sharding as sharding_lib
 from psycho_jax.model import Llama, LlamaConfig, RewardModel, RopeScaling
-from psycho_jax.tokenizer import convert_llama3_tokenizer  # noqa: F401  (re-exported)
+from psycho_jax.tokenizer import convert_llama3_tokenizer, load_tokenizer  # noqa: F401  (re-exported)
 
 PathLike = str | os.PathLike
 
@@ -579,10 +579,3 @@ def save_llama(
         if tokenizer is not None:
             tokenizer.save_pretrained(path)
     return path
-
-
-def load_tokenizer(path: PathLike):
-    """The HF tokenizer saved in a local directory (`transformers.AutoTokenizer`)."""
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(path))

@@ -397,6 +397,25 @@ def sample_tokenizer() -> transformers.PreTrainedTokenizerFast:
     return transformers.AutoTokenizer.from_pretrained(str(SAMPLE_TOKENIZER_DIR))
 
 
+def load_tokenizer(spec: str | Path) -> transformers.PreTrainedTokenizerBase:
+    """`"sample"` (the shipped tokenizer), Meta's `tokenizer.model` (or a directory holding only that),
+    or a Hugging Face tokenizer directory."""
+    if spec == "sample":
+        return sample_tokenizer()
+    if not spec:
+        raise ValueError(
+            "no tokenizer named: use 'sample', a tokenizer directory or tokenizer.model"
+        )
+    path = Path(spec)
+    if path.name == "tokenizer.model" or (
+        path.is_dir()
+        and (path / "tokenizer.model").is_file()
+        and not (path / "tokenizer.json").is_file()
+    ):
+        return convert_llama3_tokenizer(path)
+    return transformers.AutoTokenizer.from_pretrained(str(spec))
+
+
 if __name__ == "__main__":
     import sys
 

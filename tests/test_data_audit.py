@@ -89,7 +89,7 @@ def test_audit_report(tmp_path):
 def test_audit_conversations(tmp_path):
     report, arrays = audit.audit(
         {"sft": audit.sources.load_source("sample:sft_test")},
-        audit.templating.ChatTokenizer(audit.load_tokenizer("sample")),
+        audit.templating.ChatTokenizer(audit.tk.load_tokenizer("sample")),
         [256],
     )
     sft = report["splits"]["sft"]

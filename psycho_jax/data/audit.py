@@ -27,6 +27,7 @@ import numpy as np
 import regex
 from absl import app, flags
 
+from psycho_jax import tokenizer as tk
 from psycho_jax.data import pii, sources, templating
 from psycho_jax.data.formats import PRINCIPLES, Conversation, Example, PreferencePair, SkipCounter
 
@@ -274,24 +275,6 @@ def plot(arrays: dict[str, dict[str, np.ndarray]], out: pathlib.Path) -> list[st
     return names
 
 
-def load_tokenizer(spec: str):
-    """ "sample", a Meta `tokenizer.model`, or a Hugging Face tokenizer directory / name."""
-    import transformers
-
-    from psycho_jax import tokenizer as tk
-
-    if spec == "sample":
-        return tk.sample_tokenizer()
-    path = pathlib.Path(spec)
-    if path.name == "tokenizer.model" or (
-        path.is_dir()
-        and (path / "tokenizer.model").is_file()
-        and not (path / "tokenizer.json").is_file()
-    ):
-        return tk.convert_llama3_tokenizer(path)
-    return transformers.AutoTokenizer.from_pretrained(spec)
-
-
 def run(
     data: Sequence[str], tokenizer: str, out: str, max_lens: Sequence[int], on_error: str = "skip"
 ) -> dict:
@@ -304,7 +287,7 @@ def run(
         label = label or (src.split or pathlib.Path(src.location).stem)
         load_skips[label] = SkipCounter()
         splits[label] = sources.load_source(src, on_error=on_error, skips=load_skips[label])
-    ct = templating.ChatTokenizer(load_tokenizer(tokenizer))
+    ct = templating.ChatTokenizer(tk.load_tokenizer(tokenizer))
     report, arrays = audit(splits, ct, max_lens)
     for label, sk in load_skips.items():
         report["splits"][label]["load_skipped"] = sk.as_dict()
