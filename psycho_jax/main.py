@@ -1,9 +1,11 @@
-"""Command-line entry point (importable from Colab: `main.run_model_demo(config)`).
+"""Command-line entry point: one training stage, or a model check.
 
-Until the training pipeline lands, the main job builds (or loads) a Llama on a device mesh, reports its
-parameters and sharding, and runs one jitted forward pass:
+    python -m psycho_jax.main --config=configs/sft.py:tiny --workdir=/tmp/sft [--config.x=...]
+    python -m psycho_jax.main --config=configs/model.py:tiny     # build a model on a mesh, run it once
 
-    python -m psycho_jax.main --config=configs/model.py:tiny
+Configs with a `task` (sft, reward, dpo) go to `train.train_and_evaluate` (importable from Colab);
+`configs/model.py` builds or loads a Llama on the mesh, reports its parameters and sharding and runs one
+jitted forward pass (`--dry_run`: shapes and per-device bytes only, nothing allocated).
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from absl import app, flags, logging
 from flax import nnx
 from ml_collections import config_flags
 
-from psycho_jax import hf, sharding
+from psycho_jax import hf, metrics_writer, sharding
 from psycho_jax.model import Llama, LlamaConfig
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/model.py", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", "", "Where a training stage writes (required for tasks).")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Only build the abstract model and its shardings.")
 
 
@@ -104,7 +107,16 @@ def run_model_demo(config: ml_collections.ConfigDict, dry_run: bool = False) -> 
 def main(argv):
     del argv
     logging.set_verbosity(logging.INFO)
-    run_model_demo(_CONFIG.value, dry_run=_DRY_RUN.value)
+    metrics_writer.quiet_library_logs()
+    config = _CONFIG.value
+    if "task" in config:
+        if not _WORKDIR.value:
+            raise app.UsageError("--workdir is required to train")
+        from psycho_jax import train
+
+        train.train_and_evaluate(config, _WORKDIR.value)
+    else:
+        run_model_demo(config, dry_run=_DRY_RUN.value)
 
 
 def run():

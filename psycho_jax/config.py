@@ -1,0 +1,172 @@
+"""The one base config (every key has its default here) and the start-up validation pass.
+
+Experiment files in `configs/` start from `base_config()` and change what they need; library code reads
+keys directly and never supplies a default of its own.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from psycho_jax import sharding
+from psycho_jax.model import LlamaConfig
+
+TASKS = ("sft", "reward", "dpo")
+DPO_LOSSES = ("sigmoid", "ipo", "hinge", "robust", "simpo", "orpo")
+MARGINS = ("none", "constant", "ratings")
+SCHEDULES = ("cosine", "linear", "constant")
+REFERENCES = ("live", "precomputed")
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.task = "sft"  # sft | reward | dpo
+    c.seed = 0
+
+    # Model: a LlamaConfig preset plus overrides, or the model of `init_from`.
+    c.model = ml_collections.ConfigDict()
+    c.model.preset = "tiny"
+    c.model.vocab_size = 0  # 0: the tokenizer's size
+    c.model.dim = 0  # 0 in any size field: the preset's value
+    c.model.n_layers = 0
+    c.model.n_heads = 0
+    c.model.n_kv_heads = 0
+    c.model.head_dim = 0
+    c.model.ffn_dim = 0
+    c.model.dtype = "float32"  # compute dtype: bfloat16 on accelerators
+    c.model.param_dtype = "float32"
+    c.model.attention = "xla"
+    c.model.remat = "none"
+    c.model.scan_layers = False
+    # A previous stage's workdir (its final checkpoint) or a Hugging Face directory; "" = random init.
+    c.init_from = ""
+    c.tokenizer = (
+        "sample"  # "sample" (shipped), a HF tokenizer directory, or a tokenizer.model file
+    )
+
+    # Data (psycho_jax.data).
+    c.data = ml_collections.ConfigDict()
+    c.data.train = "sample:sft_train"  # "sample:<file>", a local file/dir, or a hub dataset name
+    c.data.eval = "sample:sft_test"
+    c.data.max_len = 320
+    c.data.packing = False
+    c.data.truncation = "keep_last_turns"  # keep_last_turns | skip | error (prompts too long)
+    c.data.on_bad_row = "raise"  # raise | skip (counted and reported)
+
+    c.batch_size = 8  # global batch: sequences (SFT) or pairs (reward, DPO)
+    c.grad_accum = 1  # micro-batches per step; batch_size must divide by it
+    c.num_steps = 100
+    c.eval_every = 50
+    c.eval_batches = 8  # 0: the whole eval split
+    c.log_every = 10
+    c.checkpoint_every = 0  # 0: only at the end
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.lr = 3e-4
+    c.optim.schedule = "cosine"
+    c.optim.warmup_steps = 10
+    c.optim.end_lr_factor = 0.1
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.95
+    c.optim.eps = 1e-8
+    c.optim.weight_decay = 0.0
+    c.optim.clip_norm = 1.0
+
+    # Bradley-Terry reward model.
+    c.reward = ml_collections.ConfigDict()
+    c.reward.margin = "none"  # none | constant | ratings
+    c.reward.margin_value = 0.0  # the constant margin, or the scale of the rating gap
+    c.reward.center_coef = 0.0  # reward-centering coefficient (0: off)
+    c.reward.principle_head = False  # also predict the 7 principle ratings of each reply
+    c.reward.principle_coef = 0.1
+
+    # DPO family.
+    c.dpo = ml_collections.ConfigDict()
+    c.dpo.loss_type = "sigmoid"
+    c.dpo.beta = 0.1
+    c.dpo.label_smoothing = 0.0
+    c.dpo.simpo_gamma = 0.5
+    c.dpo.reference = "live"  # live: frozen copy in the step; precomputed: log-probs cached on disk
+    c.dpo.reference_from = ""  # reference checkpoint; "" = init_from
+    c.dpo.reference_cache = "~/.cache/psycho_jax/reference_logps"  # precomputed log-probs
+
+    c.mesh = (1, -1, 1)
+    c.sharding_rules = tuple(sharding.DEFAULT_RULES)
+    c.peak_flops_per_device = 0.0  # for MFU; 0: looked up from the device kind when known
+    c.wandb_project = ""  # "" = off
+    return c
+
+
+def _fail(key: str, value, valid) -> ValueError:
+    return ValueError(f"config.{key}={value!r} is not valid; valid: {valid}")
+
+
+def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
+    """Checks the config once at start-up; the error names the key and the valid values."""
+    if c.task not in TASKS:
+        raise _fail("task", c.task, ", ".join(TASKS))
+    if c.model.preset not in ("tiny", "llama3_1b", "llama3_3b", "llama3_8b", "llama3_70b"):
+        raise _fail(
+            "model.preset", c.model.preset, "tiny, llama3_1b, llama3_3b, llama3_8b, llama3_70b"
+        )
+    for key in ("batch_size", "grad_accum", "num_steps", "data.max_len", "log_every"):
+        value = c[key] if "." not in key else c[key.split(".")[0]][key.split(".")[1]]
+        if value <= 0:
+            raise _fail(key, value, "a positive integer")
+    if c.batch_size % c.grad_accum:
+        raise _fail("batch_size", c.batch_size, f"a multiple of grad_accum={c.grad_accum}")
+    if num_devices is not None:
+        try:
+            data, fsdp, _ = sharding.resolve_mesh_shape(tuple(c.mesh), num_devices)
+        except ValueError as e:
+            raise ValueError(f"config.mesh={tuple(c.mesh)!r}: {e}") from e
+        shards = data * fsdp
+        micro = c.batch_size // c.grad_accum
+        if micro % shards:
+            raise _fail(
+                "batch_size",
+                c.batch_size,
+                f"batch_size / grad_accum ({micro}) must divide over data*fsdp={shards} devices",
+            )
+    if c.optim.schedule not in SCHEDULES:
+        raise _fail("optim.schedule", c.optim.schedule, ", ".join(SCHEDULES))
+    if c.optim.lr <= 0:
+        raise _fail("optim.lr", c.optim.lr, "a positive learning rate")
+    if c.data.truncation not in ("keep_last_turns", "skip", "error"):
+        raise _fail("data.truncation", c.data.truncation, "keep_last_turns, skip, error")
+    if c.data.on_bad_row not in ("raise", "skip"):
+        raise _fail("data.on_bad_row", c.data.on_bad_row, "raise, skip")
+    if c.reward.margin not in MARGINS:
+        raise _fail("reward.margin", c.reward.margin, ", ".join(MARGINS))
+    if c.task == "dpo":
+        if c.dpo.loss_type not in DPO_LOSSES:
+            raise _fail("dpo.loss_type", c.dpo.loss_type, ", ".join(DPO_LOSSES))
+        if c.dpo.beta <= 0:
+            raise _fail("dpo.beta", c.dpo.beta, "beta > 0")
+        if not 0 <= c.dpo.label_smoothing < 0.5:
+            raise _fail("dpo.label_smoothing", c.dpo.label_smoothing, "0 <= label_smoothing < 0.5")
+        if c.dpo.reference not in REFERENCES:
+            raise _fail("dpo.reference", c.dpo.reference, ", ".join(REFERENCES))
+        needs_ref = c.dpo.loss_type not in ("simpo", "orpo")
+        if needs_ref and not (c.dpo.reference_from or c.init_from):
+            raise _fail(
+                "dpo.reference_from",
+                c.dpo.reference_from,
+                "a checkpoint for the reference model (or set init_from): DPO needs a reference",
+            )
+
+
+def llama_config(c: ml_collections.ConfigDict, vocab_size: int) -> LlamaConfig:
+    """The LlamaConfig for a random-init run: the preset with the config's overrides."""
+    m = c.model
+    sizes = {k: m[k] for k in ("dim", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_dim")}
+    return LlamaConfig.preset(
+        m.preset,
+        vocab_size=m.vocab_size or vocab_size,
+        dtype=m.dtype,
+        param_dtype=m.param_dtype,
+        attention=m.attention,
+        remat=m.remat,
+        scan_layers=m.scan_layers,
+        **{k: v for k, v in sizes.items() if v},
+    )

@@ -1,0 +1,86 @@
+"""Training logs: `metrics.jsonl`, TensorBoard event files, optional Weights & Biases, and a progress
+bar with ETA on a terminal (a concise line every `log_every` steps otherwise). Host 0 only."""
+
+from __future__ import annotations
+
+import json
+import logging as logging_std
+import pathlib
+import sys
+from typing import Any
+
+import jax
+import ml_collections
+from absl import logging
+
+
+class MetricsWriter:
+    def __init__(self, workdir: pathlib.Path, config: ml_collections.ConfigDict, total_steps: int):
+        self.enabled = jax.process_index() == 0
+        self.bar = None
+        self.tb = None
+        self.wandb = None
+        if not self.enabled:
+            return
+        self.jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        try:
+            from tensorboardX import SummaryWriter
+
+            self.tb = SummaryWriter(str(workdir / "tensorboard"))
+        except ImportError:  # pragma: no cover - tensorboardX is a dependency
+            logging.warning("tensorboardX is not installed: no TensorBoard event files")
+        if config.wandb_project:
+            import wandb
+
+            self.wandb = wandb.init(
+                project=config.wandb_project, config=config.to_dict(), dir=str(workdir)
+            )
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total_steps, desc=config.task, dynamic_ncols=True)
+
+    def progress(self, step: int, metrics: dict[str, Any]) -> None:
+        """Advances the progress bar (metrics stay on device: nothing is fetched here)."""
+        del metrics
+        if self.bar is not None:
+            self.bar.n = step
+            self.bar.refresh()
+
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        self.jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
+        self.jsonl.flush()
+        if self.tb is not None:
+            for k, v in metrics.items():
+                self.tb.add_scalar(k, v, step)
+        if self.wandb is not None:
+            self.wandb.log(metrics, step=step)
+        line = " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
+        if self.bar is not None:
+            self.bar.n = step
+            self.bar.set_postfix_str(line[:120])
+        else:
+            logging.info("step %d: %s", step, line)
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        self.jsonl.close()
+        if self.tb is not None:
+            self.tb.close()
+        if self.bar is not None:
+            self.bar.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+class _DropOrbaxInfo(logging_std.Filter):
+    def filter(self, record: logging_std.LogRecord) -> bool:
+        return record.levelno >= logging_std.WARNING or "orbax" not in record.pathname
+
+
+def quiet_library_logs() -> None:
+    """Keeps Orbax's per-save INFO lines out of the training log (warnings still show)."""
+    logging.get_absl_handler().addFilter(_DropOrbaxInfo())

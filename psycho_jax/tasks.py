@@ -1,0 +1,201 @@
+"""What differs between SFT, the reward model and DPO: how a batch becomes a loss and metrics.
+
+A task is three pure functions of the model and a batch; the train loop never asks which task it runs.
+Every loss and metric a task returns is a *contribution* to the global-batch mean: it is divided by the
+global denominator (target tokens for SFT, pairs for reward and DPO) computed on the whole global batch
+before it is split into micro-batches, so summing the contributions of the micro-batches gives exactly
+the big-batch value (accumulating 8 micro-batches of 1 equals one batch of 8).
+
+Batches (see `psycho_jax.data`): SFT `tokens`, `positions`, `attention_mask` or `segment_ids`,
+`loss_mask`, all [B,T]; preference batches the same keys shaped [B,2,T] (chosen, rejected), optional
+`ratings` [B,2,P] with `has_ratings` [B], and for DPO with precomputed references `ref_logps` [B,2]
+(and `ref_counts` [B,2]).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from psycho_jax import losses
+from psycho_jax.data.sample_gen import PRINCIPLES
+
+Array = jax.Array
+Batch = dict[str, Array]
+Metrics = dict[str, Array]
+
+MODEL_KEYS = ("tokens", "positions", "attention_mask", "segment_ids")
+
+
+def _flatten_pairs(batch: Batch) -> Batch:
+    """[B,2,T] model inputs -> [2B,T] (rows b*2 + {0: chosen, 1: rejected})."""
+    return {k: batch[k].reshape((-1, batch[k].shape[-1])) for k in MODEL_KEYS if k in batch}
+
+
+def _model_inputs(batch: Batch) -> dict[str, Array]:
+    return {k: batch[k] for k in MODEL_KEYS[1:] if k in batch}
+
+
+def sequence_logps(model: nnx.Module, batch: Batch) -> tuple[Array, Array]:
+    """Summed reply log-probs and reply token counts of a preference batch. -> ([B,2], [B,2])."""
+    flat = _flatten_pairs(batch)
+    logits, _ = model(flat["tokens"], **_model_inputs(flat))
+    loss_mask = batch["loss_mask"].reshape(flat["tokens"].shape)
+    logps, counts = losses.sequence_logprobs(logits, flat["tokens"], loss_mask)
+    b = batch["tokens"].shape[0]
+    return logps.reshape(b, 2), counts.reshape(b, 2)
+
+
+def _mean_contribution(metrics: Metrics, n_local: int, n_global: Array) -> Metrics:
+    """Turns micro-batch means into contributions to the global-batch mean."""
+    return {k: jnp.asarray(v, jnp.float32) * n_local / n_global for k, v in metrics.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """A task: the global denominator and the loss of a micro-batch.
+
+    `loss(model, batch, denominator, reference)` returns (loss contribution, metric contributions);
+    `reference` is the frozen reference model for DPO with a live reference, else None.
+    """
+
+    name: str
+    denominator: Callable[[Batch], Array]
+    loss: Callable[..., tuple[Array, Metrics]]
+    num_labels: int = 1  # reward-model head outputs
+    needs_reference: bool = False
+
+
+# ----------------------------------------------------------------------------- SFT
+
+
+def _sft_denominator(batch: Batch) -> Array:
+    # Targets are tokens 1..T-1 (token 0 has no prediction); the same count losses.sft_loss uses.
+    return jnp.maximum(jnp.sum(batch["loss_mask"][..., 1:]), 1).astype(jnp.float32)
+
+
+def _sft_loss(model, batch: Batch, denominator: Array, reference=None) -> tuple[Array, Metrics]:
+    del reference
+    logits, _ = model(batch["tokens"], **_model_inputs(batch))
+    loss, metrics = losses.sft_loss(logits, batch["tokens"], batch["loss_mask"], denominator)
+    return loss, {
+        "loss": loss,
+        "num_tokens": jnp.sum(batch["loss_mask"][..., 1:]).astype(jnp.float32),
+    }
+
+
+# ----------------------------------------------------------------------------- reward model
+
+
+def _pairs(batch: Batch) -> Array:
+    return jnp.asarray(batch["tokens"].shape[0], jnp.float32)
+
+
+def make_reward_loss(cfg: ml_collections.ConfigDict):
+    rc = cfg.reward
+
+    def loss_fn(model, batch: Batch, denominator: Array, reference=None) -> tuple[Array, Metrics]:
+        del reference
+        flat = _flatten_pairs(batch)
+        scores = model(flat["tokens"], **_model_inputs(flat))  # [2B, labels]
+        b = batch["tokens"].shape[0]
+        scores = scores.reshape(b, 2, -1)
+        chosen, rejected = scores[:, 0, 0], scores[:, 1, 0]
+        ratings = batch.get("ratings")
+        if rc.margin == "constant":
+            margin = jnp.full((b,), rc.margin_value, jnp.float32)
+        elif rc.margin == "ratings" and ratings is not None:
+            margin = losses.margin_from_ratings(ratings[:, 0], ratings[:, 1], rc.margin_value)
+            margin = margin * batch["has_ratings"]
+        else:
+            margin = None
+        per_example, metrics = losses.bradley_terry_loss(chosen, rejected, margin, rc.center_coef)
+        loss_sum = jnp.sum(per_example)
+        if rc.principle_head and ratings is not None:
+            # Ratings 1..5 -> [-1, 1]; squared error on rated rows only.
+            target = (ratings.astype(jnp.float32) - 3.0) / 2.0
+            err = jnp.mean(jnp.square(scores[..., 1:] - target), axis=(1, 2))
+            has = batch["has_ratings"].astype(jnp.float32)
+            loss_sum = loss_sum + rc.principle_coef * jnp.sum(err * has)
+            gap_pred = scores[:, 0, 1:] - scores[:, 1, 1:]
+            gap_true = (ratings[:, 0] - ratings[:, 1]).astype(jnp.float32)
+            decided = (gap_true != 0) & (has[:, None] > 0)
+            agree = jnp.sign(gap_pred) == jnp.sign(gap_true)
+            n = jnp.maximum(jnp.sum(decided, axis=0), 1)
+            acc = jnp.sum(agree & decided, axis=0) / n
+            metrics = dict(metrics)
+            metrics["principle_mse"] = jnp.sum(err * has) / jnp.maximum(jnp.sum(has), 1)
+            for i, p in enumerate(PRINCIPLES):
+                metrics[f"principle_accuracy/{p}"] = acc[i]
+        loss = loss_sum / denominator
+        out = _mean_contribution(metrics, b, denominator)
+        out["loss"] = loss
+        return loss, out
+
+    return loss_fn
+
+
+# ----------------------------------------------------------------------------- DPO family
+
+
+def make_dpo_loss(cfg: ml_collections.ConfigDict):
+    dc = cfg.dpo
+    average = losses.wants_average_logps(dc.loss_type)
+
+    def loss_fn(model, batch: Batch, denominator: Array, reference=None) -> tuple[Array, Metrics]:
+        logps, counts = sequence_logps(model, batch)
+        b = logps.shape[0]
+        counts = jnp.maximum(counts, 1).astype(jnp.float32)
+        if reference is not None:
+            ref_logps, _ = sequence_logps(reference, batch)
+            ref_logps = jax.lax.stop_gradient(ref_logps)
+        elif "ref_logps" in batch:
+            ref_logps = batch["ref_logps"]
+        else:
+            ref_logps = jnp.zeros_like(logps)
+        if average:
+            policy, ref = logps / counts, ref_logps / counts
+        else:
+            policy, ref = logps, ref_logps
+        per_example, metrics = losses.preference_loss(
+            policy[:, 0],
+            policy[:, 1],
+            ref[:, 0],
+            ref[:, 1],
+            loss_type=dc.loss_type,
+            beta=dc.beta,
+            label_smoothing=dc.label_smoothing,
+            simpo_gamma=dc.simpo_gamma,
+            chosen_nll=-logps[:, 0] / counts[:, 0],
+        )
+        loss = jnp.sum(per_example) / denominator
+        out = _mean_contribution(metrics, b, denominator)
+        out["loss"] = loss
+        return loss, out
+
+    return loss_fn
+
+
+def make_task(cfg: ml_collections.ConfigDict) -> Task:
+    """The task a config names."""
+    if cfg.task == "sft":
+        return Task("sft", _sft_denominator, _sft_loss)
+    if cfg.task == "reward":
+        labels = 1 + (len(PRINCIPLES) if cfg.reward.principle_head else 0)
+        return Task("reward", _pairs, make_reward_loss(cfg), num_labels=labels)
+    if cfg.task == "dpo":
+        live = cfg.dpo.reference == "live" and cfg.dpo.loss_type not in ("simpo", "orpo")
+        return Task("dpo", _pairs, make_dpo_loss(cfg), needs_reference=live)
+    raise ValueError(f"config.task={cfg.task!r}; valid: sft, reward, dpo")
+
+
+def summarize(metrics: dict[str, Any]) -> str:
+    """A concise log line: the loss first, then the rest sorted."""
+    keys = ["loss"] + sorted(k for k in metrics if k != "loss")
+    return " ".join(f"{k}={float(metrics[k]):.4g}" for k in keys if k in metrics)

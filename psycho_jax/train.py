@@ -1,0 +1,392 @@
+"""`train_and_evaluate(config, workdir)` for every task, and the pure, jitted train step.
+
+Read top to bottom: tokenizer -> model (random, a previous stage, or Hugging Face) -> optimizer ->
+sharded train state -> data -> loop (step, log, evaluate) -> checkpoint. The tasks (`psycho_jax.tasks`)
+differ only in how a batch becomes a loss.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import pathlib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from flax import nnx, struct
+
+from psycho_jax import checkpoint as ckpt_lib
+from psycho_jax import config as config_lib
+from psycho_jax import reference as reference_lib
+from psycho_jax import sharding, tasks
+from psycho_jax import tokenizer as tokenizer_lib
+from psycho_jax.data import training as data_lib
+from psycho_jax.metrics_writer import MetricsWriter
+from psycho_jax.model import Llama, LlamaConfig, RewardModel
+
+Batch = dict[str, Any]
+
+
+@struct.dataclass
+class TrainState:
+    """Everything the step changes. `params` are the trained variables; `rest` the model's others."""
+
+    step: jax.Array
+    params: nnx.State
+    opt_state: Any
+    rest: nnx.State
+    skipped: jax.Array  # updates skipped because the loss or gradient was not finite
+
+
+# ----------------------------------------------------------------------------- optimizer
+
+
+def make_schedule(c: ml_collections.ConfigDict) -> optax.Schedule:
+    o = c.optim
+    warmup = min(o.warmup_steps, max(c.num_steps - 1, 0))
+    decay_steps = max(c.num_steps - warmup, 1)
+    end = o.lr * o.end_lr_factor
+    if o.schedule == "cosine":
+        decay = optax.cosine_decay_schedule(o.lr, decay_steps, alpha=o.end_lr_factor)
+    elif o.schedule == "linear":
+        decay = optax.linear_schedule(o.lr, end, decay_steps)
+    else:
+        decay = optax.constant_schedule(o.lr)
+    if warmup == 0:
+        return decay
+    return optax.join_schedules([optax.linear_schedule(0.0, o.lr, warmup), decay], [warmup])
+
+
+def decay_mask(params: nnx.State) -> nnx.State:
+    """Weight decay on matrices only: never on norms (logical axis `norm`)."""
+    return jax.tree.map(
+        lambda v: v.replace("norm" not in (v.get_metadata().get("logical_axes") or ())),
+        params,
+        is_leaf=lambda x: isinstance(x, nnx.Variable),
+    )
+
+
+def make_optimizer(c: ml_collections.ConfigDict, params: nnx.State) -> optax.GradientTransformation:
+    o = c.optim
+    return optax.chain(
+        optax.clip_by_global_norm(o.clip_norm) if o.clip_norm > 0 else optax.identity(),
+        optax.adamw(
+            make_schedule(c),
+            b1=o.b1,
+            b2=o.b2,
+            eps=o.eps,
+            weight_decay=o.weight_decay,
+            mask=decay_mask(params),
+        ),
+    )
+
+
+# ----------------------------------------------------------------------------- the step
+
+
+def _split_micro(batch: Batch, accum: int) -> Batch:
+    """[B, ...] -> [A, B/A, ...] so that each device's rows stay on that device.
+
+    Row j*A + i goes to micro-batch i: the batch axis is sharded in contiguous blocks, so a reshape to
+    (B/A, A) keeps the block sharding on its first axis and the transpose moves no data.
+    """
+
+    def split(x):
+        x = x.reshape((x.shape[0] // accum, accum) + x.shape[1:])
+        return jnp.swapaxes(x, 0, 1)
+
+    return jax.tree.map(split, batch)
+
+
+def train_step(
+    state: TrainState,
+    batch: Batch,
+    reference: nnx.State | None,
+    *,
+    graphdef: nnx.GraphDef,
+    task: tasks.Task,
+    tx: optax.GradientTransformation,
+    accum: int,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimizer step over a global batch, accumulating `accum` micro-batches.
+
+    A step whose loss or gradient is not finite leaves the parameters and optimizer state unchanged
+    and is counted in `state.skipped` (and the `skipped` metric).
+    """
+    denominator = task.denominator(batch)
+    ref_model = None if reference is None else nnx.merge(graphdef, reference, state.rest)
+
+    def loss_fn(params, micro):
+        model = nnx.merge(graphdef, params, state.rest)
+        return task.loss(model, micro, denominator, ref_model)
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    if accum == 1:
+        (_, metrics), grads = grad_fn(state.params, batch)
+    else:
+
+        def body(grads, micro):
+            (_, metrics), g = grad_fn(state.params, micro)
+            return jax.tree.map(jnp.add, grads, g), metrics
+
+        zeros = jax.tree.map(jnp.zeros_like, state.params)
+        grads, metrics = jax.lax.scan(body, zeros, _split_micro(batch, accum))
+        metrics = jax.tree.map(lambda m: jnp.sum(m, axis=0), metrics)
+
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    new_state = state.replace(
+        step=state.step + 1,
+        params=keep(params, state.params),
+        opt_state=keep(opt_state, state.opt_state),
+        skipped=state.skipped + (~finite).astype(jnp.int32),
+    )
+    metrics = dict(metrics, grad_norm=grad_norm, skipped=(~finite).astype(jnp.float32))
+    return new_state, metrics
+
+
+def eval_step(params, rest, batch, reference, *, graphdef, task) -> dict[str, jax.Array]:
+    model = nnx.merge(graphdef, params, rest)
+    ref_model = None if reference is None else nnx.merge(graphdef, reference, rest)
+    _, metrics = task.loss(model, batch, task.denominator(batch), ref_model)
+    return metrics
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def build_model(
+    c: ml_collections.ConfigDict, task: tasks.Task, vocab_size: int, mesh, init_from: str
+) -> nnx.Module:
+    """The model for `task`: random, or initialised from a stage checkpoint or a HF directory.
+
+    A reward model initialised from a causal LM takes its backbone and a fresh `score` head.
+    """
+    rules = tuple(tuple(r) for r in c.sharding_rules)
+    numerics = dict(
+        dtype=c.model.dtype,
+        attention=c.model.attention,
+        remat=c.model.remat,
+        scan_layers=c.model.scan_layers,
+    )
+    if init_from:
+        source = ckpt_lib.load_model(init_from, mesh=mesh, rules=rules, **numerics)
+        cfg = source.config
+    else:
+        source = None
+        cfg = config_lib.llama_config(c, vocab_size)
+    if source is not None and (task.name != "reward" or isinstance(source, RewardModel)):
+        if isinstance(source, RewardModel) != (task.name == "reward"):
+            raise ValueError(
+                f"init_from={init_from!r} holds a reward model; task {task.name} needs an LM"
+            )
+        if task.name == "reward" and source.num_labels != task.num_labels:
+            raise ValueError(
+                f"init_from={init_from!r} has {source.num_labels} reward outputs; the config asks "
+                f"for {task.num_labels} (reward.principle_head={c.reward.principle_head})"
+            )
+        return source
+    seed = c.seed
+    if task.name == "reward":
+        make = lambda: RewardModel(cfg, num_labels=task.num_labels, rngs=nnx.Rngs(seed))
+    else:
+        make = lambda: Llama(cfg, rngs=nnx.Rngs(seed))
+    model = sharding.init_sharded(make, mesh, rules)
+    if source is not None:  # reward model from a causal LM: copy the backbone
+        nnx.update(model.model, nnx.state(source.model))
+    return model
+
+
+def model_flops_per_token(cfg: LlamaConfig, seq_len: int, task: tasks.Task) -> float:
+    """Training FLOPs per token: 6 x matmul parameters + 6 x L x T x (N x H) for causal attention
+    (half of the 12 L T N H of full attention); a live DPO reference adds its forward pass (1/3)."""
+    embed = cfg.vocab_size * cfg.dim
+    matmul = cfg.num_params - embed - cfg.n_layers * 2 * cfg.dim - cfg.dim
+    if cfg.tie_embeddings:
+        matmul += embed
+    attn = cfg.n_layers * seq_len * cfg.n_heads * cfg.head_dim
+    flops = 6.0 * matmul + 6.0 * attn
+    if task.needs_reference:
+        flops += 2.0 * matmul + 2.0 * attn
+    return flops
+
+
+_PEAK_FLOPS = {  # dense bf16 per device
+    "H100": 989e12,
+    "H200": 989e12,
+    "A100": 312e12,
+    "TPU v5p": 459e12,
+    "TPU v5 lite": 197e12,
+    "TPU v4": 275e12,
+    "TPU v6": 918e12,
+}
+
+
+def peak_flops(c: ml_collections.ConfigDict) -> float:
+    if c.peak_flops_per_device:
+        return c.peak_flops_per_device
+    kind = jax.devices()[0].device_kind
+    return next((v for k, v in _PEAK_FLOPS.items() if k in kind), 0.0)
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def _on_mesh(tree: Any, mesh) -> Any:
+    """Replicates over `mesh` every array not already placed on it (step counters, scalars)."""
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+    def place(x):
+        s = x.sharding
+        if isinstance(s, jax.sharding.NamedSharding) and s.mesh.shape == mesh.shape:
+            return x
+        return jax.device_put(x, replicated)
+
+    return jax.tree.map(place, tree)
+
+
+def _to_host(metrics: dict[str, jax.Array]) -> dict[str, float]:
+    return {k: float(v) for k, v in jax.device_get(metrics).items()}
+
+
+def evaluate(
+    eval_fn, state: TrainState, reference, batches: Iterator[Batch], mesh
+) -> dict[str, float]:
+    """Mean of per-batch metrics over the eval batches (pairs/tokens weighted equally per batch)."""
+    totals: dict[str, float] = {}
+    n = 0
+    for batch in batches:
+        metrics = _to_host(
+            eval_fn(state.params, state.rest, sharding.shard_batch(batch, mesh), reference)
+        )
+        for k, v in metrics.items():
+            totals[k] = totals.get(k, 0.0) + v
+        n += 1
+    return {f"eval/{k}": v / max(n, 1) for k, v in totals.items()}
+
+
+def train_and_evaluate(
+    c: ml_collections.ConfigDict, workdir: str | pathlib.Path
+) -> dict[str, float]:
+    """Trains `c.task` as configured, evaluating periodically; returns the final metrics.
+
+    The final model is checkpointed under `workdir` (Orbax) so the next stage can `init_from` it.
+    """
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_lib.validate(c, jax.device_count())
+    mesh = sharding.make_mesh(tuple(c.mesh))
+    task = tasks.make_task(c)
+    tokenizer = tokenizer_lib.load_tokenizer(c.tokenizer)
+    model = build_model(c, task, len(tokenizer), mesh, c.init_from)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    tx = make_optimizer(c, params)
+
+    reference, ref_tables = None, {}
+    if task.name == "dpo" and c.dpo.loss_type not in ("simpo", "orpo"):
+        ref_model = build_model(c, task, len(tokenizer), mesh, c.dpo.reference_from or c.init_from)
+        if c.dpo.reference == "live":
+            reference = nnx.split(ref_model, nnx.Param, ...)[1]
+        else:  # precomputed once per (data, tokenizer, reference weights), cached on disk
+            for split in ("train", "eval"):
+                pairs = data_lib.make_loader(c, tokenizer, split, task.name, epochs=1).examples
+                table = reference_lib.reference_table(
+                    ref_model, pairs, tokenizer, c.batch_size, mesh, c.dpo.reference_cache
+                )
+                ref_tables[split] = reference_lib.by_example_index(pairs, table)
+        del ref_model
+
+    def batches(split: str, epochs: int | None):
+        loader = iter(data_lib.make_loader(c, tokenizer, split, task.name, epochs=epochs))
+        return reference_lib.attach(loader, ref_tables[split]) if ref_tables else loader
+
+    with jax.set_mesh(mesh):
+        opt_state = jax.jit(tx.init)(params)
+    state = TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=opt_state,
+        rest=rest,
+        skipped=jnp.zeros((), jnp.int32),
+    )
+    state = _on_mesh(state, mesh)
+    state_shardings = jax.tree.map(lambda x: x.sharding, state)
+    ref_shardings = None if reference is None else jax.tree.map(lambda x: x.sharding, reference)
+
+    train_data = batches("train", None)
+
+    step_fn = jax.jit(
+        functools.partial(train_step, graphdef=graphdef, task=task, tx=tx, accum=c.grad_accum),
+        in_shardings=(state_shardings, None, ref_shardings),
+        out_shardings=(state_shardings, None),
+        donate_argnums=0,
+    )
+    eval_fn = jax.jit(functools.partial(eval_step, graphdef=graphdef, task=task))
+    flops_per_token = model_flops_per_token(model.config, c.data.max_len, task)
+    peak = peak_flops(c)
+    writer = MetricsWriter(workdir, c, total_steps=c.num_steps)
+    logging.info(
+        "training %s: %s parameters on mesh %s",
+        task.name,
+        f"{model.config.num_params:,}",
+        dict(mesh.shape),
+    )
+
+    def run_eval(step: int) -> dict[str, float]:
+        eval_batches = itertools.islice(batches("eval", 1), c.eval_batches or None)
+        with jax.set_mesh(mesh):
+            metrics = evaluate(eval_fn, state, reference, eval_batches, mesh)
+        writer.write(step, metrics)
+        return metrics
+
+    final: dict[str, float] = {}
+    if c.eval_every:
+        final.update(run_eval(0))
+    pending = None  # metrics are fetched one step late so dispatch stays asynchronous
+    tokens_seen, t_last, steps_since = 0, time.perf_counter(), 0
+    with jax.set_mesh(mesh):
+        for step in range(1, c.num_steps + 1):
+            batch = next(train_data)
+            tokens_seen += int(
+                np.sum(
+                    batch["attention_mask"]
+                    if "attention_mask" in batch
+                    else batch["segment_ids"] > 0
+                )
+            )
+            state, metrics = step_fn(state, sharding.shard_batch(batch, mesh), reference)
+            steps_since += 1
+            if pending is not None:
+                writer.progress(step - 1, pending)
+            pending = metrics
+            if step % c.log_every == 0 or step == c.num_steps:
+                host = _to_host(metrics)
+                pending = None
+                dt = time.perf_counter() - t_last
+                host["tokens_per_second"] = tokens_seen / dt
+                if peak:
+                    host["mfu"] = tokens_seen * flops_per_token / dt / (peak * jax.device_count())
+                host["lr"] = float(make_schedule(c)(step - 1))
+                writer.write(step, host)
+                final.update(host)
+                tokens_seen, t_last, steps_since = 0, time.perf_counter(), 0
+            if c.eval_every and (step % c.eval_every == 0 or step == c.num_steps):
+                final.update(run_eval(step))
+            if c.checkpoint_every and step % c.checkpoint_every == 0 and step != c.num_steps:
+                ckpt_lib.save_stage(workdir, state, graphdef, model, tokenizer, c, step)
+    ckpt_lib.save_stage(workdir, state, graphdef, model, tokenizer, c, c.num_steps, final=True)
+    final["skipped_steps"] = int(state.skipped)
+    writer.close()
+    (workdir / "final_metrics.json").write_text(json.dumps(final, indent=2, sort_keys=True))
+    return final
