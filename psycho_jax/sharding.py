@@ -108,9 +108,14 @@ def _is_var(x: Any) -> bool:
 def state_shardings(
     state: nnx.State, mesh: Mesh, rules: Sequence[tuple[str, Any]] = DEFAULT_RULES
 ) -> nnx.State:
-    """NamedSharding for every variable of an (abstract or concrete) NNX state, same tree."""
+    """NamedSharding for every variable of an (abstract or concrete) NNX state, same tree.
+
+    Works on any pytree holding NNX variables (a train state with optimizer moments); arrays that
+    are not variables are replicated."""
 
     def one(v):
+        if not _is_var(v):  # step counters and other plain arrays: replicated
+            return NamedSharding(mesh, PartitionSpec())
         spec = logical_to_spec(v.get_metadata().get("logical_axes"), v.shape, mesh, rules)
         return v.replace(NamedSharding(mesh, spec))
 

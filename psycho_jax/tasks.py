@@ -31,6 +31,20 @@ Batch = dict[str, Array]
 Metrics = dict[str, Array]
 
 MODEL_KEYS = ("tokens", "positions", "attention_mask", "segment_ids")
+# Metrics over a subset of rows (e.g. pairs with a rating gap) travel as a numerator and a
+# denominator, summed over micro-batches and eval batches, and are divided by `finalize`.
+RATIO_NUM, RATIO_DEN = "_num:", "_den:"
+
+
+def finalize(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Turns summed `_num:x` / `_den:x` pairs into `x` (nan where the denominator is 0)."""
+    out = {k: v for k, v in metrics.items() if not k.startswith((RATIO_NUM, RATIO_DEN))}
+    for k in metrics:
+        if k.startswith(RATIO_NUM):
+            name = k[len(RATIO_NUM) :]
+            den = metrics[RATIO_DEN + name]
+            out[name] = metrics[k] / jnp.where(den > 0, den, jnp.nan)
+    return out
 
 
 def _flatten_pairs(batch: Batch) -> Batch:
@@ -127,15 +141,20 @@ def make_reward_loss(cfg: ml_collections.ConfigDict):
             gap_true = (ratings[:, 0] - ratings[:, 1]).astype(jnp.float32)
             decided = (gap_true != 0) & (has[:, None] > 0)
             agree = jnp.sign(gap_pred) == jnp.sign(gap_true)
-            n = jnp.maximum(jnp.sum(decided, axis=0), 1)
-            acc = jnp.sum(agree & decided, axis=0) / n
-            metrics = dict(metrics)
-            metrics["principle_mse"] = jnp.sum(err * has) / jnp.maximum(jnp.sum(has), 1)
+            ratios = {"principle_mse": (jnp.sum(err * has), jnp.sum(has))}
             for i, p in enumerate(PRINCIPLES):
-                metrics[f"principle_accuracy/{p}"] = acc[i]
+                ratios[f"principle_accuracy/{p}"] = (
+                    jnp.sum(agree[:, i] & decided[:, i]),
+                    jnp.sum(decided[:, i]),
+                )
+        else:
+            ratios = {}
         loss = loss_sum / denominator
         out = _mean_contribution(metrics, b, denominator)
         out["loss"] = loss
+        for name, (num, den) in ratios.items():  # summed over micro-batches, divided at the end
+            out[f"{RATIO_NUM}{name}"] = num.astype(jnp.float32)
+            out[f"{RATIO_DEN}{name}"] = den.astype(jnp.float32)
         return loss, out
 
     return loss_fn

@@ -141,7 +141,7 @@ def train_step(
         grads, metrics = jax.lax.scan(body, zeros, _split_micro(batch, accum))
         metrics = jax.tree.map(lambda m: jnp.sum(m, axis=0), metrics)
 
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -152,7 +152,9 @@ def train_step(
         opt_state=keep(opt_state, state.opt_state),
         skipped=state.skipped + (~finite).astype(jnp.int32),
     )
-    metrics = dict(metrics, grad_norm=grad_norm, skipped=(~finite).astype(jnp.float32))
+    metrics = dict(
+        tasks.finalize(metrics), grad_norm=grad_norm, skipped=(~finite).astype(jnp.float32)
+    )
     return new_state, metrics
 
 
