@@ -27,4 +27,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.reward = _stage("reward", variant)
     c.dpo = _stage("dpo", variant)
     c.stages = ("sft", "reward", "dpo")  # a subset re-runs only those (earlier ones must exist)
+    if arg in ("demo", None):  # short enough for a CPU: ~4 minutes on 2 cores
+        c.sft.num_steps, c.sft.eval_every = 120, 40
+        c.reward.num_steps, c.reward.eval_every = 60, 30
+        c.dpo.num_steps, c.dpo.eval_every = 60, 30
     return c

@@ -265,7 +265,7 @@ def _to_host(metrics: dict[str, jax.Array]) -> dict[str, float]:
 def evaluate(
     eval_fn, state: TrainState, reference, batches: Iterator[Batch], mesh
 ) -> dict[str, float]:
-    """Mean of per-batch metrics over the eval batches (pairs/tokens weighted equally per batch)."""
+    """Metrics over the eval batches: means of per-batch means; ratio metrics pooled over batches."""
     totals: dict[str, float] = {}
     n = 0
     for batch in batches:
@@ -275,7 +275,9 @@ def evaluate(
         for k, v in metrics.items():
             totals[k] = totals.get(k, 0.0) + v
         n += 1
-    return {f"eval/{k}": v / max(n, 1) for k, v in totals.items()}
+    pooled = (tasks.RATIO_NUM, tasks.RATIO_DEN)
+    means = {k: v if k.startswith(pooled) else v / max(n, 1) for k, v in totals.items()}
+    return {f"eval/{k}": float(v) for k, v in tasks.finalize(means).items()}
 
 
 def train_and_evaluate(

@@ -193,6 +193,7 @@ def test_stages_end_to_end(tmp_path):
         load_config("reward", init_from=str(tmp_path / "sft"), eval_every=3), tmp_path / "rm"
     )
     assert "eval/accuracy" in rm and "principle_accuracy/empathy" in rm
+    assert "eval/principle_accuracy/empathy" in rm and not any(":" in k for k in rm)
 
     live = train.train_and_evaluate(
         load_config("dpo", init_from=str(tmp_path / "sft"), num_steps=2), tmp_path / "dpo"
