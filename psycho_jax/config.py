@@ -97,6 +97,33 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def use_tiny_model(c: ml_collections.ConfigDict) -> None:
+    """The ~1M-parameter model the `:tiny` configs share (runs on 2 CPU cores in minutes)."""
+    c.model.preset = "tiny"
+    c.model.dim, c.model.n_layers, c.model.n_heads, c.model.n_kv_heads = 128, 2, 4, 2
+    c.model.head_dim, c.model.ffn_dim = 32, 384
+    c.batch_size = 16
+    c.num_steps = 150
+    c.eval_every = 50
+    c.optim.warmup_steps = 10
+
+
+def use_llama3_8b(c: ml_collections.ConfigDict, max_len: int) -> None:
+    """Llama 3.1 8B on a pod slice (TPU v5p-16 or 8xH100): bf16 compute, full remat, scanned
+    layers, FSDP over every device, PsychoCounsel-Preference from the hub."""
+    c.model.preset = "llama3_8b"
+    c.model.dtype = "bfloat16"
+    c.model.remat = "full"
+    c.model.scan_layers = True
+    c.tokenizer = ""  # the checkpoint directory (its tokenizer) or Meta's tokenizer.model
+    c.data.train = "hf:Psychotherapy-LLM/PsychoCounsel-Preference:train"
+    c.data.eval = "hf:Psychotherapy-LLM/PsychoCounsel-Preference:test"
+    c.data.max_len = max_len
+    c.mesh = (1, -1, 1)
+    c.batch_size = 64
+    c.grad_accum = 2
+
+
 def _fail(key: str, value, valid) -> ValueError:
     return ValueError(f"config.{key}={value!r} is not valid; valid: {valid}")
 

@@ -255,3 +255,16 @@ def test_flop_count_ratios():
     dpo = train.model_flops_per_token(cfg, 256, tasks.Task("dpo", None, None, needs_reference=True))
     assert dpo / sft == pytest.approx(4 / 3)
     assert optax  # optimizer library imported for the step under test
+
+
+@pytest.mark.parametrize("task", ["sft", "reward", "dpo"])
+@pytest.mark.parametrize("variant", ["tiny", "llama3_8b"])
+def test_shipped_configs_validate(task, variant):
+    spec = importlib.util.spec_from_file_location(f"cfg_{task}", ROOT / "configs" / f"{task}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    c = module.get_config(variant)
+    if task == "dpo":
+        c.init_from = "/sft"
+    config_lib.validate(c, num_devices=8)
+    assert config_lib.llama_config(c, 2048).num_params > 0
