@@ -280,6 +280,34 @@ def evaluate(
     return {f"eval/{k}": float(v) for k, v in tasks.finalize(means).items()}
 
 
+def reward_statistics(state: TrainState, graphdef, batches: Iterator[Batch], mesh) -> TrainState:
+    """Sets the reward model's `reward_mean` / `reward_std` to the mean and standard deviation of its
+    rewards over every reply of the training set (OpenRLHF's normalisation statistics)."""
+
+    @jax.jit
+    def scores(params, rest, batch):
+        model = nnx.merge(graphdef, params, rest)
+        flat = {
+            k: batch[k].reshape((-1, batch[k].shape[-1])) for k in tasks.MODEL_KEYS if k in batch
+        }
+        return model(flat.pop("tokens"), **flat)[:, 0]
+
+    total = total_sq = count = 0.0
+    with jax.set_mesh(mesh):
+        for batch in batches:
+            r = np.asarray(
+                scores(state.params, state.rest, sharding.shard_batch(batch, mesh)), np.float64
+            )
+            total, total_sq, count = total + r.sum(), total_sq + np.square(r).sum(), count + r.size
+    mean = total / max(count, 1)
+    std = float(np.sqrt(max(total_sq / max(count, 1) - mean * mean, 1e-12)))
+    rest = jax.tree.map(lambda x: x, state.rest)
+    rest["reward_mean"][...] = jnp.asarray(mean, jnp.float32)
+    rest["reward_std"][...] = jnp.asarray(std, jnp.float32)
+    logging.info("reward statistics over %d replies: mean %.4f, std %.4f", int(count), mean, std)
+    return state.replace(rest=_on_mesh(rest, mesh))
+
+
 def train_and_evaluate(
     c: ml_collections.ConfigDict, workdir: str | pathlib.Path
 ) -> dict[str, float]:
@@ -389,6 +417,10 @@ def train_and_evaluate(
                 final.update(run_eval(step))
             if c.checkpoint_every and step % c.checkpoint_every == 0 and step != c.num_steps:
                 ckpt_lib.save_stage(workdir, state, graphdef, model, tokenizer, c, step)
+    if task.name == "reward":
+        state = reward_statistics(state, graphdef, batches("train", 1), mesh)
+        final["reward_mean"] = float(state.rest["reward_mean"][...])
+        final["reward_std"] = float(state.rest["reward_std"][...])
     ckpt_lib.save_stage(workdir, state, graphdef, model, tokenizer, c, c.num_steps, final=True)
     final["skipped_steps"] = int(state.skipped)
     writer.close()

@@ -13,8 +13,8 @@ import optax
 import pytest
 from flax import nnx
 
+from psycho_jax import checkpoint, sharding, tasks, train
 from psycho_jax import config as config_lib
-from psycho_jax import sharding, tasks, train
 from psycho_jax.data import training as data_training
 from psycho_jax.model import Llama, LlamaConfig, RewardModel
 from psycho_jax.tokenizer import sample_tokenizer
@@ -194,6 +194,11 @@ def test_stages_end_to_end(tmp_path):
     )
     assert "eval/accuracy" in rm and "principle_accuracy/empathy" in rm
     assert "eval/principle_accuracy/empathy" in rm and not any(":" in k for k in rm)
+    # OpenRLHF-style normalisation statistics are saved with the reward model.
+    rm_model = checkpoint.load_model(tmp_path / "rm")
+    assert isinstance(rm_model, RewardModel) and rm["reward_std"] > 0
+    np.testing.assert_allclose(float(rm_model.reward_mean[...]), rm["reward_mean"], rtol=1e-6)
+    np.testing.assert_allclose(float(rm_model.reward_std[...]), rm["reward_std"], rtol=1e-6)
 
     live = train.train_and_evaluate(
         load_config("dpo", init_from=str(tmp_path / "sft"), num_steps=2), tmp_path / "dpo"
