@@ -2,7 +2,9 @@
 
 Layout of a workdir:
     checkpoints/<step>/model   the model's variables (Orbax, sharded arrays)
-    checkpoints/<step>/meta    JSON: task, LlamaConfig, reward outputs, step
+    checkpoints/<step>/opt     optimizer state, step and skip counters (to resume)
+    checkpoints/<step>/data    the data loader's iterator state (JSON)
+    checkpoints/<step>/meta    JSON: task, LlamaConfig, reward outputs, step, the run config
     tokenizer/                 the tokenizer the stage trained with
 A later stage's `init_from=<workdir>` loads the newest complete checkpoint; Orbax writes each step to a
 temporary directory and renames it when complete, so a half-written save is never loaded.
@@ -24,10 +26,12 @@ from psycho_jax import hf, sharding
 from psycho_jax.model import Llama, LlamaConfig, RewardModel, RopeScaling
 
 
-def _manager(workdir: pathlib.Path, create: bool = True) -> ocp.CheckpointManager:
+def _manager(workdir: pathlib.Path, create: bool = True, **options: Any) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(
         (workdir / "checkpoints").absolute(),
-        options=ocp.CheckpointManagerOptions(create=create, max_to_keep=None),
+        options=ocp.CheckpointManagerOptions(
+            create=create, cleanup_tmp_directories=create, **options
+        ),
     )
 
 
@@ -41,33 +45,105 @@ def model_meta(model: nnx.Module, task: str, step: int) -> dict[str, Any]:
     }
 
 
-def save_stage(
-    workdir: pathlib.Path,
-    state,
-    graphdef,
-    model_like: nnx.Module,
-    tokenizer,
-    config: ml_collections.ConfigDict,
-    step: int,
-    final: bool = False,
-) -> pathlib.Path:
-    """Saves the model of a train state (and, once, the tokenizer) under `workdir/checkpoints`."""
-    model = nnx.merge(graphdef, state.params, state.rest)
-    mngr = _manager(workdir)
-    meta = model_meta(model_like, config.task, step)
-    mngr.save(
-        step,
-        args=ocp.args.Composite(
-            model=ocp.args.StandardSave(nnx.state(model).to_pure_dict()),
-            meta=ocp.args.JsonSave(meta),
-        ),
-        force=final,
-    )
-    mngr.wait_until_finished()
-    mngr.close()
-    if jax.process_index() == 0 and not (workdir / "tokenizer").exists():
-        tokenizer.save_pretrained(workdir / "tokenizer")
-    return workdir / "checkpoints" / str(step)
+def _abstract(tree: Any) -> Any:
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+
+
+class Checkpointer:
+    """Asynchronous, atomic checkpoints of a training run under `workdir/checkpoints/<step>/`.
+
+    Items per step: `model` (the model's variables: what `load_model` and the next stage read),
+    `opt` (optimizer state, step and skip counters), `data` (the loader's iterator state) and `meta`
+    (task, LlamaConfig, the run config). Orbax writes each step into a temporary directory and renames
+    it when every item is complete, so a run killed mid-save leaves the previous checkpoint intact;
+    leftover temporary directories are removed at start-up. Keeps the newest `keep` checkpoints, plus
+    the best by `best_metric` when one is configured (the newest is never evicted).
+    """
+
+    def __init__(self, workdir: pathlib.Path, config: ml_collections.ConfigDict):
+        policies = [ocp.checkpoint_managers.LatestN(n=max(config.keep_checkpoints, 1))]
+        if config.keep_best_metric:
+            key, mode = config.keep_best_metric, config.keep_best_mode
+            policies.append(
+                ocp.checkpoint_managers.BestN(
+                    get_metric_fn=lambda m: m[key],
+                    reverse=mode == "min",
+                    n=1,
+                    keep_checkpoints_without_metrics=False,
+                )
+            )
+        self.workdir = workdir
+        self.manager = _manager(
+            workdir,
+            enable_async_checkpointing=True,
+            preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
+        )
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def has_train_state(self, step: int) -> bool:
+        return (self.workdir / "checkpoints" / str(step) / "opt").is_dir()
+
+    def save(
+        self,
+        step: int,
+        state,
+        graphdef,
+        model_like: nnx.Module,
+        config,
+        loader_state: dict,
+        metrics: dict[str, float] | None = None,
+    ) -> None:
+        """Starts an asynchronous save of everything needed to continue at `step + 1`."""
+        model = nnx.merge(graphdef, state.params, state.rest)
+        opt = {"opt_state": state.opt_state, "step": state.step, "skipped": state.skipped}
+        meta = model_meta(model_like, config.task, step)
+        meta["config"] = config.to_json_best_effort()
+        self.manager.save(
+            step,
+            args=ocp.args.Composite(
+                model=ocp.args.StandardSave(nnx.state(model).to_pure_dict()),
+                opt=ocp.args.StandardSave(opt),
+                data=ocp.args.JsonSave(loader_state),
+                meta=ocp.args.JsonSave(meta),
+            ),
+            metrics=metrics,
+            force=True,
+        )
+
+    def restore(self, step: int, state, graphdef):
+        """The train state and loader state of `step`, placed like `state` (any mesh)."""
+        model = nnx.merge(graphdef, state.params, state.rest)
+        model_state = nnx.state(model)
+        opt = {"opt_state": state.opt_state, "step": state.step, "skipped": state.skipped}
+        restored = self.manager.restore(
+            step,
+            args=ocp.args.Composite(
+                model=ocp.args.StandardRestore(_abstract(model_state.to_pure_dict())),
+                opt=ocp.args.StandardRestore(_abstract(opt)),
+                data=ocp.args.JsonRestore(),
+            ),
+        )
+        nnx.replace_by_pure_dict(model_state, restored["model"])
+        _, params, rest = nnx.split(nnx.merge(graphdef, model_state), nnx.Param, ...)
+        o = restored["opt"]
+        new = state.replace(
+            params=params, rest=rest, opt_state=o["opt_state"], step=o["step"], skipped=o["skipped"]
+        )
+        return new, restored["data"]
+
+    def meta(self, step: int) -> dict[str, Any]:
+        return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))[
+            "meta"
+        ]
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
 
 
 def _llama_config(d: dict[str, Any], **overrides: Any) -> LlamaConfig:

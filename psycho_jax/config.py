@@ -59,7 +59,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval_every = 50
     c.eval_batches = 8  # 0: the whole eval split
     c.log_every = 10
-    c.checkpoint_every = 0  # 0: only at the end
+    c.checkpoint_every = 0  # 0: only at the end (and on preemption)
+    c.keep_checkpoints = 3  # the newest k are kept
+    c.keep_best_metric = ""  # e.g. "eval/loss": also keep the best checkpoint by this metric
+    c.keep_best_mode = "min"  # min | max
+    c.max_bad_steps = 5  # stop after this many consecutive non-finite steps (each is skipped)
 
     c.optim = ml_collections.ConfigDict()
     c.optim.lr = 3e-4
@@ -79,6 +83,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.reward.center_coef = 0.0  # reward-centering coefficient (0: off)
     c.reward.principle_head = False  # also predict the 7 principle ratings of each reply
     c.reward.principle_coef = 0.1
+    c.reward.stats_batches = 64  # batches of training pairs for the saved reward mean/std; 0: all
 
     # DPO family.
     c.dpo = ml_collections.ConfigDict()
@@ -155,6 +160,14 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> No
                 c.batch_size,
                 f"batch_size / grad_accum ({micro}) must divide over data*fsdp={shards} devices",
             )
+    if c.keep_best_mode not in ("min", "max"):
+        raise _fail("keep_best_mode", c.keep_best_mode, "min, max")
+    if c.keep_best_metric and not c.keep_best_metric.startswith("eval/"):
+        raise _fail("keep_best_metric", c.keep_best_metric, "an eval metric such as 'eval/loss'")
+    if c.keep_best_metric and not c.eval_every:
+        raise _fail(
+            "keep_best_metric", c.keep_best_metric, "'' when eval_every=0 (nothing to rank)"
+        )
     if c.optim.schedule not in SCHEDULES:
         raise _fail("optim.schedule", c.optim.schedule, ", ".join(SCHEDULES))
     if c.optim.lr <= 0:

@@ -11,6 +11,8 @@ import functools
 import itertools
 import json
 import pathlib
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -308,20 +310,92 @@ def reward_statistics(state: TrainState, graphdef, batches: Iterator[Batch], mes
     return state.replace(rest=_on_mesh(rest, mesh))
 
 
+class _StopRequest:
+    """SIGTERM / SIGINT while training: finish the step, save, exit cleanly."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        del frame
+        self.signal = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def requested(self) -> bool:
+        """True on every host once any host was signalled (multi-host runs agree on the step)."""
+        local = self.signal is not None
+        if jax.process_count() == 1:
+            return local
+        from jax.experimental import multihost_utils
+
+        return bool(np.any(multihost_utils.process_allgather(np.asarray(local))))
+
+
+def _check_workdir(workdir: pathlib.Path) -> None:
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        probe = workdir / f".write_test_{jax.process_index()}"
+        probe.write_bytes(b"x" * 4096)
+        probe.unlink()
+    except OSError as e:
+        raise OSError(f"workdir {workdir} is not writable ({e}); checkpoints would be lost") from e
+
+
+def _check_compatible(meta: dict, model: nnx.Module, task: tasks.Task, workdir) -> None:
+    saved = ckpt_lib._llama_config(meta["llama_config"])
+    shape_fields = ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_dim")
+    diff = [
+        f"{f}: {getattr(saved, f)} vs {getattr(model.config, f)}"
+        for f in shape_fields
+        if getattr(saved, f) != getattr(model.config, f)
+    ]
+    if meta["task"] != task.name:
+        diff.append(f"task: {meta['task']} vs {task.name}")
+    if diff:
+        raise ValueError(
+            f"{workdir}/checkpoints holds a run of another model or task ({'; '.join(diff)}); "
+            "use a new --workdir or the original config"
+        )
+
+
 def train_and_evaluate(
     c: ml_collections.ConfigDict, workdir: str | pathlib.Path
 ) -> dict[str, float]:
     """Trains `c.task` as configured, evaluating periodically; returns the final metrics.
 
-    The final model is checkpointed under `workdir` (Orbax) so the next stage can `init_from` it.
+    Resumes from the newest complete checkpoint in `workdir` (parameters, optimizer, step, data
+    position: the resumed run is the uninterrupted one); saves every `checkpoint_every` steps, on
+    SIGTERM/SIGINT (then returns with `preempted=1`) and at the end, where the model is what the next
+    stage's `init_from` loads. A non-finite step is skipped; `max_bad_steps` in a row stop the run
+    with a checkpoint of the last good state.
     """
     workdir = pathlib.Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     config_lib.validate(c, jax.device_count())
+    _check_workdir(workdir)
     mesh = sharding.make_mesh(tuple(c.mesh))
     task = tasks.make_task(c)
     tokenizer = tokenizer_lib.load_tokenizer(c.tokenizer)
-    model = build_model(c, task, len(tokenizer), mesh, c.init_from)
+    ckpt = ckpt_lib.Checkpointer(workdir, c)
+    resume_step = ckpt.latest_step()
+    if resume_step is not None and not ckpt.has_train_state(resume_step):
+        raise ValueError(
+            f"{workdir}/checkpoints/{resume_step} has no optimizer state to resume from"
+        )
+    # On resume the weights come from the checkpoint: skip loading init_from.
+    init_from = "" if resume_step is not None else c.init_from
+    model = build_model(c, task, len(tokenizer), mesh, init_from)
+    if resume_step is not None:
+        _check_compatible(ckpt.meta(resume_step), model, task, workdir)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = make_optimizer(c, params)
 
@@ -339,9 +413,9 @@ def train_and_evaluate(
                 ref_tables[split] = reference_lib.by_example_index(pairs, table)
         del ref_model
 
-    def batches(split: str, epochs: int | None):
-        loader = iter(data_lib.make_loader(c, tokenizer, split, task.name, epochs=epochs))
-        return reference_lib.attach(loader, ref_tables[split]) if ref_tables else loader
+    def batches(split: str, epochs: int | None, loader=None):
+        loader = loader or data_lib.make_loader(c, tokenizer, split, task.name, epochs=epochs)
+        return reference_lib.attach(loader, ref_tables[split]) if ref_tables else iter(loader)
 
     with jax.set_mesh(mesh):
         opt_state = jax.jit(tx.init)(params)
@@ -355,8 +429,13 @@ def train_and_evaluate(
     state = _on_mesh(state, mesh)
     state_shardings = jax.tree.map(lambda x: x.sharding, state)
     ref_shardings = None if reference is None else jax.tree.map(lambda x: x.sharding, reference)
-
-    train_data = batches("train", None)
+    train_loader = data_lib.make_loader(c, tokenizer, "train", task.name)
+    if resume_step is not None:
+        state, loader_state = ckpt.restore(resume_step, state, graphdef)
+        train_loader.set_state(loader_state)
+        logging.info("resumed from %s/checkpoints/%d", workdir, resume_step)
+    train_data = batches("train", None, train_loader)
+    start_step = int(state.step)
 
     step_fn = jax.jit(
         functools.partial(train_step, graphdef=graphdef, task=task, tx=tx, accum=c.grad_accum),
@@ -369,10 +448,12 @@ def train_and_evaluate(
     peak = peak_flops(c)
     writer = MetricsWriter(workdir, c, total_steps=c.num_steps)
     logging.info(
-        "training %s: %s parameters on mesh %s",
+        "training %s: %s parameters on mesh %s, steps %d..%d",
         task.name,
         f"{model.config.num_params:,}",
         dict(mesh.shape),
+        start_step + 1,
+        c.num_steps,
     )
 
     def run_eval(step: int) -> dict[str, float]:
@@ -382,29 +463,47 @@ def train_and_evaluate(
         writer.write(step, metrics)
         return metrics
 
+    def save(step: int, metrics: dict[str, float] | None = None) -> None:
+        ckpt.save(step, state, graphdef, model, c, train_loader.get_state(), metrics)
+
     final: dict[str, float] = {}
-    if c.eval_every:
+    if c.eval_every and start_step == 0:
         final.update(run_eval(0))
-    pending = None  # metrics are fetched one step late so dispatch stays asynchronous
-    tokens_seen, t_last, steps_since = 0, time.perf_counter(), 0
-    with jax.set_mesh(mesh):
-        for step in range(1, c.num_steps + 1):
+    pending = None  # (step, metrics, example ids): fetched one step late, dispatch stays async
+    bad_in_a_row = 0
+    tokens_seen, t_last = 0, time.perf_counter()
+    preempted = False
+    with jax.set_mesh(mesh), _StopRequest() as stop:
+        for step in range(start_step + 1, c.num_steps + 1):
             batch = next(train_data)
-            tokens_seen += int(
-                np.sum(
-                    batch["attention_mask"]
-                    if "attention_mask" in batch
-                    else batch["segment_ids"] > 0
-                )
+            mask = (
+                batch["attention_mask"] if "attention_mask" in batch else batch["segment_ids"] > 0
             )
+            tokens_seen += int(np.sum(mask))
             state, metrics = step_fn(state, sharding.shard_batch(batch, mesh), reference)
-            steps_since += 1
-            if pending is not None:
-                writer.progress(step - 1, pending)
-            pending = metrics
+            ids = batch.get("example_index")
+            for p_step, p_metrics, p_ids in [pending] if pending else []:
+                writer.progress(p_step, p_metrics)
+                if float(p_metrics["skipped"]):
+                    bad_in_a_row += 1
+                    logging.warning(
+                        "step %d: non-finite loss or gradient, update skipped (example_index %s)",
+                        p_step,
+                        None if p_ids is None else p_ids.tolist(),
+                    )
+                else:
+                    bad_in_a_row = 0
+            pending = (step, metrics, ids)
+            if bad_in_a_row >= c.max_bad_steps:
+                save(step)  # every skipped step left the state as it was: the last good one
+                ckpt.close()
+                raise FloatingPointError(
+                    f"{bad_in_a_row} consecutive steps had a non-finite loss or gradient "
+                    f"(up to step {step - 1}); stopped. The last good state is saved in "
+                    f"{workdir}/checkpoints/{step}: lower the learning rate or check the data"
+                )
             if step % c.log_every == 0 or step == c.num_steps:
                 host = _to_host(metrics)
-                pending = None
                 dt = time.perf_counter() - t_last
                 host["tokens_per_second"] = tokens_seen / dt
                 if peak:
@@ -412,17 +511,41 @@ def train_and_evaluate(
                 host["lr"] = float(make_schedule(c)(step - 1))
                 writer.write(step, host)
                 final.update(host)
-                tokens_seen, t_last, steps_since = 0, time.perf_counter(), 0
+                tokens_seen, t_last = 0, time.perf_counter()
+            evaluated = {}
             if c.eval_every and (step % c.eval_every == 0 or step == c.num_steps):
-                final.update(run_eval(step))
-            if c.checkpoint_every and step % c.checkpoint_every == 0 and step != c.num_steps:
-                ckpt_lib.save_stage(workdir, state, graphdef, model, tokenizer, c, step)
-    if task.name == "reward":
-        state = reward_statistics(state, graphdef, batches("train", 1), mesh)
-        final["reward_mean"] = float(state.rest["reward_mean"][...])
-        final["reward_std"] = float(state.rest["reward_std"][...])
-    ckpt_lib.save_stage(workdir, state, graphdef, model, tokenizer, c, c.num_steps, final=True)
+                evaluated = run_eval(step)
+                final.update(evaluated)
+            if stop.requested():
+                save(step, evaluated or None)
+                ckpt.wait()
+                logging.warning(
+                    "signal %s: stopped after step %d, saved %s/checkpoints/%d; "
+                    "run the same command to resume",
+                    stop.signal,
+                    step,
+                    workdir,
+                    step,
+                )
+                final["preempted"] = 1.0
+                preempted = True
+                break
+            if step < c.num_steps and c.checkpoint_every and step % c.checkpoint_every == 0:
+                save(step, evaluated or None)
+    if not preempted:
+        if task.name == "reward":
+            stats_batches = itertools.islice(batches("train", 1), c.reward.stats_batches or None)
+            state = reward_statistics(state, graphdef, stats_batches, mesh)
+            final["reward_mean"] = float(state.rest["reward_mean"][...])
+            final["reward_std"] = float(state.rest["reward_std"][...])
+        if start_step < c.num_steps:
+            save(c.num_steps, {k: v for k, v in final.items() if k.startswith("eval/")} or None)
+    ckpt.close()
+    if jax.process_index() == 0 and not (workdir / "tokenizer").exists():
+        tokenizer.save_pretrained(workdir / "tokenizer")
     final["skipped_steps"] = int(state.skipped)
+    final["step"] = int(state.step)
     writer.close()
-    (workdir / "final_metrics.json").write_text(json.dumps(final, indent=2, sort_keys=True))
+    if jax.process_index() == 0:
+        (workdir / "final_metrics.json").write_text(json.dumps(final, indent=2, sort_keys=True))
     return final
