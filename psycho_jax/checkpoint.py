@@ -187,7 +187,7 @@ def load_model(
     abstract = nnx.eval_shape(make)
     graphdef, state = nnx.split(abstract)
     if mesh is None:
-        mesh = sharding.make_mesh((1, 1, 1), devices=jax.devices()[:1])
+        mesh = sharding.make_mesh((1, 1, 1), devices=jax.local_devices()[:1])
     shardings = sharding.state_shardings(state, mesh, rules)
     target = jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings

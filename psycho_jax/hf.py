@@ -434,7 +434,7 @@ def load_llama(
     abstract = nnx.eval_shape(make)
     graphdef, state = nnx.split(abstract)
     if mesh is None:
-        mesh = sharding_lib.make_mesh((1, 1, 1), devices=jax.devices()[:1])
+        mesh = sharding_lib.make_mesh((1, 1, 1), devices=jax.local_devices()[:1])
     shardings = sharding_lib.state_shardings(state, mesh, rules)
     dtype = np.dtype(jnp.dtype(cfg.param_dtype))
 

@@ -21,11 +21,17 @@ from absl import app, flags, logging
 from flax import nnx
 from ml_collections import config_flags
 
-from psycho_jax import hf, metrics_writer, sharding
+from psycho_jax import distributed, hf, metrics_writer, sharding
 from psycho_jax.model import Llama, LlamaConfig
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/model.py", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", "", "Where a training stage writes (required for tasks).")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed",
+    None,
+    "Join a multi-host run (jax.distributed); default from PSYCHO_JAX_DISTRIBUTED / "
+    "PSYCHO_JAX_COORDINATOR.",
+)
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Only build the abstract model and its shardings.")
 
 
@@ -106,6 +112,7 @@ def run_model_demo(config: ml_collections.ConfigDict, dry_run: bool = False) -> 
 
 def main(argv):
     del argv
+    distributed.maybe_initialize(_DISTRIBUTED.value)
     logging.set_verbosity(logging.INFO)
     metrics_writer.quiet_library_logs()
     config = _CONFIG.value

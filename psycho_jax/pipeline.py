@@ -18,9 +18,12 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from psycho_jax import metrics_writer, train
+from psycho_jax import distributed, metrics_writer, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/pipeline.py:demo", lock_config=True)
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", None, "Join a multi-host run (see psycho_jax.distributed)."
+)
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/psycho_jax_pipeline", "Where every stage writes.")
 
 
@@ -73,6 +76,7 @@ def run_pipeline(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> d
 
 def main(argv):
     del argv
+    distributed.maybe_initialize(_DISTRIBUTED.value)
     logging.set_verbosity(logging.INFO)
     metrics_writer.quiet_library_logs()
     run_pipeline(_CONFIG.value, _WORKDIR.value)

@@ -31,7 +31,9 @@ def weights_fingerprint(model: nnx.Module) -> str:
     stats = []
     for x in jax.tree.leaves(nnx.state(model, nnx.Param)):
         x32 = x.astype(jnp.float32)
-        stats.append((x.shape, str(x.dtype), float(jnp.sum(x32)), float(jnp.sum(x32 * x32))))
+        # Rounded: summation order (hence the last bits) depends on how the array is sharded.
+        total, sq = float(jnp.sum(x32)), float(jnp.sum(x32 * x32))
+        stats.append((x.shape, str(x.dtype), f"{total:.6g}", f"{sq:.6g}"))
     return hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:16]
 
 
@@ -94,7 +96,12 @@ def reference_table(
     cache_dir = pathlib.Path(cache_dir).expanduser()
     key = f"{dataset_fingerprint(pairs, tokenizer)}-{weights_fingerprint(model)}"
     path = cache_dir / f"ref_logps-{key}.npy"
-    if path.is_file():
+    exists = path.is_file()
+    if jax.process_count() > 1:  # every host must take the same branch
+        from jax.experimental import multihost_utils
+
+        exists = bool(multihost_utils.broadcast_one_to_all(np.asarray(exists)))
+    if exists:
         table = np.load(path)
         if table.shape == (len(pairs), 2):
             logging.info("reference log-probs: reusing %s", path)

@@ -24,6 +24,7 @@ import numpy as np
 import optax
 from absl import logging
 from flax import nnx, struct
+from jax.experimental import multihost_utils
 
 from psycho_jax import checkpoint as ckpt_lib
 from psycho_jax import config as config_lib
@@ -297,9 +298,10 @@ def reward_statistics(state: TrainState, graphdef, batches: Iterator[Batch], mes
     total = total_sq = count = 0.0
     with jax.set_mesh(mesh):
         for batch in batches:
-            r = np.asarray(
-                scores(state.params, state.rest, sharding.shard_batch(batch, mesh)), np.float64
-            )
+            r = scores(state.params, state.rest, sharding.shard_batch(batch, mesh))
+            if jax.process_count() > 1:  # rows live on other hosts' devices too
+                r = multihost_utils.process_allgather(r, tiled=True)
+            r = np.asarray(r, np.float64)
             total, total_sq, count = total + r.sum(), total_sq + np.square(r).sum(), count + r.size
     mean = total / max(count, 1)
     std = float(np.sqrt(max(total_sq / max(count, 1) - mean * mean, 1e-12)))
@@ -331,13 +333,16 @@ class _StopRequest:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
-    def requested(self) -> bool:
-        """True on every host once any host was signalled (multi-host runs agree on the step)."""
+    def requested(self, every: int = 1, step: int = 0) -> bool:
+        """True on every host once any host was signalled (multi-host runs agree on the step).
+
+        On several hosts the agreement is a blocking all-gather, so it is only checked every
+        `every` steps, keeping dispatch asynchronous in between."""
         local = self.signal is not None
         if jax.process_count() == 1:
             return local
-        from jax.experimental import multihost_utils
-
+        if step % every:
+            return False
         return bool(np.any(multihost_utils.process_allgather(np.asarray(local))))
 
 
@@ -503,6 +508,10 @@ def train_and_evaluate(
                     f"{workdir}/checkpoints/{step}: lower the learning rate or check the data"
                 )
             if step % c.log_every == 0 or step == c.num_steps:
+                if jax.process_count() > 1:  # each host counted only its own rows
+                    tokens_seen = int(
+                        np.sum(multihost_utils.process_allgather(np.int64(tokens_seen)))
+                    )
                 host = _to_host(metrics)
                 dt = time.perf_counter() - t_last
                 host["tokens_per_second"] = tokens_seen / dt
@@ -516,7 +525,7 @@ def train_and_evaluate(
             if c.eval_every and (step % c.eval_every == 0 or step == c.num_steps):
                 evaluated = run_eval(step)
                 final.update(evaluated)
-            if stop.requested():
+            if stop.requested(every=c.log_every, step=step):
                 save(step, evaluated or None)
                 ckpt.wait()
                 logging.warning(
