@@ -26,15 +26,21 @@ from psycho_jax import checkpoint as ckpt_lib
 from psycho_jax import hf, metrics_writer, sharding
 from psycho_jax.tokenizer import load_tokenizer
 
-_CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", None, "Stage workdir, its checkpoints/<step>, or a HF dir."
-)
-_OUT = flags.DEFINE_string("out", None, "Hugging Face directory to write.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest complete one).")
-_DTYPE = flags.DEFINE_enum(
-    "dtype", None, ["float32", "bfloat16", "float16"], "Dtype on disk (default: parameter dtype)."
-)
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Write into a non-empty --out.")
+
+def define_flags() -> None:
+    """Command-line flags; defined only when run as a program, so importing this module (tests,
+    notebooks, other CLIs) never clashes with another module's flags."""
+    flags.DEFINE_string("checkpoint", None, "Stage workdir, its checkpoints/<step>, or a HF dir.")
+    flags.DEFINE_string("out", None, "Hugging Face directory to write.")
+    flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest complete one).")
+    flags.DEFINE_enum(
+        "dtype",
+        None,
+        ["float32", "bfloat16", "float16"],
+        "Dtype on disk (default: parameter dtype).",
+    )
+    flags.DEFINE_bool("overwrite", False, "Write into a non-empty --out.")
+
 
 # Files of a previous export that would otherwise be mixed with the new one.
 _STALE = ("model*.safetensors", "model.safetensors.index.json", "config.json")
@@ -128,13 +134,17 @@ def export(
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not _CHECKPOINT.value or not _OUT.value:
+    if not flags.FLAGS.checkpoint or not flags.FLAGS.out:
         raise app.UsageError("--checkpoint and --out are required")
     logging.set_verbosity(logging.INFO)
     metrics_writer.quiet_library_logs()
     try:
         out = export(
-            _CHECKPOINT.value, _OUT.value, _STEP.value, _DTYPE.value, overwrite=_OVERWRITE.value
+            flags.FLAGS.checkpoint,
+            flags.FLAGS.out,
+            flags.FLAGS.step,
+            flags.FLAGS.dtype,
+            overwrite=flags.FLAGS.overwrite,
         )
     except (FileNotFoundError, FileExistsError, ValueError) as e:
         raise SystemExit(f"export: {e}") from None
@@ -142,4 +152,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -24,15 +24,19 @@ from ml_collections import config_flags
 from psycho_jax import distributed, hf, metrics_writer, sharding
 from psycho_jax.model import Llama, LlamaConfig
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/model.py", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", "", "Where a training stage writes (required for tasks).")
-_DISTRIBUTED = flags.DEFINE_bool(
-    "distributed",
-    None,
-    "Join a multi-host run (jax.distributed); default from PSYCHO_JAX_DISTRIBUTED / "
-    "PSYCHO_JAX_COORDINATOR.",
-)
-_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Only build the abstract model and its shardings.")
+
+def define_flags() -> None:
+    """Command-line flags; defined only when run as a program, so importing this module (tests,
+    notebooks, other CLIs) never clashes with another module's flags."""
+    config_flags.DEFINE_config_file("config", "configs/model.py", lock_config=True)
+    flags.DEFINE_string("workdir", "", "Where a training stage writes (required for tasks).")
+    flags.DEFINE_bool(
+        "distributed",
+        None,
+        "Join a multi-host run (jax.distributed); default from PSYCHO_JAX_DISTRIBUTED / "
+        "PSYCHO_JAX_COORDINATOR.",
+    )
+    flags.DEFINE_bool("dry_run", False, "Only build the abstract model and its shardings.")
 
 
 def model_config(config: ml_collections.ConfigDict) -> LlamaConfig:
@@ -112,21 +116,22 @@ def run_model_demo(config: ml_collections.ConfigDict, dry_run: bool = False) -> 
 
 def main(argv):
     del argv
-    distributed.maybe_initialize(_DISTRIBUTED.value)
+    distributed.maybe_initialize(flags.FLAGS.distributed)
     logging.set_verbosity(logging.INFO)
     metrics_writer.quiet_library_logs()
-    config = _CONFIG.value
+    config = flags.FLAGS.config
     if "task" in config:
-        if not _WORKDIR.value:
+        if not flags.FLAGS.workdir:
             raise app.UsageError("--workdir is required to train")
         from psycho_jax import train
 
-        train.train_and_evaluate(config, _WORKDIR.value)
+        train.train_and_evaluate(config, flags.FLAGS.workdir)
     else:
-        run_model_demo(config, dry_run=_DRY_RUN.value)
+        run_model_demo(config, dry_run=flags.FLAGS.dry_run)
 
 
 def run():
+    define_flags()
     app.run(main)
 
 

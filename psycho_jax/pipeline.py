@@ -20,11 +20,13 @@ from ml_collections import config_flags
 
 from psycho_jax import distributed, metrics_writer, train
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/pipeline.py:demo", lock_config=True)
-_DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", None, "Join a multi-host run (see psycho_jax.distributed)."
-)
-_WORKDIR = flags.DEFINE_string("workdir", "/tmp/psycho_jax_pipeline", "Where every stage writes.")
+
+def define_flags() -> None:
+    """Command-line flags; defined only when run as a program, so importing this module (tests,
+    notebooks, other CLIs) never clashes with another module's flags."""
+    config_flags.DEFINE_config_file("config", "configs/pipeline.py:demo", lock_config=True)
+    flags.DEFINE_bool("distributed", None, "Join a multi-host run (see psycho_jax.distributed).")
+    flags.DEFINE_string("workdir", "/tmp/psycho_jax_pipeline", "Where every stage writes.")
 
 
 def _first_eval(workdir: pathlib.Path, key: str) -> float | None:
@@ -76,11 +78,12 @@ def run_pipeline(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> d
 
 def main(argv):
     del argv
-    distributed.maybe_initialize(_DISTRIBUTED.value)
+    distributed.maybe_initialize(flags.FLAGS.distributed)
     logging.set_verbosity(logging.INFO)
     metrics_writer.quiet_library_logs()
-    run_pipeline(_CONFIG.value, _WORKDIR.value)
+    run_pipeline(flags.FLAGS.config, flags.FLAGS.workdir)
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

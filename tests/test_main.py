@@ -62,3 +62,11 @@ def test_readme_main_command_runs():
     assert out.returncode == 0, out.stderr[-2000:]
     summary = json.loads(out.stdout[out.stdout.index("{") :])
     assert summary["params"] == 34_976 and summary["finite"]
+
+
+def test_every_command_line_module_imports_together():
+    """Flags are defined only when a module runs as a program: importing all CLIs never clashes."""
+    import importlib
+
+    for name in ("main", "pipeline", "export", "data.audit", "tokenizer", "data.sample_gen"):
+        importlib.import_module(f"psycho_jax.{name}")

@@ -301,22 +301,33 @@ def run(
     return report
 
 
-FLAGS = flags.FLAGS
-flags.DEFINE_multi_string("data", None, "[LABEL=]SOURCE, repeated (see psycho_jax.data.sources)")
-flags.DEFINE_string(
-    "tokenizer", "sample", "'sample', a Meta tokenizer.model, or an HF tokenizer dir"
-)
-flags.DEFINE_string("out", None, "directory for report.md, report.json and the PNG plots")
-flags.DEFINE_list("max_len", ["1024"], "max lengths at which to count truncations")
-flags.DEFINE_enum("on_error", "skip", ["skip", "raise"], "bad rows: count them, or stop")
+def define_flags() -> None:
+    """Command-line flags; defined only when run as a program, so importing this module (tests,
+    notebooks, other CLIs) never clashes with another module's flags."""
+    flags.DEFINE_multi_string(
+        "data", None, "[LABEL=]SOURCE, repeated (see psycho_jax.data.sources)"
+    )
+    flags.DEFINE_string(
+        "tokenizer", "sample", "'sample', a Meta tokenizer.model, or an HF tokenizer dir"
+    )
+    flags.DEFINE_string("out", None, "directory for report.md, report.json and the PNG plots")
+    flags.DEFINE_list("max_len", ["1024"], "max lengths at which to count truncations")
+    flags.DEFINE_enum("on_error", "skip", ["skip", "raise"], "bad rows: count them, or stop")
 
 
 def main(argv: Sequence[str]) -> None:
     del argv
-    if not FLAGS.data or not FLAGS.out:
+    if not flags.FLAGS.data or not flags.FLAGS.out:
         raise app.UsageError("--data and --out are required")
-    run(FLAGS.data, FLAGS.tokenizer, FLAGS.out, [int(x) for x in FLAGS.max_len], FLAGS.on_error)
+    run(
+        flags.FLAGS.data,
+        flags.FLAGS.tokenizer,
+        flags.FLAGS.out,
+        [int(x) for x in flags.FLAGS.max_len],
+        flags.FLAGS.on_error,
+    )
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
