@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+import signal
+import threading
 from collections.abc import Sequence
 from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from psycho_jax import hf, sharding
 from psycho_jax.model import Llama, LlamaConfig, RewardModel, RopeScaling
@@ -198,3 +202,69 @@ def load_model(
     mngr.close()
     nnx.replace_by_pure_dict(state, restored)
     return nnx.merge(graphdef, state)
+
+
+# ----------------------------------------------------------------------------- run safety
+
+
+class StopRequest:
+    """SIGTERM / SIGINT while training: finish the step, save, exit cleanly."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        del frame
+        self.signal = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def requested(self, every: int = 1, step: int = 0) -> bool:
+        """True on every host once any host was signalled (multi-host runs agree on the step).
+
+        On several hosts the agreement is a blocking all-gather, so it is only checked every
+        `every` steps, keeping dispatch asynchronous in between."""
+        local = self.signal is not None
+        if jax.process_count() == 1:
+            return local
+        if step % every:
+            return False
+        return bool(np.any(multihost_utils.process_allgather(np.asarray(local))))
+
+
+def check_workdir(workdir: pathlib.Path) -> None:
+    """Fails early when the workdir cannot take checkpoints."""
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        probe = workdir / f".write_test_{jax.process_index()}"
+        probe.write_bytes(b"x" * 4096)
+        probe.unlink()
+    except OSError as e:
+        raise OSError(f"workdir {workdir} is not writable ({e}); checkpoints would be lost") from e
+
+
+def check_compatible(meta: dict, model: nnx.Module, task, workdir) -> None:
+    """Refuses to resume a checkpoint of another model shape or task."""
+    saved = _llama_config(meta["llama_config"])
+    shape_fields = ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_dim")
+    diff = [
+        f"{f}: {getattr(saved, f)} vs {getattr(model.config, f)}"
+        for f in shape_fields
+        if getattr(saved, f) != getattr(model.config, f)
+    ]
+    if meta["task"] != task.name:
+        diff.append(f"task: {meta['task']} vs {task.name}")
+    if diff:
+        raise ValueError(
+            f"{workdir}/checkpoints holds a run of another model or task ({'; '.join(diff)}); "
+            "use a new --workdir or the original config"
+        )

@@ -11,8 +11,6 @@ import functools
 import itertools
 import json
 import pathlib
-import signal
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -312,67 +310,6 @@ def reward_statistics(state: TrainState, graphdef, batches: Iterator[Batch], mes
     return state.replace(rest=_on_mesh(rest, mesh))
 
 
-class _StopRequest:
-    """SIGTERM / SIGINT while training: finish the step, save, exit cleanly."""
-
-    def __init__(self):
-        self.signal: int | None = None
-        self._previous = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        del frame
-        self.signal = signum
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def requested(self, every: int = 1, step: int = 0) -> bool:
-        """True on every host once any host was signalled (multi-host runs agree on the step).
-
-        On several hosts the agreement is a blocking all-gather, so it is only checked every
-        `every` steps, keeping dispatch asynchronous in between."""
-        local = self.signal is not None
-        if jax.process_count() == 1:
-            return local
-        if step % every:
-            return False
-        return bool(np.any(multihost_utils.process_allgather(np.asarray(local))))
-
-
-def _check_workdir(workdir: pathlib.Path) -> None:
-    try:
-        workdir.mkdir(parents=True, exist_ok=True)
-        probe = workdir / f".write_test_{jax.process_index()}"
-        probe.write_bytes(b"x" * 4096)
-        probe.unlink()
-    except OSError as e:
-        raise OSError(f"workdir {workdir} is not writable ({e}); checkpoints would be lost") from e
-
-
-def _check_compatible(meta: dict, model: nnx.Module, task: tasks.Task, workdir) -> None:
-    saved = ckpt_lib._llama_config(meta["llama_config"])
-    shape_fields = ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_dim")
-    diff = [
-        f"{f}: {getattr(saved, f)} vs {getattr(model.config, f)}"
-        for f in shape_fields
-        if getattr(saved, f) != getattr(model.config, f)
-    ]
-    if meta["task"] != task.name:
-        diff.append(f"task: {meta['task']} vs {task.name}")
-    if diff:
-        raise ValueError(
-            f"{workdir}/checkpoints holds a run of another model or task ({'; '.join(diff)}); "
-            "use a new --workdir or the original config"
-        )
-
-
 def train_and_evaluate(
     c: ml_collections.ConfigDict, workdir: str | pathlib.Path
 ) -> dict[str, float]:
@@ -386,7 +323,7 @@ def train_and_evaluate(
     """
     workdir = pathlib.Path(workdir)
     config_lib.validate(c, jax.device_count())
-    _check_workdir(workdir)
+    ckpt_lib.check_workdir(workdir)
     mesh = sharding.make_mesh(tuple(c.mesh))
     task = tasks.make_task(c)
     tokenizer = tokenizer_lib.load_tokenizer(c.tokenizer)
@@ -400,7 +337,7 @@ def train_and_evaluate(
     init_from = "" if resume_step is not None else c.init_from
     model = build_model(c, task, len(tokenizer), mesh, init_from)
     if resume_step is not None:
-        _check_compatible(ckpt.meta(resume_step), model, task, workdir)
+        ckpt_lib.check_compatible(ckpt.meta(resume_step), model, task, workdir)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = make_optimizer(c, params)
 
@@ -478,7 +415,7 @@ def train_and_evaluate(
     bad_in_a_row = 0
     tokens_seen, t_last = 0, time.perf_counter()
     preempted = False
-    with jax.set_mesh(mesh), _StopRequest() as stop:
+    with jax.set_mesh(mesh), ckpt_lib.StopRequest() as stop:
         for step in range(start_step + 1, c.num_steps + 1):
             batch = next(train_data)
             mask = (

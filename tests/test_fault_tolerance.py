@@ -53,12 +53,12 @@ def test_preempted_and_resumed_run_is_bitwise_the_uninterrupted_one(
 ):
     calls = {"n": 0}
 
-    def stop_at_step_3(self):
+    def stop_at_step_3(self, every=1, step=0):
         calls["n"] += 1
         return calls["n"] == 3
 
     with monkeypatch.context() as m:
-        m.setattr(train._StopRequest, "requested", stop_at_step_3)
+        m.setattr(checkpoint.StopRequest, "requested", stop_at_step_3)
         out = train.train_and_evaluate(_sft(), tmp_path)
     assert out["preempted"] == 1.0 and out["step"] == 3
     assert checkpoint.Checkpointer(tmp_path, _sft()).latest_step() == 3
