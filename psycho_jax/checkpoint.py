@@ -169,8 +169,13 @@ def load_model(
     step: int | None = None,
     **config_overrides: Any,
 ) -> nnx.Module:
-    """Loads the model of a stage workdir (newest checkpoint, or `step`) or of a HF directory."""
+    """Loads the model of a stage workdir (newest checkpoint, or `step`) or of a HF directory.
+
+    An online-DPO workdir names its final round in a `policy` file; that round is loaded.
+    """
     path = pathlib.Path(path)
+    if (path / "policy").is_file() and not is_stage_dir(path):
+        path = pathlib.Path((path / "policy").read_text().strip())
     if (path / "config.json").is_file():
         return hf.load_llama(path, mesh=mesh, rules=rules, **config_overrides)
     if not is_stage_dir(path):

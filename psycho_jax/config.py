@@ -11,7 +11,7 @@ import ml_collections
 from psycho_jax import sharding
 from psycho_jax.model import LlamaConfig
 
-TASKS = ("sft", "reward", "dpo")
+TASKS = ("sft", "reward", "dpo", "online_dpo")
 DPO_LOSSES = ("sigmoid", "ipo", "hinge", "robust", "simpo", "orpo")
 MARGINS = ("none", "constant", "ratings")
 SCHEDULES = ("cosine", "linear", "constant")
@@ -20,7 +20,7 @@ REFERENCES = ("live", "precomputed")
 
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.task = "sft"  # sft | reward | dpo
+    c.task = "sft"  # sft | reward | dpo | online_dpo
     c.seed = 0
 
     # Model: a LlamaConfig preset plus overrides, or the model of `init_from`.
@@ -94,6 +94,24 @@ def base_config() -> ml_collections.ConfigDict:
     c.dpo.reference = "live"  # live: frozen copy in the step; precomputed: log-probs cached on disk
     c.dpo.reference_from = ""  # reference checkpoint; "" = init_from
     c.dpo.reference_cache = "~/.cache/psycho_jax/reference_logps"  # precomputed log-probs
+
+    # Online (iterative) DPO, task "online_dpo" (psycho_jax.online); the dpo.* keys above apply.
+    c.online = ml_collections.ConfigDict()
+    c.online.rounds = 3
+    c.online.reward_model = ""  # reward-model stage workdir or HF directory
+    c.online.prompts = "sample:preference_train"  # prompt pool; each round takes the next slice
+    c.online.prompts_per_round = 64
+    c.online.samples_per_prompt = 4  # k replies per prompt; best vs worst by the reward model
+    c.online.min_gap = 0.0  # skip prompts whose best and worst rewards are this close
+    c.online.steps_per_round = 30
+    c.online.reference = "previous"  # previous: the round's starting policy; initial: init_from
+    c.online.eval_prompts = "sample:eval_prompts"  # held-out prompts for the reward curve
+    c.online.eval_num_prompts = 64
+    c.online.sampling = ml_collections.ConfigDict()
+    c.online.sampling.temperature = 1.0
+    c.online.sampling.top_k = 0
+    c.online.sampling.top_p = 1.0
+    c.online.sampling.max_new_tokens = 128
 
     c.mesh = (1, -1, 1)
     c.sharding_rules = tuple(sharding.DEFAULT_RULES)
@@ -178,7 +196,20 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> No
         raise _fail("data.on_bad_row", c.data.on_bad_row, "raise, skip")
     if c.reward.margin not in MARGINS:
         raise _fail("reward.margin", c.reward.margin, ", ".join(MARGINS))
-    if c.task == "dpo":
+    if c.task == "online_dpo":
+        o = c.online
+        for key in ("rounds", "prompts_per_round", "samples_per_prompt", "steps_per_round"):
+            if o[key] <= 0:
+                raise _fail(f"online.{key}", o[key], "a positive integer")
+        if o.samples_per_prompt < 2:
+            raise _fail("online.samples_per_prompt", o.samples_per_prompt, ">= 2 (best vs worst)")
+        if o.reference not in ("previous", "initial"):
+            raise _fail("online.reference", o.reference, "previous, initial")
+        if not o.reward_model:
+            raise _fail("online.reward_model", o.reward_model, "a reward-model stage directory")
+        if not c.init_from:
+            raise _fail("init_from", c.init_from, "the policy online DPO starts from")
+    if c.task in ("dpo", "online_dpo"):
         if c.dpo.loss_type not in DPO_LOSSES:
             raise _fail("dpo.loss_type", c.dpo.loss_type, ", ".join(DPO_LOSSES))
         if c.dpo.beta <= 0:

@@ -323,6 +323,10 @@ def train_and_evaluate(
     """
     workdir = pathlib.Path(workdir)
     config_lib.validate(c, jax.device_count())
+    if c.task == "online_dpo":  # rounds of sampling, scoring and DPO stages
+        from psycho_jax import online
+
+        return online.run_online_dpo(c, workdir)
     ckpt_lib.check_workdir(workdir)
     mesh = sharding.make_mesh(tuple(c.mesh))
     task = tasks.make_task(c)
