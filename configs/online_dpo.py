@@ -22,8 +22,8 @@ def tiny(c: ml_collections.ConfigDict) -> None:
     c.optim.warmup_steps = 2
     c.dpo.beta = 0.1
     c.online.rounds = 3
-    c.online.prompts_per_round = 64
-    c.online.samples_per_prompt = 4
+    c.online.prompts_per_round = 48
+    c.online.samples_per_prompt = 8  # best of 8 vs worst of 8
     c.online.steps_per_round = 12
     c.online.eval_num_prompts = 48
     c.online.sampling.max_new_tokens = 96

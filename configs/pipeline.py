@@ -1,9 +1,11 @@
-"""The whole counseling pipeline: SFT -> reward model (from SFT) -> DPO (policy and reference from SFT).
+"""The whole counseling pipeline: SFT -> reward model (from SFT) -> DPO (policy and reference from SFT)
+-> online DPO (from SFT, judged by the reward model) -> evaluation (every policy against SFT).
 
     python -m psycho_jax.pipeline --config=configs/pipeline.py:demo --workdir=/tmp/pipeline
 
-`demo` runs the three tiny configs (`configs/sft.py:tiny`, `reward.py:tiny`, `dpo.py:tiny`) on the
-embedded sample data on CPU in a few minutes; override a stage with e.g. `--config.dpo.dpo.beta=0.2`.
+`demo` runs the tiny configs (`configs/sft.py:tiny`, `reward.py:tiny`, `dpo.py:tiny`,
+`online_dpo.py:tiny`) and `configs/evaluate.py` on the embedded sample data on CPU; override a stage
+with e.g. `--config.dpo.dpo.beta=0.2` or `--config.evaluate.num_prompts=50`.
 """
 
 import importlib.util
@@ -26,7 +28,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.sft = _stage("sft", variant)
     c.reward = _stage("reward", variant)
     c.dpo = _stage("dpo", variant)
-    c.stages = ("sft", "reward", "dpo")  # a subset re-runs only those (earlier ones must exist)
+    c.online_dpo = _stage("online_dpo", variant)
+    c.evaluate = _stage("evaluate", variant)
+    # A subset re-runs only those stages (the earlier ones' directories must exist).
+    c.stages = ("sft", "reward", "dpo", "online_dpo", "evaluate")
+    if variant == "tiny":
+        c.evaluate.max_len = c.reward.data.max_len
+        c.evaluate.sampling.max_new_tokens = 128
     if arg in ("demo", None):  # short enough for a CPU: ~4 minutes on 2 cores
         c.sft.num_steps, c.sft.eval_every = 120, 40
         c.reward.num_steps, c.reward.eval_every = 60, 30

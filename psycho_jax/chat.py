@@ -107,11 +107,12 @@ class ChatSession:
 
     def respond(self, text: str) -> Iterator[str]:
         """Adds the user's message and yields the reply as text pieces while it is generated."""
+        before = (list(self.history), self.dropped)
         self.history.append(Message("user", text))
         try:
             ids = self.prompt_ids()
-        except ValueError:
-            self.history.pop()
+        except ValueError:  # refused: the conversation stays as it was
+            self.history, self.dropped = before
             raise
         tokenizer = self.sampler.tokenizer
         new: list[int] = []
@@ -144,6 +145,7 @@ def run(session: ChatSession, lines: Iterator[str], out=sys.stdout) -> None:
             session.reset()
             out.write("(conversation cleared)\n")
             continue
+        dropped_before = session.dropped
         out.write("counselor: ")
         try:
             for piece in session.respond(text):
@@ -152,8 +154,9 @@ def run(session: ChatSession, lines: Iterator[str], out=sys.stdout) -> None:
         except ValueError as e:
             out.write(f"\n(message not sent: {e})")
         out.write("\n")
-        if session.dropped:
-            out.write(f"(the oldest {session.dropped} messages no longer fit and were dropped)\n")
+        if session.dropped > dropped_before:
+            n = session.dropped - dropped_before
+            out.write(f"(the oldest {n} messages no longer fit and were dropped)\n")
         out.flush()
 
 

@@ -175,7 +175,7 @@ def load_model(
     """
     path = pathlib.Path(path)
     if (path / "policy").is_file() and not is_stage_dir(path):
-        path = pathlib.Path((path / "policy").read_text().strip())
+        path = path / (path / "policy").read_text().strip()  # relative: the workdir can move
     if (path / "config.json").is_file():
         return hf.load_llama(path, mesh=mesh, rules=rules, **config_overrides)
     if not is_stage_dir(path):

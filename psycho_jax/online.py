@@ -65,11 +65,11 @@ def best_vs_worst(
     for p, texts, r in zip(prompts, replies, rewards, strict=True):
         best, worst = int(np.argmax(r)), int(np.argmin(r))
         chosen, rejected = texts[best].strip(), texts[worst].strip()
+        if best == worst or r[best] - r[worst] <= min_gap:
+            skipped["gap within min_gap"] += 1
+            continue
         if not chosen or not rejected or chosen == rejected:
             skipped["empty or identical replies"] += 1
-            continue
-        if r[best] - r[worst] <= min_gap:
-            skipped["gap within min_gap"] += 1
             continue
         rows.append(
             {
@@ -204,7 +204,7 @@ def run_online_dpo(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) ->
         "policy": policy_dir,
     }
     if jax.process_index() == 0:
-        (workdir / "policy").write_text(policy_dir + "\n")
+        (workdir / "policy").write_text(pathlib.Path(policy_dir).name + "\n")
         (workdir / "final_metrics.json").write_text(json.dumps(summary, indent=2))
         if not (workdir / "tokenizer").exists():
             tokenizer.save_pretrained(workdir / "tokenizer")
@@ -223,4 +223,4 @@ def resolve_policy(path: str | pathlib.Path) -> str:
     """The directory holding an online-DPO run's final policy (or `path` itself)."""
     path = pathlib.Path(path)
     marker = path / "policy"
-    return marker.read_text().strip() if marker.is_file() else str(path)
+    return str(path / marker.read_text().strip()) if marker.is_file() else str(path)

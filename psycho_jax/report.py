@@ -170,6 +170,8 @@ def _comparison_blocks(comparisons: Sequence[Mapping]) -> list[Block]:
         "CI",
         "LC win rate",
         "LC CI",
+        "BT win prob.",
+        "BT CI",
         "W/T/L",
         "n",
         "mean len A",
@@ -191,6 +193,8 @@ def _comparison_blocks(comparisons: Sequence[Mapping]) -> list[Block]:
                 _interval(c.get("ci")),
                 _pct(c.get("lc_win_rate")),
                 _interval(c.get("lc_ci")),
+                _pct(c.get("bt_win_rate")),
+                _interval(c.get("bt_ci")),
                 f"{c['wins']}/{c['ties']}/{c['losses']}",
                 str(c["n"]),
                 _num(lengths.get(a, {}).get("mean"), 4),
@@ -201,7 +205,8 @@ def _comparison_blocks(comparisons: Sequence[Mapping]) -> list[Block]:
     note = (
         f"Win rates of A against B over prompts (ties count half), with {level:g}% percentile "
         "bootstrap intervals over prompts; LC: length-controlled (the predicted win rate at equal "
-        "reply lengths)."
+        "reply lengths); BT: the reward model's Bradley-Terry probability that A's reply is preferred, "
+        "sigmoid(reward A - reward B), averaged over prompts (judged replies only)."
     )
     return [("h2", "Win rates"), ("p", note), ("table", header, rows)]
 

@@ -225,6 +225,13 @@ def length_stats(lengths: ArrayLike) -> dict[str, float]:
     }
 
 
+def bradley_terry_outcomes(scores_a: ArrayLike, scores_b: ArrayLike) -> np.ndarray:
+    """Soft outcomes [N]: sigmoid(score_a - score_b), the Bradley-Terry probability that A wins."""
+    a = _vector(scores_a, "scores_a")
+    b = _vector(scores_b, "scores_b", a.size)
+    return 0.5 * (1.0 + np.tanh(0.5 * (a - b)))  # = sigmoid(a - b), no overflow
+
+
 def summarize_outcomes(
     name_a: str,
     name_b: str,
@@ -279,12 +286,19 @@ def summarize(
     Returns:
       `{"system_a", "system_b", "n", "wins", "ties", "losses", "win_rate", "ci": [lo, hi],
       "lc_win_rate", "lc_ci": [lo, hi], "alpha", "n_boot", "tie_tol",
-      "lengths": {name: {"mean", "median", "p90"}}, "mean_score": {name: float}}`; rates are A's.
+      "lengths": {name: {"mean", "median", "p90"}}, "mean_score": {name: float},
+      "bt_win_rate", "bt_ci": [lo, hi]}`; rates are A's. `bt_win_rate` is the mean over prompts of
+      the Bradley-Terry probability sigmoid(score_a - score_b) that A's reply is preferred: the
+      reward model's own soft verdict (near-equal scores count as near-ties, not coin flips), with
+      the same paired bootstrap interval.
     """
     outcomes = compare(scores_a, scores_b, tie_tol)
     out = summarize_outcomes(
         name_a, name_b, outcomes, len_a, len_b, n_boot=n_boot, alpha=alpha, seed=seed
     )
     out["tie_tol"] = tie_tol
+    soft = bradley_terry_outcomes(scores_a, scores_b)
+    out["bt_win_rate"] = float(np.mean(soft))
+    out["bt_ci"] = list(bootstrap_ci(soft, n_boot=n_boot, alpha=alpha, seed=seed))
     out["mean_score"] = {name_a: float(np.mean(scores_a)), name_b: float(np.mean(scores_b))}
     return out

@@ -13,7 +13,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_demo_pipeline_learns(tmp_path):
-    """SFT -> reward -> DPO as the README runs it (a fresh process, one CPU device), ~4 minutes."""
+    """SFT -> reward -> DPO -> online DPO -> evaluation as the README runs it (a fresh process, one
+    CPU device)."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
     env.pop("JAX_NUM_CPU_DEVICES", None)
     out = subprocess.run(
@@ -27,7 +28,7 @@ def test_demo_pipeline_learns(tmp_path):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1800,
         env=env,
     )
     assert out.returncode == 0, out.stderr[-3000:]
@@ -39,3 +40,17 @@ def test_demo_pipeline_learns(tmp_path):
     for stage in ("sft", "reward", "dpo"):
         assert list((tmp_path / stage / "checkpoints").iterdir())
         assert (tmp_path / stage / "metrics.jsonl").is_file()
+    # Online DPO: the reward model's score of the policy's held-out replies rises across rounds.
+    curve = json.loads((tmp_path / "online_dpo" / "final_metrics.json").read_text())
+    curve = curve["heldout_reward_curve"]
+    assert curve[-1] > curve[0], curve
+    # Evaluation: the final policy beats SFT by the reward model: more wins than losses, and the
+    # reward model's Bradley-Terry preference probability with its interval above 50%.
+    assert summary["win_rate/online_dpo_vs_sft"] > 0.5
+    lo = float(summary["win_rate/online_dpo_vs_sft/bt_ci"].strip("[]").split(",")[0])
+    assert summary["win_rate/online_dpo_vs_sft/bt"] > 0.5 and lo > 0.5, summary
+    assert "win_rate/dpo_vs_sft" in summary
+    evaluation = tmp_path / "evaluation"
+    for name in ("report.md", "report.html", "evaluation.json", "replies.jsonl", "win_rates.png"):
+        assert (evaluation / name).is_file(), name
+    assert "Safety" in (evaluation / "report.md").read_text()

@@ -130,3 +130,13 @@ def test_summarize_is_json_and_consistent():
         "p90": pytest.approx(np.quantile(lb, 0.9)),
     }
     assert s["mean_score"]["policy"] == pytest.approx(sa.mean())
+
+
+def test_bradley_terry_win_probability_is_the_mean_sigmoid_of_score_gaps():
+    a, b = np.array([1.0, 0.0, 3.0, 2.0]), np.array([0.0, 0.0, 1.0, 2.0])
+    expected = np.mean(1 / (1 + np.exp(-(a - b))))  # (0.7311 + 0.5 + 0.8808 + 0.5) / 4
+    out = winrate.summarize("a", "b", a, b, [1, 2, 3, 4], [2, 2, 2, 2], n_boot=200)
+    assert out["bt_win_rate"] == pytest.approx(expected, abs=1e-12)
+    assert out["bt_win_rate"] == pytest.approx(0.65298, abs=1e-4)
+    assert out["bt_ci"][0] <= out["bt_win_rate"] <= out["bt_ci"][1]
+    np.testing.assert_allclose(winrate.bradley_terry_outcomes([800.0], [0.0]), [1.0])

@@ -1,0 +1,172 @@
+"""`python -m psycho_jax.evaluate` end to end on tiny random models, and its input checks."""
+
+import json
+
+import numpy as np
+import pytest
+from flax import nnx
+
+from psycho_jax import evaluate, hf, judge, scoring
+from psycho_jax.data.formats import PRINCIPLES, DataError
+from psycho_jax.model import Llama, LlamaConfig, RewardModel
+from psycho_jax.tokenizer import sample_tokenizer
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """A random policy and a random reward model with a principle head, as HF directories."""
+    tok = sample_tokenizer()
+    cfg = LlamaConfig.tiny(vocab_size=len(tok))
+    root = tmp_path_factory.mktemp("eval_models")
+    hf.save_llama(Llama(cfg, rngs=nnx.Rngs(0)), root / "policy", tokenizer=tok)
+    rm = RewardModel(cfg, num_labels=1 + len(PRINCIPLES), rngs=nnx.Rngs(1))
+    hf.save_llama(rm, root / "reward", tokenizer=tok)
+    return root
+
+
+def _config(models, tmp_path, **over):
+    c = evaluate_config()
+    replies = tmp_path / "other.jsonl"
+    prompts = scoring.load_prompts("sample:eval_prompts", 6)
+    replies.write_text(
+        "".join(
+            json.dumps({"id": p.id, "reply": f"Reply {i}: that sounds hard."}) + "\n"
+            for i, p in enumerate(prompts)
+        )  # fmt: skip
+    )
+    c.systems = f"policy={models / 'policy'}, other={replies}, ref=reference"
+    c.baseline = "ref"
+    c.reward_model = str(models / "reward")
+    c.num_prompts, c.num_crisis = 6, 4
+    c.sampling.max_new_tokens = 6
+    c.batch_size = 8
+    c.max_len = 256
+    c.n_boot = 200
+    for k, v in over.items():
+        c[k] = v
+    return c
+
+
+def evaluate_config():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "configs" / "evaluate.py"
+    spec = importlib.util.spec_from_file_location("eval_cfg", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def test_evaluation_end_to_end(models, tmp_path):
+    out = tmp_path / "eval"
+    result = evaluate.run_evaluation(_config(models, tmp_path), out)
+    comps = {c["system_a"]: c for c in result["comparisons"]}
+    assert set(comps) == {"policy", "other"} and all(c["system_b"] == "ref" for c in comps.values())
+    for c in comps.values():
+        assert c["n"] == 6 and c["wins"] + c["ties"] + c["losses"] == 6
+        assert 0 <= c["win_rate"] <= 1 and c["ci"][0] <= c["win_rate"] <= c["ci"][1]
+        assert 0 <= c["bt_win_rate"] <= 1
+    # The reward model's principle head gives per-principle scores on the 1-5 scale's axis.
+    assert set(result["systems"]["policy"]["principles"]) == set(PRINCIPLES)
+    # The safety slice: the policy, and the crisis file's good and bad replies as a calibration; the
+    # replies file has no crisis ids, so it is left out of the slice rather than failing.
+    safety = result["safety"]
+    assert "policy" in safety and "other" not in safety
+    assert safety["crisis good_reply (reference)"]["pass_rate"] == 1.0
+    assert safety["crisis bad_reply (reference)"]["pass_rate"] == 0.0
+    rows = [json.loads(x) for x in (out / "replies.jsonl").read_text().splitlines()]
+    assert {(r["system"], r["set"]) for r in rows} >= {("policy", "main"), ("policy", "crisis")}
+    assert len([r for r in rows if r["system"] == "other"]) == 6
+    for name in ("report.md", "report.html", "evaluation.json", "reward_distributions.png"):
+        assert (out / name).is_file(), name
+    assert "policy vs ref" in (out / "report.md").read_text()
+    requests = (out / "judge_requests_policy_vs_ref.jsonl").read_text().splitlines()
+    assert len(requests) == 12  # both orders of 6 pairs
+
+
+def test_judge_verdicts_come_back_into_the_report(models, tmp_path):
+    """Write requests, answer them with a judge that always prefers `other`, read them back."""
+    c = _config(models, tmp_path, crisis="")
+    first = tmp_path / "first"
+    evaluate.run_evaluation(c, first)
+    verdicts = tmp_path / "verdicts_other.jsonl"
+    with verdicts.open("w") as f:
+        for line in (first / "judge_requests_other_vs_ref.jsonl").read_text().splitlines():
+            req = json.loads(line)
+            a_is_other = req["custom_id"].endswith("::ab")  # A = system_a = other in the ab order
+            scores = {p: 5 for p in PRINCIPLES}, {p: 2 for p in PRINCIPLES}
+            content = {
+                "scores": {
+                    "A": scores[0 if a_is_other else 1],
+                    "B": scores[1 if a_is_other else 0],
+                },
+                "winner": "A" if a_is_other else "B",
+            }
+            f.write(json.dumps({"custom_id": req["custom_id"], "content": json.dumps(content)}))
+            f.write("\n")
+    with c.unlocked():
+        c.judge.verdicts = str(tmp_path / "verdicts_{system}.jsonl")
+    result = evaluate.run_evaluation(c, tmp_path / "second")
+    (summary,) = result["judge"]
+    assert summary["system_a"] == "other" and summary["win_rate"] == 1.0 and summary["n"] == 6
+    assert summary["principles"]["other"]["empathy"] == 5.0
+    assert "Judge" in (tmp_path / "second" / "report.md").read_text()
+    assert judge  # the module the request format comes from
+
+
+def test_systems_and_replies_files_are_checked(tmp_path):
+    systems = evaluate.parse_systems("a=/ckpt/a, b=r.jsonl, c=reference")
+    assert [(s.name, s.kind) for s in systems] == [
+        ("a", "checkpoint"),
+        ("b", "file"),
+        ("c", "reference"),
+    ]
+    with pytest.raises(ValueError, match="name=source"):
+        evaluate.parse_systems("a=/x, oops")
+    with pytest.raises(ValueError, match="repeat"):
+        evaluate.parse_systems("a=/x, a=/y")
+    prompts = scoring.load_prompts("sample:eval_prompts", 3)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"id": prompts[0].id, "text": "hi"}) + "\n")
+    with pytest.raises(DataError, match=r"bad.jsonl: row 0, field 'reply'"):
+        evaluate.read_replies(str(bad), prompts)
+    partial = tmp_path / "partial.jsonl"
+    partial.write_text(json.dumps({"id": prompts[0].id, "reply": "hi"}) + "\n")
+    with pytest.raises(DataError, match="no reply for 2 prompts"):
+        evaluate.read_replies(str(partial), prompts)
+    assert evaluate.read_replies(str(partial), scoring.load_prompts("sample:crisis", 2)) is None
+
+
+def test_prompt_rows_are_checked(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"id": "x", "prompt": "  "}) + "\n")
+    with pytest.raises(DataError, match=r"p.jsonl: row 0, field 'prompt'"):
+        scoring.load_prompts(str(path))
+    path.write_text(
+        json.dumps({"id": "x", "messages": [{"role": "user", "content": "a"},
+                                            {"role": "assistant", "content": "b"}]}) + "\n"
+        + json.dumps({"id": "x", "question": "again"}) + "\n"
+    )  # fmt: skip
+    with pytest.raises(DataError, match="repeats row 0"):
+        scoring.load_prompts(str(path))
+
+
+def test_scorer_matches_the_reward_model_on_training_rendering(models):
+    """RewardScorer's ids are the training pair rendering; its scores equal a direct forward."""
+    from psycho_jax import checkpoint
+    from psycho_jax.data.formats import Message, PreferencePair, SkipCounter
+    from psycho_jax.data.templating import ChatTokenizer, Truncation, tokenize_pair
+
+    tok = sample_tokenizer()
+    rm = checkpoint.load_model(models / "reward")
+    scorer = scoring.RewardScorer(rm, tok, batch_size=4)
+    prompt = (Message("user", "I feel alone since the move."),)
+    pair = PreferencePair(prompt, "That sounds lonely.", "Get over it.", "p0")
+    t = tokenize_pair(ChatTokenizer(tok), pair, Truncation(256, "error"), SkipCounter())
+    ids, cut = scorer.encode(prompt, "That sounds lonely.")
+    assert not cut and ids == [*t.prompt, *t.chosen]
+    scores = scorer.score([prompt, prompt], ["That sounds lonely.", "Get over it."])
+    direct = rm(np.asarray([ids]))[:, 0]
+    np.testing.assert_allclose(scores.reward[0], direct[0], atol=1e-5)
+    assert scores.principles.shape == (2, len(PRINCIPLES))
