@@ -77,6 +77,12 @@ def run_pipeline(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> d
         else:
             results[stage] = train.train_and_evaluate(sc, dirs[stage])
         seconds[stage] = time.perf_counter() - start
+    for stage in STAGES:  # stages not run this time: their saved final metrics
+        saved = dirs[stage] / "final_metrics.json"
+        if stage not in results and saved.is_file():
+            results[stage] = json.loads(saved.read_text())
+    if "evaluate" not in results and (dirs["evaluate"] / "evaluation.json").is_file():
+        results["evaluate"] = json.loads((dirs["evaluate"] / "evaluation.json").read_text())
     online = results.get("online_dpo", {})
     wins = {}
     for comp in results.get("evaluate", {}).get("comparisons", []):
