@@ -205,6 +205,7 @@ def test_tpu_dry_run_local_workdir(tools, tmp_path):
     # 2. This checkout to every worker, then a venv with the project's TPU extra.
     (tar,) = find(cmds, "tar")
     assert tar[tar.index("-C") + 1] == str(ROOT) and "--exclude=./.git" in tar
+    assert not pathlib.Path(tar[2]).exists(), "a dry run writes nothing"
     (scp,) = find(cmds, "gcloud", "compute", "tpus", "tpu-vm", "scp")
     assert scp[5] == tar[2] and scp[6] == "psycho-v5p:psycho_jax.tar.gz" and "--worker=all" in scp
     ssh = find(
@@ -236,13 +237,7 @@ def test_tpu_dry_run_local_workdir(tools, tmp_path):
         "gcloud", "storage", "rsync", "--recursive",
         "/var/tmp/psycho_jax_runs/sft-8b", "gs://my-bucket/psycho_jax/sft-8b",
     ]  # fmt: skip
-    assert cmds[-1] == [
-        "gcloud",
-        "storage",
-        "cp",
-        log,
-        "gs://my-bucket/psycho_jax/sft-8b/launch.log",
-    ]
+    assert cmds[-1] == ["gcloud", "storage", "cp", log, f"{BUCKET}/sft-8b/launch.log"]
     order = [cmds.index(c) for c in (create, tar, scp, *ssh)]
     assert order == sorted(order)
     assert not find(cmds, "gcloud", "compute", "tpus", "tpu-vm", "delete")
@@ -274,7 +269,7 @@ def test_tpu_dry_run_options(tools):
         "--module=psycho_jax.pipeline",
         "--libtpu_init_args=",
         "--env=HF_HOME=/mnt/gcs/my-bucket/hf",
-        "--python=3.11",
+        "--python_version=3.11",
         "--delete_after",
         "--",
         "--config=configs/pipeline.py:demo",
@@ -289,10 +284,7 @@ def test_tpu_dry_run_options(tools):
     )
     clone = ["git", "clone", "--quiet", "https://github.com/example/psycho_jax.git", "psycho_jax"]
     assert install[4:9] == clone
-    assert (
-        install[10:15] == ["git", "-C", "psycho_jax", "checkout", "--quiet"]
-        and install[15] == "v0.1.0"
-    )
+    assert install[10:16] == ["git", "-C", "psycho_jax", "checkout", "--quiet", "v0.1.0"]
     assert "3.11" in install
     assert "LIBTPU_INIT_ARGS=" in run and "HF_HOME=/mnt/gcs/my-bucket/hf" in run
     assert program(run)[1:4] == ["-m", "psycho_jax.pipeline", "--config=configs/pipeline.py:demo"]
