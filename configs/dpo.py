@@ -27,6 +27,7 @@ def llama3_8b(c: ml_collections.ConfigDict) -> None:
     2 GB + reference params 2 GB (float32) + activations of 2 pairs x 2 x 2048 tokens with full
     remat ~3 GB: ~13 GB. `dpo.reference=precomputed` removes the reference's 2 GB and its forward."""
     use_llama3_8b(c, max_len=2048)
+    c.hardware = "8xH100 or TPU v5p-16"  # one host: 8 devices of >= 80 GB
     c.num_steps = 540
     c.eval_every = 100
     c.optim.lr = 5e-7

@@ -23,6 +23,7 @@ def llama3_8b(c: ml_collections.ConfigDict) -> None:
     float32 params + Adam): params 2.0 GB + Adam 4.0 GB + grads 2.0 GB + activations with full
     remat at 2 sequences x 4096 tokens ~3 GB: ~11 GB of a v5p's 95 GB or an H100's 80 GB."""
     use_llama3_8b(c, max_len=4096)
+    c.hardware = "8xH100 or TPU v5p-16"  # one host: 8 devices of >= 80 GB
     c.data.packing = True
     c.num_steps = 2000
     c.eval_every = 200

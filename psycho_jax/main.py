@@ -36,7 +36,18 @@ def define_flags() -> None:
         "Join a multi-host run (jax.distributed); default from PSYCHO_JAX_DISTRIBUTED / "
         "PSYCHO_JAX_COORDINATOR.",
     )
-    flags.DEFINE_bool("dry_run", False, "Only build the abstract model and its shardings.")
+    flags.DEFINE_bool(
+        "dry_run",
+        False,
+        "Allocate nothing: for a training config, compile the train step on its mesh and print the "
+        "per-device memory (psycho_jax.memory); for a model config, shapes and bytes only.",
+    )
+    flags.DEFINE_integer(
+        "fake_devices",
+        0,
+        "With --dry_run on a machine without accelerators: CPU devices to plan on (default: the "
+        "mesh's size, or 8 when the mesh has a -1 axis).",
+    )
 
 
 def model_config(config: ml_collections.ConfigDict) -> LlamaConfig:
@@ -114,13 +125,42 @@ def run_model_demo(config: ml_collections.ConfigDict, dry_run: bool = False) -> 
     return summary
 
 
+def plan_memory(config: ml_collections.ConfigDict) -> dict:
+    """Prints and returns the memory plan of a training config (see `psycho_jax.memory`)."""
+    from psycho_jax import memory
+
+    p = memory.plan(config)
+    print(p.table())
+    summary = {"mesh": p.mesh, "params": p.num_params, "compiled": p.compiled,
+               "analytic": p.analytic}  # fmt: skip
+    hardware = config.get("hardware", "")
+    if hardware:
+        gb = memory.device_memory_gb(hardware)
+        fits = max(p.compiled["total"], p.analytic["total"]) / memory.GB <= gb
+        print(f"hardware {hardware}: {gb} GiB per device -> {'fits' if fits else 'DOES NOT FIT'}")
+        summary.update(hardware=hardware, device_gb=gb, fits=fits)
+    return summary
+
+
+def _fake_devices(config: ml_collections.ConfigDict, requested: int) -> None:
+    """Enough CPU devices for the config's mesh, set before JAX starts (no effect on accelerators)."""
+    mesh = tuple(config.mesh) if "mesh" in config else (1, -1, 1)
+    n = requested or (int(np.prod(mesh)) if -1 not in mesh else 8)
+    jax.config.update("jax_num_cpu_devices", n)
+
+
 def main(argv):
     del argv
+    if flags.FLAGS.dry_run:
+        _fake_devices(flags.FLAGS.config, flags.FLAGS.fake_devices)
     distributed.maybe_initialize(flags.FLAGS.distributed)
     logging.set_verbosity(logging.INFO)
     metrics_writer.quiet_library_logs()
     config = flags.FLAGS.config
     if "task" in config:
+        if flags.FLAGS.dry_run:
+            plan_memory(config)
+            return
         if not flags.FLAGS.workdir:
             raise app.UsageError("--workdir is required to train")
         from psycho_jax import train

@@ -201,3 +201,17 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
         return jax.make_array_from_process_local_data(batch_sharding(mesh, x.ndim), x)
 
     return jax.tree.map(put, batch)
+
+
+def optimizer_shardings(tx, params: Any, mesh: Mesh) -> Any:
+    """Shardings for `tx.init(params)`: every parameter-shaped leaf (Adam moments) sharded like its
+    parameter, the rest (step counts) replicated. Without this, `jit(tx.init)` replicates the moments
+    (they are zeros, with no data dependence on the sharded parameters to propagate from)."""
+    import optax
+
+    abstract = jax.eval_shape(tx.init, params)
+    param_shardings = jax.tree.map(lambda x: x.sharding, params)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return optax.tree_map_params(
+        tx, lambda _, s: s, abstract, param_shardings, transform_non_params=lambda _: replicated
+    )

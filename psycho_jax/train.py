@@ -364,7 +364,9 @@ def train_and_evaluate(
         return reference_lib.attach(loader, ref_tables[split]) if ref_tables else iter(loader)
 
     with jax.set_mesh(mesh):
-        opt_state = jax.jit(tx.init)(params)
+        opt_state = jax.jit(tx.init, out_shardings=sharding.optimizer_shardings(tx, params, mesh))(
+            params
+        )
     state = TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
