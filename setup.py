@@ -39,6 +39,10 @@ setuptools.setup(
             "torch==2.13.0",
             "tiktoken>=0.7",
             "trl>=1.0",
+            # tests/test_notebooks.py executes notebooks/ in a fresh kernel.
+            "nbclient>=0.10",
+            "nbformat>=5.10",
+            "ipykernel>=6.29",
         ],
         "tpu": ["jax[tpu]"],
         "cuda": ["jax[cuda12]"],

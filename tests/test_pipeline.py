@@ -28,7 +28,7 @@ def test_demo_pipeline_learns(tmp_path):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=1800,
+        timeout=3600,
         env=env,
     )
     assert out.returncode == 0, out.stderr[-3000:]
