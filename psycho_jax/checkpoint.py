@@ -4,8 +4,10 @@ Layout of a workdir:
     checkpoints/<step>/model   the model's variables (Orbax, sharded arrays)
     checkpoints/<step>/opt     optimizer state, step and skip counters (to resume)
     checkpoints/<step>/data    the data loader's iterator state (JSON)
-    checkpoints/<step>/meta    JSON: task, LlamaConfig, reward outputs, step, the run config
+    checkpoints/<step>/meta    JSON: task, LlamaConfig (LoRA rank, alpha, targets included), reward
+                               outputs, step, the run config
     tokenizer/                 the tokenizer the stage trained with
+    adapters/                  a LoRA stage's final adapters in PEFT's layout (`psycho_jax.lora`)
 A later stage's `init_from=<workdir>` loads the newest complete checkpoint; Orbax writes each step to a
 temporary directory and renames it when complete, so a half-written save is never loaded.
 """
@@ -27,7 +29,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from psycho_jax import hf, sharding
-from psycho_jax.model import Llama, LlamaConfig, RewardModel, RopeScaling
+from psycho_jax.model import Llama, LlamaConfig, RewardModel, RopeScaling, trainable_filter
 
 
 def _manager(workdir: pathlib.Path, create: bool = True, **options: Any) -> ocp.CheckpointManager:
@@ -130,7 +132,8 @@ class Checkpointer:
             ),
         )
         nnx.replace_by_pure_dict(model_state, restored["model"])
-        _, params, rest = nnx.split(nnx.merge(graphdef, model_state), nnx.Param, ...)
+        model = nnx.merge(graphdef, model_state)
+        _, params, rest = nnx.split(model, trainable_filter(model), ...)
         o = restored["opt"]
         new = state.replace(
             params=params, rest=rest, opt_state=o["opt_state"], step=o["step"], skipped=o["skipped"]
@@ -171,7 +174,8 @@ def load_model(
 ) -> nnx.Module:
     """Loads the model of a stage workdir (newest checkpoint, or `step`) or of a HF directory.
 
-    An online-DPO workdir names its final round in a `policy` file; that round is loaded.
+    An online-DPO workdir names its final round in a `policy` file; that round is loaded. A LoRA
+    stage's model comes back with its adapters (`psycho_jax.lora.merge` folds them into the base).
     """
     path = pathlib.Path(path)
     if (path / "policy").is_file() and not is_stage_dir(path):
@@ -260,7 +264,17 @@ def check_workdir(workdir: pathlib.Path) -> None:
 def check_compatible(meta: dict, model: nnx.Module, task, workdir) -> None:
     """Refuses to resume a checkpoint of another model shape or task."""
     saved = _llama_config(meta["llama_config"])
-    shape_fields = ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_dim")
+    shape_fields = (
+        "vocab_size",
+        "dim",
+        "n_layers",
+        "n_heads",
+        "n_kv_heads",
+        "head_dim",
+        "ffn_dim",
+        "lora_rank",
+        "lora_targets",
+    )
     diff = [
         f"{f}: {getattr(saved, f)} vs {getattr(model.config, f)}"
         for f in shape_fields

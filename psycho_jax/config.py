@@ -9,7 +9,7 @@ from __future__ import annotations
 import ml_collections
 
 from psycho_jax import sharding
-from psycho_jax.model import LlamaConfig
+from psycho_jax.model import LORA_TARGETS, LlamaConfig
 
 TASKS = ("sft", "reward", "dpo", "online_dpo")
 DPO_LOSSES = ("sigmoid", "ipo", "hinge", "robust", "simpo", "orpo")
@@ -43,6 +43,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.tokenizer = (
         "sample"  # "sample" (shipped), a HF tokenizer directory, or a tokenizer.model file
     )
+
+    # LoRA adapters (psycho_jax.lora): with rank > 0 only the adapters (and a reward model's new
+    # score head) train, the base stays frozen, and DPO's reference is that frozen base.
+    c.lora = ml_collections.ConfigDict()
+    c.lora.rank = 0  # 0: off (full fine-tuning)
+    c.lora.alpha = 16.0  # the update is (alpha / rank) * A @ B
+    c.lora.targets = LORA_TARGETS  # projections with adapters
 
     # Data (psycho_jax.data).
     c.data = ml_collections.ConfigDict()
@@ -115,6 +122,7 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.mesh = (1, -1, 1)
     c.sharding_rules = tuple(sharding.DEFAULT_RULES)
+    c.hardware = ""  # what a real-model config is planned for (the --dry_run memory check)
     c.peak_flops_per_device = 0.0  # for MFU; 0: looked up from the device kind when known
     c.wandb_project = ""  # "" = off
     return c
@@ -145,6 +153,31 @@ def use_llama3_8b(c: ml_collections.ConfigDict, max_len: int) -> None:
     c.mesh = (1, -1, 1)
     c.batch_size = 64
     c.grad_accum = 2
+    c.hardware = "8xH100 or TPU v5p-16"
+
+
+# Real models other than 8B: (preset, mesh, batch, accumulation, hardware). The memory planner
+# (`python -m psycho_jax.main --config=... --dry_run`) compiles each on its mesh and checks the fit.
+LLAMA3_RECIPES = {
+    # 1.2B: one 80 GB GPU; no sharding needed.
+    "llama3_1b": ("llama3_1b", (1, 1, 1), 32, 16, "1xH100"),
+    # 3.2B: FSDP over one host's 8 devices.
+    "llama3_3b": ("llama3_3b", (1, -1, 1), 64, 4, "8xH100 or TPU v5p-16"),
+    # 70B: FSDP 16 x tensor parallel 4 over 64 chips (TPU v5p-128); tensor parallelism pays here
+    # because FSDP alone would gather 70B/16 of weights per layer per step on every chip.
+    "llama3_70b": ("llama3_70b", (1, 16, 4), 64, 4, "TPU v5p-128"),
+}
+
+
+def use_llama3(c: ml_collections.ConfigDict, size: str, max_len: int) -> None:
+    """A real Llama 3.x (`LLAMA3_RECIPES` key, or "llama3_8b") with the 8B recipe's numerics and data,
+    its own mesh, batch and the hardware it is planned for."""
+    use_llama3_8b(c, max_len)
+    if size == "llama3_8b":
+        return
+    preset, mesh, batch, accum, hardware = LLAMA3_RECIPES[size]
+    c.model.preset = preset
+    c.mesh, c.batch_size, c.grad_accum, c.hardware = mesh, batch, accum, hardware
 
 
 def _fail(key: str, value, valid) -> ValueError:
@@ -194,6 +227,14 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> No
         raise _fail("data.truncation", c.data.truncation, "keep_last_turns, skip, error")
     if c.data.on_bad_row not in ("raise", "skip"):
         raise _fail("data.on_bad_row", c.data.on_bad_row, "raise, skip")
+    if not isinstance(c.lora.rank, int) or c.lora.rank < 0:
+        raise _fail("lora.rank", c.lora.rank, "an integer >= 0 (0: no adapters)")
+    if c.lora.rank:
+        if c.lora.alpha <= 0:
+            raise _fail("lora.alpha", c.lora.alpha, "alpha > 0")
+        targets = tuple(c.lora.targets)
+        if not targets or len(set(targets)) != len(targets) or set(targets) - set(LORA_TARGETS):
+            raise _fail("lora.targets", targets, f"distinct names from {', '.join(LORA_TARGETS)}")
     if c.reward.margin not in MARGINS:
         raise _fail("reward.margin", c.reward.margin, ", ".join(MARGINS))
     if c.task == "online_dpo":
@@ -209,6 +250,13 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> No
             raise _fail("online.reward_model", o.reward_model, "a reward-model stage directory")
         if not c.init_from:
             raise _fail("init_from", c.init_from, "the policy online DPO starts from")
+        if c.lora.rank and o.reference == "initial" and c.dpo.reference == "live":
+            raise _fail(
+                "online.reference",
+                o.reference,
+                "'previous' with lora.rank > 0 and a live reference (the reference is the frozen "
+                "base of each round), or set dpo.reference=precomputed",
+            )
     if c.task in ("dpo", "online_dpo"):
         if c.dpo.loss_type not in DPO_LOSSES:
             raise _fail("dpo.loss_type", c.dpo.loss_type, ", ".join(DPO_LOSSES))
@@ -225,6 +273,14 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> No
                 c.dpo.reference_from,
                 "a checkpoint for the reference model (or set init_from): DPO needs a reference",
             )
+        live = needs_ref and c.dpo.reference == "live"
+        if c.lora.rank and live and c.dpo.reference_from not in ("", c.init_from):
+            raise _fail(
+                "dpo.reference_from",
+                c.dpo.reference_from,
+                "'' with lora.rank > 0 and a live reference (the reference is the frozen base, "
+                "init_from); for another reference set dpo.reference=precomputed",
+            )
 
 
 def llama_config(c: ml_collections.ConfigDict, vocab_size: int) -> LlamaConfig:
@@ -239,5 +295,13 @@ def llama_config(c: ml_collections.ConfigDict, vocab_size: int) -> LlamaConfig:
         attention=m.attention,
         remat=m.remat,
         scan_layers=m.scan_layers,
+        **lora_fields(c),
         **{k: v for k, v in sizes.items() if v},
+    )
+
+
+def lora_fields(c: ml_collections.ConfigDict) -> dict:
+    """The LlamaConfig fields of the config's LoRA settings."""
+    return dict(
+        lora_rank=c.lora.rank, lora_alpha=float(c.lora.alpha), lora_targets=tuple(c.lora.targets)
     )

@@ -6,9 +6,11 @@
 `checkpoints/<step>` directories, or a Hugging Face directory (re-saved, e.g. in another dtype). A
 policy (SFT, DPO) is written as `LlamaForCausalLM`; a reward model as `LlamaForSequenceClassification`
 with `num_labels` outputs and its normalisation statistics as `mean`/`std` in config.json (OpenRLHF's
-convention: `(reward - mean) / std`). The stage's tokenizer (`DIR/tokenizer`) is saved alongside and
-its bos/eos/pad ids go into config.json; `LlamaForSequenceClassification` needs `pad_token_id` to find
-the last real token of a right-padded row.
+convention: `(reward - mean) / std`). A LoRA stage is exported merged (W + (alpha / R) * A @ B: a plain
+Llama that transformers loads); its adapters alone are in `DIR/adapters` (PEFT's layout). The stage's
+tokenizer (`DIR/tokenizer`) is saved alongside and its bos/eos/pad ids go into config.json;
+`LlamaForSequenceClassification` needs `pad_token_id` to find the last real token of a right-padded
+row.
 
 The model is restored sharded over the local devices and written one tensor at a time; run it as a
 single process.
@@ -23,7 +25,7 @@ import jax
 from absl import app, flags, logging
 
 from psycho_jax import checkpoint as ckpt_lib
-from psycho_jax import hf, metrics_writer, sharding
+from psycho_jax import hf, lora, metrics_writer, sharding
 from psycho_jax.tokenizer import load_tokenizer
 
 
@@ -117,6 +119,9 @@ def export(
                 stale.unlink()
     mesh = sharding.make_mesh((1, -1, 1), devices=jax.local_devices())
     model = ckpt_lib.load_model(path, mesh=mesh, step=step)
+    if model.config.lora_rank:
+        logging.info("%s has LoRA adapters (rank %d): merging them", path, model.config.lora_rank)
+        model = lora.merge(model)
     tokenizer = None
     if tok_dir is None:
         logging.warning(

@@ -518,9 +518,15 @@ def save_llama(
       tokenizer: optional HF tokenizer saved alongside; its bos/eos/pad ids go into config.json.
       **config_extra: more config.json keys (e.g. `pad_token_id=...`).
     Only process 0 writes; every process must call this (arrays are gathered collectively).
+    Raises ValueError for a model with LoRA adapters: `psycho_jax.lora.merge` it first.
     """
     path = pathlib.Path(path)
     cfg = model.config
+    if cfg.lora_rank:
+        raise ValueError(
+            "the model has LoRA adapters, which a Hugging Face Llama directory cannot hold: "
+            "save psycho_jax.lora.merge(model) (or the adapters with lora.save_adapters)"
+        )
     dtype_name = dtype or cfg.param_dtype
     np_dtype = np.dtype(jnp.dtype(dtype_name))
     extra: dict[str, Any] = {}

@@ -36,7 +36,7 @@ from flax import nnx
 
 from psycho_jax import config as config_lib
 from psycho_jax import sharding, tasks
-from psycho_jax.model import Llama, LlamaConfig, RewardModel
+from psycho_jax.model import Llama, LlamaConfig, RewardModel, trainable_filter
 
 GB = 1024**3
 
@@ -65,7 +65,7 @@ class Plan:
         crows = [f"| {k} | {v / GB:.2f} |" for k, v in self.compiled.items()]
         return "\n".join(
             [
-                f"mesh {self.mesh}, {self.num_params:,} parameters; GiB per device",
+                f"mesh {self.mesh}, {self.num_params:,} trained parameters; GiB per device",
                 "",
                 "| analytic | GiB |",
                 "|---|---|",
@@ -145,7 +145,7 @@ def plan(c: ml_collections.ConfigDict) -> Plan:
     else:
         make = lambda: Llama(cfg, rngs=nnx.Rngs(0))
     abstract = nnx.eval_shape(make)
-    graphdef, params, rest = nnx.split(abstract, nnx.Param, ...)
+    graphdef, params, rest = nnx.split(abstract, trainable_filter(abstract), ...)
     params = _with_shardings(params, sharding.state_shardings(params, mesh, rules))
     rest = _with_shardings(rest, sharding.state_shardings(rest, mesh, rules))
     tx = train.make_optimizer(c, params)

@@ -5,11 +5,17 @@ float32 logits to 1e-4). Parameter names follow Hugging Face's, so importing wei
 (`psycho_jax.hf`).
 
 Einsum letters: B batch, T query length, S key length (cache slots), D model dim, N query heads,
-K key/value heads, G query heads per kv head (N = K * G), H head dim, F MLP dim, V vocab, L layers.
+K key/value heads, G query heads per kv head (N = K * G), H head dim, F MLP dim, V vocab, L layers,
+R LoRA rank.
 
 Layer parameters are stored stacked along a leading `layers` axis ([L, ...]) whether or not the forward
 pass scans over them, so a checkpoint, the Hugging Face name table and the sharding rules are the same
 for `scan_layers=True` and `False`.
+
+LoRA (`lora_rank > 0`): each projection named in `lora_targets` gets float32 adapters `<name>_lora_a`
+[L, *in, R] and `<name>_lora_b` [L, R, *out] (a `LoraParam`, beside the base weight in `Layers`), and the
+layer computes `x @ W + (alpha / R) * (x @ A) @ B` without ever forming `W + BA`. B starts at zero, so a
+fresh LoRA model computes exactly its base. `psycho_jax.lora` merges, saves and loads adapters.
 
 The KV cache is functional: a dict `{"k": [L,B,S,K,H], "v": [L,B,S,K,H], "mask": [B,S] bool,
 "end_index": int32[]}` passed in and returned. `end_index` is the first free slot; `mask` marks slots
@@ -29,6 +35,9 @@ from flax import nnx
 
 Array = jax.Array
 Cache = dict[str, Array]
+
+# Projections that can carry LoRA adapters (Hugging Face / PEFT module names).
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +75,9 @@ class LlamaConfig:
         rest).
       scan_layers: apply the layers with `jax.lax.scan` (one compiled block) instead of a Python loop.
       initializer_range: stddev of the normal initialiser (HF's default 0.02).
+      lora_rank: R of the LoRA adapters; 0 = no adapters.
+      lora_alpha: LoRA scale numerator: the update is (lora_alpha / lora_rank) * A @ B.
+      lora_targets: the projections (names from `LORA_TARGETS`) that carry adapters.
     """
 
     vocab_size: int = 128256
@@ -86,8 +98,13 @@ class LlamaConfig:
     remat: Literal["none", "full", "dots"] = "none"
     scan_layers: bool = False
     initializer_range: float = 0.02
+    lora_rank: int = 0
+    lora_alpha: float = 16.0
+    lora_targets: tuple[str, ...] = LORA_TARGETS
 
     def __post_init__(self):
+        # A tuple even when read back from JSON (a list): the config must stay hashable.
+        object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
         errors = []
         for name in (
             "vocab_size",
@@ -113,6 +130,17 @@ class LlamaConfig:
         for name in ("param_dtype", "dtype"):
             if getattr(self, name) not in ("float32", "bfloat16", "float16"):
                 errors.append(f"{name}={getattr(self, name)!r}: use float32, bfloat16 or float16")
+        if self.lora_rank < 0:
+            errors.append(f"lora_rank={self.lora_rank} must be >= 0 (0: no adapters)")
+        if self.lora_rank and self.lora_alpha <= 0:
+            errors.append(f"lora_alpha={self.lora_alpha} must be positive")
+        unknown = [t for t in self.lora_targets if t not in LORA_TARGETS]
+        if unknown or len(set(self.lora_targets)) != len(self.lora_targets):
+            errors.append(
+                f"lora_targets={self.lora_targets!r}: distinct names from {', '.join(LORA_TARGETS)}"
+            )
+        if self.lora_rank and not self.lora_targets:
+            errors.append("lora_targets is empty but lora_rank > 0")
         if errors:
             raise ValueError("Invalid LlamaConfig: " + "; ".join(errors))
 
@@ -121,12 +149,27 @@ class LlamaConfig:
 
     @property
     def num_params(self) -> int:
-        """Analytic parameter count (equals `jax.eval_shape` of the model)."""
+        """Analytic count of the base parameters (equals `jax.eval_shape` of the model without
+        adapters; the adapters are `num_lora_params`)."""
         d, f, h = self.dim, self.ffn_dim, self.head_dim
         attn = d * h * (self.n_heads * 2 + self.n_kv_heads * 2)
         layer = attn + 3 * d * f + 2 * d
         head = 0 if self.tie_embeddings else self.vocab_size * d
         return self.vocab_size * d + self.n_layers * layer + d + head
+
+    @property
+    def num_lora_params(self) -> int:
+        """Parameters of the LoRA adapters (0 without)."""
+        if not self.lora_rank:
+            return 0
+        io = lora_io(self)
+        per_layer = sum(math.prod(io[t][0]) + math.prod(io[t][2]) for t in self.lora_targets)
+        return self.n_layers * self.lora_rank * per_layer
+
+    @property
+    def lora_scale(self) -> float:
+        """alpha / rank: the factor of the adapters' update."""
+        return self.lora_alpha / self.lora_rank if self.lora_rank else 0.0
 
     # Presets. Shapes are those of the published checkpoints' config.json.
     @classmethod
@@ -214,6 +257,59 @@ def _param(
     return nnx.Param(value, logical_axes=axes)
 
 
+class LoraParam(nnx.Param):
+    """A LoRA adapter matrix: a `Param`, the only kind trained when the model has adapters."""
+
+
+def lora_io(cfg: LlamaConfig) -> dict[str, tuple[tuple[int, ...], tuple, tuple[int, ...], tuple]]:
+    """Per projection: (input shape, its logical axes, output shape, its logical axes), as in `Layers`
+    (the weight is [L, *in, *out])."""
+    D, N, K, H, F = cfg.dim, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.ffn_dim
+    embed, mlp = ((D,), ("embed",)), ((F,), ("mlp",))
+    return {
+        "q_proj": (*embed, (N, H), ("heads", "head_dim")),
+        "k_proj": (*embed, (K, H), ("kv_heads", "head_dim")),
+        "v_proj": (*embed, (K, H), ("kv_heads", "head_dim")),
+        "o_proj": ((N, H), ("heads", "head_dim"), *embed),
+        "gate_proj": (*embed, *mlp),
+        "up_proj": (*embed, *mlp),
+        "down_proj": (*mlp, *embed),
+    }
+
+
+def lora_axes(cfg: LlamaConfig) -> dict[str, tuple[str | None, ...]]:
+    """Logical axes of every adapter: A [L, *in, R], B [L, R, *out]; R is never sharded."""
+    io = lora_io(cfg)
+    axes = {}
+    for t in cfg.lora_targets:
+        _, in_axes, _, out_axes = io[t]
+        axes[f"{t}_lora_a"] = ("layers", *in_axes, None)
+        axes[f"{t}_lora_b"] = ("layers", None, *out_axes)
+    return axes
+
+
+def lora_init(cfg: LlamaConfig, key: Array) -> dict[str, Array]:
+    """Fresh float32 adapters: A uniform in +-1/sqrt(fan_in) (PEFT's kaiming-uniform), B zero."""
+    io = lora_io(cfg)
+    keys = jax.random.split(key, len(cfg.lora_targets))
+    out = {}
+    for t, k in zip(cfg.lora_targets, keys, strict=True):
+        in_shape, _, out_shape, _ = io[t]
+        bound = 1.0 / math.sqrt(math.prod(in_shape))
+        a_shape = (cfg.n_layers, *in_shape, cfg.lora_rank)
+        out[f"{t}_lora_a"] = jax.random.uniform(k, a_shape, jnp.float32, -bound, bound)
+        out[f"{t}_lora_b"] = jnp.zeros((cfg.n_layers, cfg.lora_rank, *out_shape), jnp.float32)
+    return out
+
+
+def trainable_filter(model: nnx.Module) -> Any:
+    """The variables a train step updates: every `Param`, or with LoRA the adapters only (plus a
+    reward model's `score` head, which is new). `nnx.split(model, trainable_filter(model), ...)`."""
+    if not model.config.lora_rank:
+        return nnx.Param
+    return nnx.Any(LoraParam, nnx.PathContains("score"))
+
+
 def rms_norm(x: Array, weight: Array, eps: float) -> Array:
     """RMSNorm in float32, as HF: x / rms(x) * weight. [..., D] -> [..., D] float32."""
     x = x.astype(jnp.float32)
@@ -295,6 +391,24 @@ class Layers(nnx.Module):
         self.up_proj = p((L, D, F), ("layers", "embed", "mlp"))
         self.down_proj = p((L, F, D), ("layers", "mlp", "embed"))
 
+    def add_lora(self, cfg: LlamaConfig, key: Array) -> None:
+        """Adds fresh adapters (`lora_init`) for `cfg.lora_targets`."""
+        axes = lora_axes(cfg)
+        for name, value in lora_init(cfg, key).items():
+            setattr(self, name, LoraParam(value, logical_axes=axes[name]))
+
+
+def _project(eq: str, x: Array, w: dict[str, Array], name: str, cfg: LlamaConfig) -> Array:
+    """`einsum(eq, x, W)`, plus `scale * (x @ A) @ B` when `name` has adapters (W + BA is never
+    formed: the adapters cost O(R) per token)."""
+    dt = jnp.dtype(cfg.dtype)
+    y = jnp.einsum(eq, x, w[name].astype(dt))
+    a = w.get(f"{name}_lora_a")
+    if a is None:
+        return y
+    xa = jnp.tensordot(x, a.astype(dt), axes=a.ndim - 1)  # [B,T,*in] x [*in,R] -> [B,T,R]
+    return y + jnp.tensordot(xa * cfg.lora_scale, w[f"{name}_lora_b"].astype(dt), axes=1)
+
 
 def decoder_layer(
     w: dict[str, Array],
@@ -309,7 +423,7 @@ def decoder_layer(
     """One pre-norm decoder layer.
 
     Args:
-      w: one layer's parameters (the `Layers` names without the leading L axis).
+      w: one layer's parameters (the `Layers` names without the leading L axis), adapters included.
       x: residual stream [B,T,D] in the compute dtype.
       positions: [B,T] int rotary positions.
       mask: [B,T,S] bool attention mask (S = T without a cache, else cache slots).
@@ -320,9 +434,9 @@ def decoder_layer(
     """
     dt = jnp.dtype(cfg.dtype)
     h = rms_norm(x, w["input_layernorm"], cfg.rms_norm_eps).astype(dt)
-    q = jnp.einsum("BTD,DNH->BTNH", h, w["q_proj"].astype(dt))
-    k = jnp.einsum("BTD,DKH->BTKH", h, w["k_proj"].astype(dt))
-    v = jnp.einsum("BTD,DKH->BTKH", h, w["v_proj"].astype(dt))
+    q = _project("BTD,DNH->BTNH", h, w, "q_proj", cfg)
+    k = _project("BTD,DKH->BTKH", h, w, "k_proj", cfg)
+    v = _project("BTD,DKH->BTKH", h, w, "v_proj", cfg)
     q = apply_rope(q, positions, inv_freq)
     k = apply_rope(k, positions, inv_freq)
     if kv is not None:
@@ -335,11 +449,11 @@ def decoder_layer(
         )
         k, v, kv = k_cache.astype(dt), v_cache.astype(dt), (k_cache, v_cache)
     a = attention(q, k, v, mask, cfg.attention)
-    x = x + jnp.einsum("BTNH,NHD->BTD", a, w["o_proj"].astype(dt))
+    x = x + _project("BTNH,NHD->BTD", a, w, "o_proj", cfg)
     h = rms_norm(x, w["post_attention_layernorm"], cfg.rms_norm_eps).astype(dt)
-    gate = jnp.einsum("BTD,DF->BTF", h, w["gate_proj"].astype(dt))
-    up = jnp.einsum("BTD,DF->BTF", h, w["up_proj"].astype(dt))
-    x = x + jnp.einsum("BTF,FD->BTD", jax.nn.silu(gate) * up, w["down_proj"].astype(dt))
+    gate = _project("BTD,DF->BTF", h, w, "gate_proj", cfg)
+    up = _project("BTD,DF->BTF", h, w, "up_proj", cfg)
+    x = x + _project("BTF,FD->BTD", jax.nn.silu(gate) * up, w, "down_proj", cfg)
     return x, kv
 
 
@@ -494,6 +608,8 @@ class Llama(nnx.Module):
         self.model = Transformer(cfg, rngs=rngs)
         if not cfg.tie_embeddings:
             self.lm_head = _param(rngs, (cfg.dim, cfg.vocab_size), ("embed", "vocab"), cfg)
+        if cfg.lora_rank:  # last: the base weights are those of the same seed without LoRA
+            self.model.layers.add_lora(cfg, rngs.params())
 
     def __call__(self, tokens: Array, **kwargs: Any) -> tuple[Array, Cache | None]:
         """Logits [B,T,V] float32 and the updated cache; arguments as `Transformer.__call__`."""
@@ -546,6 +662,8 @@ class RewardModel(nnx.Module):
         self.score = _param(rngs, (cfg.dim, num_labels), ("embed", None), cfg)
         self.reward_mean = RewardStat(jnp.zeros((), jnp.float32))
         self.reward_std = RewardStat(jnp.ones((), jnp.float32))
+        if cfg.lora_rank:
+            self.model.layers.add_lora(cfg, rngs.params())
 
     def __call__(
         self, tokens: Array, *, attention_mask: Array | None = None, **kwargs: Any

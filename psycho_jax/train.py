@@ -26,19 +26,22 @@ from jax.experimental import multihost_utils
 
 from psycho_jax import checkpoint as ckpt_lib
 from psycho_jax import config as config_lib
+from psycho_jax import lora as lora_lib
 from psycho_jax import reference as reference_lib
 from psycho_jax import sharding, tasks
 from psycho_jax import tokenizer as tokenizer_lib
 from psycho_jax.data import training as data_lib
 from psycho_jax.metrics_writer import MetricsWriter
-from psycho_jax.model import Llama, LlamaConfig, RewardModel
+from psycho_jax.model import Llama, LlamaConfig, RewardModel, trainable_filter
 
 Batch = dict[str, Any]
 
 
 @struct.dataclass
 class TrainState:
-    """Everything the step changes. `params` are the trained variables; `rest` the model's others."""
+    """Everything the step changes. `params` are the trained variables (`trainable_filter`: all
+    parameters, or with LoRA the adapters only); `rest` the model's others (a LoRA model's frozen base).
+    """
 
     step: jax.Array
     params: nnx.State
@@ -174,18 +177,22 @@ def build_model(
 ) -> nnx.Module:
     """The model for `task`: random, or initialised from a stage checkpoint or a HF directory.
 
-    A reward model initialised from a causal LM takes its backbone and a fresh `score` head.
+    A reward model initialised from a causal LM takes its backbone and a fresh `score` head. With
+    `lora.rank > 0` the model gets fresh adapters on top; a checkpoint that has adapters of its own
+    (a LoRA stage) is merged into its base first.
     """
     rules = tuple(tuple(r) for r in c.sharding_rules)
     numerics = dict(
         dtype=c.model.dtype,
+        param_dtype=c.model.param_dtype,
         attention=c.model.attention,
         remat=c.model.remat,
         scan_layers=c.model.scan_layers,
     )
+    lora = config_lib.lora_fields(c)
     if init_from:
-        source = ckpt_lib.load_model(init_from, mesh=mesh, rules=rules, **numerics)
-        cfg = source.config
+        source = lora_lib.merge(ckpt_lib.load_model(init_from, mesh=mesh, rules=rules, **numerics))
+        cfg = source.config.replace(**lora)
     else:
         source = None
         cfg = config_lib.llama_config(c, vocab_size)
@@ -199,6 +206,10 @@ def build_model(
                 f"init_from={init_from!r} has {source.num_labels} reward outputs; the config asks "
                 f"for {task.num_labels} (reward.principle_head={c.reward.principle_head})"
             )
+        if c.lora.rank:
+            lora_lib.add_adapters(
+                source, c.lora.rank, c.lora.alpha, c.lora.targets, seed=c.seed, rules=rules
+            )
         return source
     seed = c.seed
     if task.name == "reward":
@@ -206,20 +217,25 @@ def build_model(
     else:
         make = lambda: Llama(cfg, rngs=nnx.Rngs(seed))
     model = sharding.init_sharded(make, mesh, rules)
-    if source is not None:  # reward model from a causal LM: copy the backbone
+    if source is not None:  # reward model from a causal LM: copy the backbone (not the adapters)
         nnx.update(model.model, nnx.state(source.model))
     return model
 
 
 def model_flops_per_token(cfg: LlamaConfig, seq_len: int, task: tasks.Task) -> float:
     """Training FLOPs per token: 6 x matmul parameters + 6 x L x T x (N x H) for causal attention
-    (half of the 12 L T N H of full attention); a live DPO reference adds its forward pass (1/3)."""
+    (half of the 12 L T N H of full attention); a live DPO reference adds its forward pass (1/3).
+    With LoRA the frozen base needs no weight gradients (4 x its parameters) and the adapters cost
+    6 x theirs."""
     embed = cfg.vocab_size * cfg.dim
     matmul = cfg.num_params - embed - cfg.n_layers * 2 * cfg.dim - cfg.dim
     if cfg.tie_embeddings:
         matmul += embed
     attn = cfg.n_layers * seq_len * cfg.n_heads * cfg.head_dim
-    flops = 6.0 * matmul + 6.0 * attn
+    if cfg.lora_rank:
+        flops = 4.0 * matmul + 6.0 * cfg.num_lora_params + 6.0 * attn
+    else:
+        flops = 6.0 * matmul + 6.0 * attn
     if task.needs_reference:
         flops += 2.0 * matmul + 2.0 * attn
     return flops
@@ -342,22 +358,8 @@ def train_and_evaluate(
     model = build_model(c, task, len(tokenizer), mesh, init_from)
     if resume_step is not None:
         ckpt_lib.check_compatible(ckpt.meta(resume_step), model, task, workdir)
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    graphdef, params, rest = nnx.split(model, trainable_filter(model), ...)
     tx = make_optimizer(c, params)
-
-    reference, ref_tables = None, {}
-    if task.name == "dpo" and c.dpo.loss_type not in ("simpo", "orpo"):
-        ref_model = build_model(c, task, len(tokenizer), mesh, c.dpo.reference_from or c.init_from)
-        if c.dpo.reference == "live":
-            reference = nnx.split(ref_model, nnx.Param, ...)[1]
-        else:  # precomputed once per (data, tokenizer, reference weights), cached on disk
-            for split in ("train", "eval"):
-                pairs = data_lib.make_loader(c, tokenizer, split, task.name, epochs=1).examples
-                table = reference_lib.reference_table(
-                    ref_model, pairs, tokenizer, c.batch_size, mesh, c.dpo.reference_cache
-                )
-                ref_tables[split] = reference_lib.by_example_index(pairs, table)
-        del ref_model
 
     def batches(split: str, epochs: int | None, loader=None):
         loader = loader or data_lib.make_loader(c, tokenizer, split, task.name, epochs=epochs)
@@ -376,12 +378,40 @@ def train_and_evaluate(
     )
     state = _on_mesh(state, mesh)
     state_shardings = jax.tree.map(lambda x: x.sharding, state)
-    ref_shardings = None if reference is None else jax.tree.map(lambda x: x.sharding, reference)
     train_loader = data_lib.make_loader(c, tokenizer, "train", task.name)
     if resume_step is not None:
         state, loader_state = ckpt.restore(resume_step, state, graphdef)
         train_loader.set_state(loader_state)
         logging.info("resumed from %s/checkpoints/%d", workdir, resume_step)
+
+    # The DPO reference, after a resume's restore (a LoRA model's base is then in `state.rest`).
+    reference, ref_tables = None, {}
+    if task.name == "dpo" and c.dpo.loss_type not in ("simpo", "orpo"):
+        if model.config.lora_rank and c.dpo.reference_from in ("", c.init_from):
+            # The frozen base: the policy's own graph and base weights with zero adapters, exactly
+            # the base's numbers and no second copy of the weights.
+            zeros = jax.tree.map(
+                lambda x: jnp.zeros(x.shape, x.dtype, device=x.sharding), state.params
+            )
+            ref_model = nnx.merge(graphdef, zeros, state.rest)
+            ref_state = zeros
+        else:  # another model (with LoRA only precomputed: `config.validate`), without adapters
+            ref_config = c.copy_and_resolve_references()
+            ref_config.lora.rank = 0
+            ref_from = c.dpo.reference_from or c.init_from
+            ref_model = build_model(ref_config, task, len(tokenizer), mesh, ref_from)
+            ref_state = nnx.split(ref_model, nnx.Param, ...)[1]
+        if c.dpo.reference == "live":
+            reference = ref_state
+        else:  # precomputed once per (data, tokenizer, reference weights), cached on disk
+            for split in ("train", "eval"):
+                pairs = data_lib.make_loader(c, tokenizer, split, task.name, epochs=1).examples
+                table = reference_lib.reference_table(
+                    ref_model, pairs, tokenizer, c.batch_size, mesh, c.dpo.reference_cache
+                )
+                ref_tables[split] = reference_lib.by_example_index(pairs, table)
+        del ref_model, ref_state
+    ref_shardings = None if reference is None else jax.tree.map(lambda x: x.sharding, reference)
     train_data = batches("train", None, train_loader)
     start_step = int(state.step)
 
@@ -396,9 +426,10 @@ def train_and_evaluate(
     peak = peak_flops(c)
     writer = MetricsWriter(workdir, c, total_steps=c.num_steps)
     logging.info(
-        "training %s: %s parameters on mesh %s, steps %d..%d",
+        "training %s: %s parameters (%s trained) on mesh %s, steps %d..%d",
         task.name,
-        f"{model.config.num_params:,}",
+        f"{model.config.num_params + model.config.num_lora_params:,}",
+        f"{sum(x.size for x in jax.tree.leaves(params)):,}",
         dict(mesh.shape),
         start_step + 1,
         c.num_steps,
@@ -495,6 +526,8 @@ def train_and_evaluate(
     ckpt.close()
     if jax.process_index() == 0 and not (workdir / "tokenizer").exists():
         tokenizer.save_pretrained(workdir / "tokenizer")
+    if model.config.lora_rank and not preempted:  # the adapters alone, in PEFT's layout
+        lora_lib.save_adapters(nnx.merge(graphdef, state.params, state.rest), workdir / "adapters")
     final["skipped_steps"] = int(state.skipped)
     final["step"] = int(state.step)
     writer.close()
