@@ -151,7 +151,7 @@ def _fake_devices(config: ml_collections.ConfigDict, requested: int) -> None:
 
 def main(argv):
     del argv
-    if flags.FLAGS.dry_run:
+    if flags.FLAGS.dry_run and "task" in flags.FLAGS.config:  # a training plan on one machine
         _fake_devices(flags.FLAGS.config, flags.FLAGS.fake_devices)
     distributed.maybe_initialize(flags.FLAGS.distributed)
     logging.set_verbosity(logging.INFO)

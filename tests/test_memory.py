@@ -55,7 +55,7 @@ def test_8b_configs_fit_their_hardware(name):
     assert 0.6 <= analytic / compiled <= 1.4, plan.table()
     # Parameters and Adam moments are exact: float32, sharded over the 8 devices.
     # A reward model has a 1-output score head instead of the LM head.
-    lm_head, score = 128_256 * 4096, 4096
+    lm_head, score = 128_256 * 4096, 4096 * (8 if c.reward.principle_head else 1)
     assert plan.num_params == 8_030_261_248 - (lm_head - score if name == "reward" else 0)
     n = plan.num_params
     assert abs(plan.analytic["parameters"] - 4 * n / 8) / (4 * n / 8) < 0.01
