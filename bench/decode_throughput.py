@@ -10,12 +10,13 @@ random ids of about `--prompt_len` tokens, left-padded to `--prompt_len` (batch 
 between half and all of it). Both decode greedily with no stop token, so every row generates exactly
 `--max_new_tokens` tokens: the sampler with `stop_ids=[]`, `generate` with `eos_token_id=None` and
 `min_new_tokens=N`. Throughput is generated tokens (B * N) per second of the median of `--repeats`
-timed calls, after a warm-up call each: the sampler's first call compiles, and "compile s" is that
-call's time minus the median. The whole call is timed on both sides (host arrays in, host arrays
+timed calls, after a warm-up call each, JAX and torch calls interleaved (the machine is shared: the
+1-minute load average is printed before and after; compare ratios, not absolute rates, across runs).
+The sampler's first call compiles; "compile s" is that call's time minus the median. The whole call is timed on both sides (host arrays in, host arrays
 out). "greedy match" compares the two outputs token for token: rows identical / B, and the share of
 equal tokens (float32 near-ties can flip a greedy choice and the continuation after it).
 
-Torch runs with `torch.set_num_threads(os.cpu_count())`; XLA uses its default CPU thread pool (one
+Torch runs with `torch.set_num_threads(os.cpu_count())` (`--torch_threads`); XLA uses its default CPU thread pool (one
 thread per core). Target (the decode issue): JAX/torch > 1 at both batch sizes, on tiny and small.
 """
 
@@ -28,6 +29,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
+import functools  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
@@ -119,18 +121,39 @@ def _prompts(batch: int, length: int, vocab: int, seed: int) -> tuple[np.ndarray
     return tokens, mask
 
 
-def _timed(fn, repeats: int) -> tuple[list[float], object]:
-    times, out = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return times, out
+def _seconds(fn) -> tuple[float, np.ndarray]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def _jax_generate(sampler, tokens: np.ndarray, mask: np.ndarray, sampling) -> np.ndarray:
+    return sampler.generate(tokens, mask, sampling).tokens
+
+
+def _torch_generate(model, tokens: np.ndarray, mask: np.ndarray, n: int):
+    """A function running `generate` greedily for exactly n new tokens -> [B,n] numpy."""
+    import torch
+
+    ids, attention = torch.from_numpy(tokens), torch.from_numpy(mask)
+
+    def run() -> np.ndarray:
+        with torch.inference_mode():
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=attention,
+                do_sample=False,
+                max_new_tokens=n,
+                min_new_tokens=n,
+                eos_token_id=None,
+                pad_token_id=PAD,
+            )
+        return out[:, tokens.shape[1] :].numpy()
+
+    return run
 
 
 def run_size(size: str, args, workdir: str) -> list[Result]:
-    import torch
-
     from psycho_jax import decode, hf
 
     model_pt = _hf_model(size, args.seed)
@@ -145,32 +168,19 @@ def run_size(size: str, args, workdir: str) -> list[Result]:
 
     results = []
     for batch in args.batch_sizes:
-        tokens, mask = _prompts(batch, args.prompt_len, SIZES[size]["vocab_size"], args.seed + batch)
+        tokens, mask = _prompts(
+            batch, args.prompt_len, SIZES[size]["vocab_size"], args.seed + batch
+        )
+        run_jax = functools.partial(_jax_generate, sampler, tokens, mask, sampling)
+        run_torch = _torch_generate(model_pt, tokens, mask, n)
 
-        def run_jax():
-            return sampler.generate(tokens, mask, sampling).tokens
-
-        t_pt, m_pt = torch.from_numpy(tokens), torch.from_numpy(mask)
-
-        def run_torch():
-            with torch.inference_mode():
-                out = model_pt.generate(
-                    input_ids=t_pt,
-                    attention_mask=m_pt,
-                    do_sample=False,
-                    max_new_tokens=n,
-                    min_new_tokens=n,
-                    eos_token_id=None,
-                    pad_token_id=PAD,
-                )
-            return out[:, tokens.shape[1] :].numpy()
-
-        start = time.perf_counter()
-        out_jax = run_jax()
-        first = time.perf_counter() - start
-        jax_times, _ = _timed(run_jax, args.repeats)
-        run_torch()
-        torch_times, out_pt = _timed(run_torch, args.repeats)
+        first, out_jax = _seconds(run_jax)  # compiles
+        _, out_pt = _seconds(run_torch)  # warm-up
+        # Interleaved, so that a change in the shared machine's load hits both frameworks alike.
+        jax_times, torch_times = [], []
+        for _ in range(args.repeats):
+            jax_times.append(_seconds(run_jax)[0])
+            torch_times.append(_seconds(run_torch)[0])
 
         assert out_jax.shape == out_pt.shape == (batch, n), (out_jax.shape, out_pt.shape)
         jax_s, torch_s = statistics.median(jax_times), statistics.median(torch_times)
@@ -207,6 +217,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per framework (median)")
     parser.add_argument("--bucket", type=int, default=32, help="Sampler prompt bucket")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--torch_threads", type=int, default=0, help="0: os.cpu_count()")
     parser.add_argument("--json", default="", help="also write the results to this file")
     args = parser.parse_args()
     args.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
@@ -219,21 +230,26 @@ def main() -> None:
     import torch
     import transformers
 
-    torch.set_num_threads(os.cpu_count())
+    torch.set_num_threads(args.torch_threads or os.cpu_count())
     print(
         f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), transformers {transformers.__version__}; "
         f"{os.cpu_count()} CPUs; float32, greedy, prompt {args.prompt_len}, "
-        f"{args.max_new_tokens} new tokens, median of {args.repeats}",
+        f"{args.max_new_tokens} new tokens, median of {args.repeats}; load {os.getloadavg()[0]:.1f}",
         flush=True,
     )
+    load_before = os.getloadavg()[0]
     results = []
     with tempfile.TemporaryDirectory() as workdir:
         for size in sizes:
             results += run_size(size, args, workdir)
 
+    load_after = os.getloadavg()[0]
+    print(f"1-minute load average: {load_before:.1f} before, {load_after:.1f} after")
     print()
-    print("| size | batch | params | JAX tok/s | torch tok/s | JAX/torch | compile s | greedy match |")
+    print(
+        "| size | batch | params | JAX tok/s | torch tok/s | JAX/torch | compile s | greedy match |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
         print(
@@ -247,11 +263,15 @@ def main() -> None:
             torch=torch.__version__,
             transformers=transformers.__version__,
             cpus=os.cpu_count(),
+            load_before=load_before,
+            load_after=load_after,
             machine=platform.machine(),
             args={k: v for k, v in vars(args).items() if k != "json"},
         )
         with open(args.json, "w") as f:
-            json.dump(dict(meta=meta, results=[dataclasses.asdict(r) for r in results]), f, indent=1)
+            json.dump(
+                dict(meta=meta, results=[dataclasses.asdict(r) for r in results]), f, indent=1
+            )
         print(f"wrote {args.json}")
     slow = [f"{r.size} B={r.batch}" for r in results if r.ratio <= 1]
     if slow:
