@@ -246,6 +246,11 @@ def main() -> None:
 
     load_after = os.getloadavg()[0]
     print(f"1-minute load average: {load_before:.1f} before, {load_after:.1f} after")
+    if load_before > 0.5 * os.cpu_count():  # after: includes this run itself
+        print(
+            "warning: the machine was busy; torch's OpenMP threads slow down far more than XLA's "
+            "when a core is taken, so the ratios flatter JAX. Rerun on an idle machine."
+        )
     print()
     print(
         "| size | batch | params | JAX tok/s | torch tok/s | JAX/torch | compile s | greedy match |"
