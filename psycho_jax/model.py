@@ -33,9 +33,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from psycho_jax import kernels
+
 Array = jax.Array
 Cache = dict[str, Array]
 
+ATTENTION_IMPLS = ("auto", "xla", "custom", "einsum")
 # Projections that can carry LoRA adapters (Hugging Face / PEFT module names).
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -69,7 +72,9 @@ class LlamaConfig:
       tie_embeddings: share the input embedding with the output projection.
       param_dtype: dtype parameters are stored in.
       dtype: compute dtype of matmuls; norms, softmax, logits and rewards are always float32.
-      attention: "xla" for `jax.nn.dot_product_attention` (cuDNN's fused kernel on GPU) or
+      attention: "auto" (default: "custom" on CPU, "xla" elsewhere; "xla" whenever a KV cache is
+        used), "xla" for `jax.nn.dot_product_attention` (cuDNN's fused kernel on GPU), "custom"
+        for `kernels.attention` (grouped heads, hand-written backward: the CPU fast path) or
         "einsum", the plain reference implementation.
       remat: "none", "full" (recompute each block) or "dots" (save matmul outputs, recompute the
         rest).
@@ -94,7 +99,7 @@ class LlamaConfig:
     tie_embeddings: bool = False
     param_dtype: str = "float32"
     dtype: str = "float32"
-    attention: Literal["xla", "einsum"] = "xla"
+    attention: Literal["auto", "xla", "custom", "einsum"] = "auto"
     remat: Literal["none", "full", "dots"] = "none"
     scan_layers: bool = False
     initializer_range: float = 0.02
@@ -123,8 +128,9 @@ class LlamaConfig:
             )
         if self.head_dim % 2:
             errors.append(f"head_dim={self.head_dim} must be even for rotary embeddings")
-        if self.attention not in ("xla", "einsum"):
-            errors.append(f"attention={self.attention!r}: valid values are 'xla', 'einsum'")
+        if self.attention not in ATTENTION_IMPLS:
+            valid = ", ".join(repr(a) for a in ATTENTION_IMPLS)
+            errors.append(f"attention={self.attention!r}: valid values are {valid}")
         if self.remat not in ("none", "full", "dots"):
             errors.append(f"remat={self.remat!r}: valid values are 'none', 'full', 'dots'")
         for name in ("param_dtype", "dtype"):
@@ -338,12 +344,14 @@ def rope_frequencies(cfg: LlamaConfig) -> Array:
 
 def apply_rope(x: Array, positions: Array, inv_freq: Array) -> Array:
     """Rotary embedding in HF's rotate-half layout. x [B,T,N,H], positions [B,T] -> [B,T,N,H]."""
-    angles = positions[:, :, None].astype(jnp.float32) * inv_freq[None, None, :]  # [B,T,H/2]
-    sin = jnp.sin(angles)[:, :, None, :]
-    cos = jnp.cos(angles)[:, :, None, :]
-    x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
-    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-    return out.astype(x.dtype)
+    return kernels.rope(x, *kernels.rope_tables(positions, inv_freq))
+
+
+def resolve_attention(impl: str, cached: bool) -> str:
+    """The implementation "auto" stands for: "custom" on CPU without a KV cache, else "xla"."""
+    if impl != "auto":
+        return impl
+    return "custom" if jax.default_backend() == "cpu" and not cached else "xla"
 
 
 def attention(q: Array, k: Array, v: Array, mask: Array, impl: str) -> Array:
@@ -351,10 +359,14 @@ def attention(q: Array, k: Array, v: Array, mask: Array, impl: str) -> Array:
 
     Args:
       q: [B,T,N,H]; k, v: [B,S,K,H]; mask: [B,T,S] bool (True: may attend).
-      impl: "xla" (`jax.nn.dot_product_attention`) or "einsum" (explicit float32 softmax).
+      impl: "xla" (`jax.nn.dot_product_attention`), "custom" (`kernels.attention`) or "einsum"
+        (explicit float32 softmax); "auto" as `resolve_attention` without a cache.
     Returns:
       [B,T,N,H] in q's dtype.
     """
+    impl = resolve_attention(impl, cached=False)
+    if impl == "custom":
+        return kernels.attention(q, k, v, mask)
     if impl == "xla":
         return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, :, :])
     b, t, n, h = q.shape
@@ -417,7 +429,7 @@ def decoder_layer(
     mask: Array,
     kv: tuple[Array, Array] | None,
     end_index: Array | None,
-    inv_freq: Array,
+    rope: tuple[Array, Array],
     cfg: LlamaConfig,
 ) -> tuple[Array, tuple[Array, Array] | None]:
     """One pre-norm decoder layer.
@@ -429,6 +441,7 @@ def decoder_layer(
       mask: [B,T,S] bool attention mask (S = T without a cache, else cache slots).
       kv: this layer's cache (k, v), each [B,S,K,H], or None.
       end_index: first free cache slot (int32 scalar) when `kv` is given.
+      rope: the rotary (cos, sin) tables of `positions`, each [B,T,1,H/2] (`kernels.rope_tables`).
     Returns:
       The new residual stream [B,T,D] and the updated (k, v) or None.
     """
@@ -437,8 +450,8 @@ def decoder_layer(
     q = _project("BTD,DNH->BTNH", h, w, "q_proj", cfg)
     k = _project("BTD,DKH->BTKH", h, w, "k_proj", cfg)
     v = _project("BTD,DKH->BTKH", h, w, "v_proj", cfg)
-    q = apply_rope(q, positions, inv_freq)
-    k = apply_rope(k, positions, inv_freq)
+    q = kernels.rope(q, *rope)
+    k = kernels.rope(k, *rope)
     if kv is not None:
         zero = jnp.zeros((), jnp.int32)
         k_cache = jax.lax.dynamic_update_slice(
@@ -448,12 +461,15 @@ def decoder_layer(
             kv[1], v.astype(kv[1].dtype), (zero, end_index, zero, zero)
         )
         k, v, kv = k_cache.astype(dt), v_cache.astype(dt), (k_cache, v_cache)
-    a = attention(q, k, v, mask, cfg.attention)
+    a = attention(q, k, v, mask, resolve_attention(cfg.attention, cached=kv is not None))
     x = x + _project("BTNH,NHD->BTD", a, w, "o_proj", cfg)
     h = rms_norm(x, w["post_attention_layernorm"], cfg.rms_norm_eps).astype(dt)
-    gate = _project("BTD,DF->BTF", h, w, "gate_proj", cfg)
-    up = _project("BTD,DF->BTF", h, w, "up_proj", cfg)
-    x = x + _project("BTF,FD->BTD", jax.nn.silu(gate) * up, w, "down_proj", cfg)
+    if any(f"{name}_lora_a" in w for name in ("gate_proj", "up_proj", "down_proj")):
+        gate = _project("BTD,DF->BTF", h, w, "gate_proj", cfg)
+        up = _project("BTD,DF->BTF", h, w, "up_proj", cfg)
+        x = x + _project("BTF,FD->BTD", jax.nn.silu(gate) * up, w, "down_proj", cfg)
+    else:
+        x = x + kernels.gated_mlp(h, w["gate_proj"], w["up_proj"], w["down_proj"])
     return x, kv
 
 
@@ -558,7 +574,7 @@ class Transformer(nnx.Module):
             mask &= segment_ids[:, :, None] == segment_ids[:, None, :]
         mask |= k_idx[None, None, :] == q_idx[None, :, None]
 
-        inv_freq = rope_frequencies(cfg)
+        rope = kernels.rope_tables(positions, rope_frequencies(cfg))
         dt = jnp.dtype(cfg.dtype)
         x = jnp.take(self.embed_tokens[...], tokens, axis=0).astype(dt)
         x = _constrain_batch(x)
@@ -567,7 +583,7 @@ class Transformer(nnx.Module):
         }
 
         def layer(x, w, kv):
-            x, kv = decoder_layer(w, x, positions, mask, kv, end_index, inv_freq, cfg)
+            x, kv = decoder_layer(w, x, positions, mask, kv, end_index, rope, cfg)
             return _constrain_batch(x), kv
 
         if cfg.remat != "none":

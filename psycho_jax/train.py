@@ -147,19 +147,66 @@ def train_step(
 
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+
+    def update(params, opt_state):
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    # A branch, not a select over every buffer: a good step updates in place (the state is
+    # donated) and a bad one leaves parameters and optimizer state untouched.
+    params, opt_state = jax.lax.cond(
+        finite, update, lambda p, o: (p, o), state.params, state.opt_state
+    )
     new_state = state.replace(
         step=state.step + 1,
-        params=keep(params, state.params),
-        opt_state=keep(opt_state, state.opt_state),
+        params=params,
+        opt_state=opt_state,
         skipped=state.skipped + (~finite).astype(jnp.int32),
     )
     metrics = dict(
         tasks.finalize(metrics), grad_norm=grad_norm, skipped=(~finite).astype(jnp.float32)
     )
     return new_state, metrics
+
+
+def init_train_state(
+    c: ml_collections.ConfigDict, params: nnx.State, rest: nnx.State, mesh
+) -> tuple[optax.GradientTransformation, TrainState]:
+    """The optimizer and the step-0 train state on `mesh` (optimizer moments sharded like the
+    parameters they follow)."""
+    tx = make_optimizer(c, params)
+    with jax.set_mesh(mesh):
+        opt_state = jax.jit(tx.init, out_shardings=sharding.optimizer_shardings(tx, params, mesh))(
+            params
+        )
+    state = TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=opt_state,
+        rest=rest,
+        skipped=jnp.zeros((), jnp.int32),
+    )
+    return tx, _on_mesh(state, mesh)
+
+
+def jit_train_step(
+    c: ml_collections.ConfigDict,
+    graphdef: nnx.GraphDef,
+    task: tasks.Task,
+    tx: optax.GradientTransformation,
+    state: TrainState,
+    reference: nnx.State | None,
+):
+    """`train_step` jitted with the state's shardings kept and its buffers donated:
+    `step_fn(state, batch, reference) -> (state, metrics)`. Call it under `jax.set_mesh(mesh)`."""
+    state_shardings = jax.tree.map(lambda x: x.sharding, state)
+    ref_shardings = None if reference is None else jax.tree.map(lambda x: x.sharding, reference)
+    return jax.jit(
+        functools.partial(train_step, graphdef=graphdef, task=task, tx=tx, accum=c.grad_accum),
+        in_shardings=(state_shardings, None, ref_shardings),
+        out_shardings=(state_shardings, None),
+        donate_argnums=0,
+    )
 
 
 def eval_step(params, rest, batch, reference, *, graphdef, task) -> dict[str, jax.Array]:
@@ -359,25 +406,12 @@ def train_and_evaluate(
     if resume_step is not None:
         ckpt_lib.check_compatible(ckpt.meta(resume_step), model, task, workdir)
     graphdef, params, rest = nnx.split(model, trainable_filter(model), ...)
-    tx = make_optimizer(c, params)
+    tx, state = init_train_state(c, params, rest, mesh)
 
     def batches(split: str, epochs: int | None, loader=None):
         loader = loader or data_lib.make_loader(c, tokenizer, split, task.name, epochs=epochs)
         return reference_lib.attach(loader, ref_tables[split]) if ref_tables else iter(loader)
 
-    with jax.set_mesh(mesh):
-        opt_state = jax.jit(tx.init, out_shardings=sharding.optimizer_shardings(tx, params, mesh))(
-            params
-        )
-    state = TrainState(
-        step=jnp.zeros((), jnp.int32),
-        params=params,
-        opt_state=opt_state,
-        rest=rest,
-        skipped=jnp.zeros((), jnp.int32),
-    )
-    state = _on_mesh(state, mesh)
-    state_shardings = jax.tree.map(lambda x: x.sharding, state)
     train_loader = data_lib.make_loader(c, tokenizer, "train", task.name)
     if resume_step is not None:
         state, loader_state = ckpt.restore(resume_step, state, graphdef)
@@ -411,16 +445,9 @@ def train_and_evaluate(
                 )
                 ref_tables[split] = reference_lib.by_example_index(pairs, table)
         del ref_model, ref_state
-    ref_shardings = None if reference is None else jax.tree.map(lambda x: x.sharding, reference)
     train_data = batches("train", None, train_loader)
     start_step = int(state.step)
-
-    step_fn = jax.jit(
-        functools.partial(train_step, graphdef=graphdef, task=task, tx=tx, accum=c.grad_accum),
-        in_shardings=(state_shardings, None, ref_shardings),
-        out_shardings=(state_shardings, None),
-        donate_argnums=0,
-    )
+    step_fn = jit_train_step(c, graphdef, task, tx, state, reference)
     eval_fn = jax.jit(functools.partial(eval_step, graphdef=graphdef, task=task))
     flops_per_token = model_flops_per_token(model.config, c.data.max_len, task)
     peak = peak_flops(c)

@@ -216,7 +216,7 @@ def test_tiny_preset_is_tiny():
     "kwargs,message",
     [
         (dict(n_heads=6, n_kv_heads=4), "multiple of n_kv_heads"),
-        (dict(attention="flash"), "valid values are 'xla', 'einsum'"),
+        (dict(attention="flash"), "valid values are 'auto', 'xla', 'custom', 'einsum'"),
         (dict(remat="some"), "'none', 'full', 'dots'"),
         (dict(dim=0), "dim=0 must be positive"),
         (dict(dtype="int8"), "dtype='int8'"),

@@ -1,0 +1,168 @@
+"""Layer pieces with hand-written backward passes: the fast path of a training step on XLA:CPU.
+
+Each function here equals its plain `jnp` formulation (tests/test_kernels.py holds values and
+gradients to float32 round-off against it); what differs is the backward pass, written out so that
+XLA gets canonical matrix products over arrays it already holds, instead of what autodiff of the
+plain form produces on CPU: transposes fused with the activation's derivative, the same
+sin/cos recomputed per use, and a vmapped attention with a copy per head group. On a 2-core CPU
+the three together take a small SFT step from 3.5 s to (see bench/RESULTS.md).
+
+Einsum letters as in `psycho_jax.model`: B batch, T queries, S keys, N query heads, K kv heads,
+G = N / K, H head dim, D model dim, F MLP dim.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+# ----------------------------------------------------------------------------- SwiGLU MLP
+
+
+@jax.custom_vjp
+def gated_mlp(x: Array, w_gate: Array, w_up: Array, w_down: Array) -> Array:
+    """`(silu(x @ w_gate) * (x @ w_up)) @ w_down`. x [B,T,D], w_gate/w_up [D,F], w_down [F,D]
+    -> [B,T,D] in x's dtype (weights cast to it)."""
+    return _mlp_forward(x, w_gate, w_up, w_down)[0]
+
+
+def _mlp_forward(x, w_gate, w_up, w_down):
+    dt = x.dtype
+    gate = jnp.einsum("BTD,DF->BTF", x, w_gate.astype(dt))
+    up = jnp.einsum("BTD,DF->BTF", x, w_up.astype(dt))
+    y = jnp.einsum("BTF,FD->BTD", jax.nn.silu(gate) * up, w_down.astype(dt))
+    return y, (x, gate, up, w_gate, w_up, w_down)
+
+
+def _mlp_backward(res, dy):
+    x, gate, up, w_gate, w_up, w_down = res
+    dt = x.dtype
+    g32 = gate.astype(jnp.float32)
+    sig = jax.nn.sigmoid(g32)
+    silu = g32 * sig
+    act = (silu * up.astype(jnp.float32)).astype(dt)
+    dact = jnp.einsum("BTD,FD->BTF", dy, w_down.astype(dt)).astype(jnp.float32)
+    d_up = (dact * silu).astype(dt)
+    d_gate = (dact * up.astype(jnp.float32) * (sig * (1.0 + g32 * (1.0 - sig)))).astype(dt)
+    dx = jnp.einsum("BTF,DF->BTD", d_gate, w_gate.astype(dt)) + jnp.einsum(
+        "BTF,DF->BTD", d_up, w_up.astype(dt)
+    )
+    f32 = dict(preferred_element_type=jnp.float32)
+    dw_gate = jnp.einsum("BTD,BTF->DF", x, d_gate, **f32).astype(w_gate.dtype)
+    dw_up = jnp.einsum("BTD,BTF->DF", x, d_up, **f32).astype(w_up.dtype)
+    dw_down = jnp.einsum("BTF,BTD->FD", act, dy, **f32).astype(w_down.dtype)
+    return dx.astype(dt), dw_gate, dw_up, dw_down
+
+
+gated_mlp.defvjp(_mlp_forward, _mlp_backward)
+
+
+# ----------------------------------------------------------------------------- rotary embedding
+
+
+def rope_tables(positions: Array, inv_freq: Array) -> tuple[Array, Array]:
+    """cos and sin of the rotary angles, [B,T,1,H/2] float32, computed once per forward pass."""
+    angles = positions[:, :, None].astype(jnp.float32) * inv_freq[None, None, :]
+    return jnp.cos(angles)[:, :, None, :], jnp.sin(angles)[:, :, None, :]
+
+
+def _rotate(x: Array, cos: Array, sin: Array) -> Array:
+    x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
+
+
+@jax.custom_vjp
+def rope(x: Array, cos: Array, sin: Array) -> Array:
+    """HF rotate-half rotary embedding: x [B,T,N,H], cos/sin [B,T,1,H/2] -> [B,T,N,H].
+
+    A rotation: its backward is the rotation by the opposite angle (one elementwise pass). The
+    tables are constants of the positions: no gradient flows to them.
+    """
+    return _rotate(x, cos, sin)
+
+
+def _rope_forward(x, cos, sin):
+    return _rotate(x, cos, sin), (cos, sin)
+
+
+def _rope_backward(res, dy):
+    cos, sin = res
+    return _rotate(dy, cos, -sin), jnp.zeros_like(cos), jnp.zeros_like(sin)
+
+
+rope.defvjp(_rope_forward, _rope_backward)
+
+
+# ----------------------------------------------------------------------------- attention
+
+
+def _to_groups(x: Array, kv_heads: int) -> Array:
+    """[B,T,N,H] -> [B,K,G*T,H]: the G query heads that share a kv head, stacked along queries."""
+    b, t, n, h = x.shape
+    g = n // kv_heads
+    return x.reshape(b, t, kv_heads, g, h).transpose(0, 2, 3, 1, 4).reshape(b, kv_heads, g * t, h)
+
+
+def _from_groups(x: Array, t: int) -> Array:
+    """[B,K,G*T,H] -> [B,T,N,H]."""
+    b, k, gt, h = x.shape
+    g = gt // t
+    return x.reshape(b, k, g, t, h).transpose(0, 3, 1, 2, 4).reshape(b, t, k * g, h)
+
+
+@jax.custom_vjp
+def attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
+    """Grouped-query softmax attention with a boolean mask, softmax in float32.
+
+    Args:
+      q: [B,T,N,H]; k, v: [B,S,K,H]; mask: [B,T,S] bool (True: may attend; every query row must
+        allow at least one key).
+    Returns:
+      [B,T,N,H] in q's dtype.
+
+    Computes per kv head one [G*T, H] x [H, S] product (the G query heads that share it stacked),
+    and keeps the probabilities [B,K,G*T,S] for the backward pass (memory O(N T S) per layer, as
+    plain autodiff of a softmax; long sequences on accelerators want `jax.nn.dot_product_attention`).
+    """
+    return _attention_forward(q, k, v, mask)[0]
+
+
+def _attention_forward(q, k, v, mask):
+    b, t, n, h = q.shape
+    kv = k.shape[2]
+    scale = jnp.asarray(h**-0.5, q.dtype)
+    qg = _to_groups(q * scale, kv)  # [B,K,G*T,H]
+    kg, vg = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B,K,S,H]
+    s = jnp.einsum("BKQH,BKSH->BKQS", qg, kg, preferred_element_type=jnp.float32)
+    s = s.reshape(b, kv, n // kv, t, -1)
+    s = jnp.where(mask[:, None, None], s, jnp.finfo(jnp.float32).min)
+    p = jax.nn.softmax(s, axis=-1).reshape(b, kv, n // kv * t, -1).astype(v.dtype)
+    o = jnp.einsum("BKQS,BKSH->BKQH", p, vg)
+    return _from_groups(o, t), (qg, kg, vg, p)
+
+
+def _attention_backward(res, dout):
+    qg, kg, vg, p = res
+    h = qg.shape[-1]
+    t = dout.shape[1]
+    dt = qg.dtype
+    do = _to_groups(dout.astype(dt), kg.shape[1])  # [B,K,G*T,H]
+    f32 = dict(preferred_element_type=jnp.float32)
+    dv = jnp.einsum("BKQS,BKQH->BKSH", p, do, **f32)
+    dp = jnp.einsum("BKQH,BKSH->BKQS", do, vg, **f32)
+    p32 = p.astype(jnp.float32)
+    ds = (p32 * (dp - jnp.sum(dp * p32, axis=-1, keepdims=True))).astype(dt)
+    dq = jnp.einsum("BKQS,BKSH->BKQH", ds, kg, **f32) * (h**-0.5)
+    dk = jnp.einsum("BKQS,BKQH->BKSH", ds, qg, **f32)
+    return (
+        _from_groups(dq.astype(dt), t),
+        dk.transpose(0, 2, 1, 3).astype(dt),
+        dv.transpose(0, 2, 1, 3).astype(dt),
+        None,
+    )
+
+
+attention.defvjp(_attention_forward, _attention_backward)

@@ -1,0 +1,129 @@
+"""The hand-written backward passes of `psycho_jax.kernels` equal autodiff of the plain formulas."""
+
+from __future__ import annotations
+
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from psycho_jax import kernels
+from psycho_jax.model import attention, rope_frequencies, LlamaConfig
+
+RTOL, ATOL = 1e-5, 1e-5  # float32, values and gradients
+
+
+def _close(got, want, rtol=RTOL, atol=ATOL):
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        scale = float(jnp.max(jnp.abs(w))) or 1.0
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=rtol, atol=atol * scale)
+
+
+def _value_and_grads(fn, args, cotangent, argnums):
+    loss = lambda *a: jnp.sum(fn(*a).astype(jnp.float32) * cotangent)
+    return jax.jit(jax.value_and_grad(loss, argnums=argnums))(*args)
+
+
+def _plain_mlp(x, wg, wu, wd):
+    return (jax.nn.silu(x @ wg) * (x @ wu)) @ wd
+
+
+def test_gated_mlp_matches_autodiff():
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((2, 5, 16)), jnp.float32)
+    ws = [jnp.asarray(rng.standard_normal(s) * 0.3, jnp.float32) for s in ((16, 24),) * 2]
+    wd = jnp.asarray(rng.standard_normal((24, 16)) * 0.3, jnp.float32)
+    ct = jnp.asarray(rng.standard_normal((2, 5, 16)), jnp.float32)
+    args = (x, *ws, wd)
+    got = _value_and_grads(kernels.gated_mlp, args, ct, (0, 1, 2, 3))
+    want = _value_and_grads(_plain_mlp, args, ct, (0, 1, 2, 3))
+    _close(got, want)
+
+
+def _plain_rope(x, positions, inv_freq):
+    angles = positions[:, :, None].astype(jnp.float32) * inv_freq[None, None, :]
+    sin, cos = jnp.sin(angles)[:, :, None, :], jnp.cos(angles)[:, :, None, :]
+    x1, x2 = jnp.split(x, 2, axis=-1)
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+
+
+def test_rope_matches_autodiff_and_numpy():
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.standard_normal((2, 7, 3, 8)), jnp.float32)
+    positions = jnp.asarray(rng.integers(0, 50, size=(2, 7)), jnp.int32)
+    inv_freq = rope_frequencies(LlamaConfig.tiny(head_dim=8))
+    ct = jnp.asarray(rng.standard_normal(x.shape), jnp.float32)
+    tables = kernels.rope_tables(positions, inv_freq)
+    got = _value_and_grads(lambda x: kernels.rope(x, *tables), (x,), ct, 0)
+    want = _value_and_grads(lambda x: _plain_rope(x, positions, inv_freq), (x,), ct, 0)
+    _close(got, want)
+    # A float64 NumPy rotation: pairs (i, i + H/2) rotate by position * inv_freq[i].
+    x64, p64 = np.asarray(x, np.float64), np.asarray(positions, np.float64)
+    ang = p64[:, :, None, None] * np.asarray(inv_freq, np.float64)
+    x1, x2 = x64[..., :4], x64[..., 4:]
+    ref = np.concatenate([x1 * np.cos(ang) - x2 * np.sin(ang), x2 * np.cos(ang) + x1 * np.sin(ang)], -1)
+    np.testing.assert_allclose(np.asarray(kernels.rope(x, *tables)), ref, atol=1e-5)
+
+
+def _masks(b, t, rng):
+    causal = np.tril(np.ones((t, t), bool))
+    pad = np.ones((b, t), bool)
+    pad[0, :2] = False  # left padding in row 0
+    segments = np.repeat(np.arange(2), t // 2 + 1)[:t][None].repeat(b, 0)  # two packed segments
+    mask = causal[None] & pad[:, None, :] & (segments[:, :, None] == segments[:, None, :])
+    mask |= np.eye(t, dtype=bool)[None]
+    return jnp.asarray(mask)
+
+
+@pytest.mark.parametrize("n,k", [(4, 4), (4, 2), (6, 1)])
+def test_attention_matches_autodiff(n, k):
+    rng = np.random.default_rng(2)
+    b, t, h = 2, 9, 8
+    q = jnp.asarray(rng.standard_normal((b, t, n, h)), jnp.float32)
+    kk = jnp.asarray(rng.standard_normal((b, t, k, h)), jnp.float32)
+    v = jnp.asarray(rng.standard_normal((b, t, k, h)), jnp.float32)
+    ct = jnp.asarray(rng.standard_normal((b, t, n, h)), jnp.float32)
+    mask = _masks(b, t, rng)
+    args = (q, kk, v)
+    got = _value_and_grads(lambda *a: kernels.attention(*a, mask), args, ct, (0, 1, 2))
+    for impl in ("einsum", "xla"):
+        want = _value_and_grads(
+            lambda *a, impl=impl: attention(*a, mask, impl), args, ct, (0, 1, 2)
+        )
+        _close(got, want)
+
+
+def test_bfloat16_kernels_stay_close_to_float32():
+    rng = np.random.default_rng(3)
+    b, t, n, k, h = 2, 16, 4, 2, 16
+    q, kk, v = (
+        jnp.asarray(rng.standard_normal((b, t, m, h)), jnp.float32) for m in (n, k, k)
+    )
+    mask = _masks(b, t, rng)
+    f32 = kernels.attention(q, kk, v, mask)
+    bf16 = kernels.attention(*(a.astype(jnp.bfloat16) for a in (q, kk, v)), mask)
+    assert bf16.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(bf16, np.float32), np.asarray(f32), atol=5e-2)
+    grads = jax.grad(
+        lambda a: jnp.sum(kernels.attention(a, kk.astype(a.dtype), v.astype(a.dtype), mask))
+    )(q.astype(jnp.bfloat16))
+    assert grads.dtype == jnp.bfloat16 and bool(jnp.all(jnp.isfinite(grads)))
+    x = jnp.asarray(rng.standard_normal((2, 4, 16)), jnp.bfloat16)
+    w = [jnp.asarray(rng.standard_normal(s) * 0.2, jnp.float32) for s in ((16, 32), (16, 32), (32, 16))]
+    g = jax.grad(lambda *a: jnp.sum(kernels.gated_mlp(*a).astype(jnp.float32)), argnums=(0, 1))(x, *w)
+    assert g[0].dtype == jnp.bfloat16 and g[1].dtype == jnp.float32  # weight grads in param dtype
+    np.testing.assert_allclose(
+        np.asarray(kernels.gated_mlp(x, *w), np.float32),
+        np.asarray(_plain_mlp(x.astype(jnp.float32), *w)),
+        atol=0.1,
+    )
+
+
+def test_auto_attention_resolves_per_backend_and_cache():
+    from psycho_jax.model import resolve_attention
+
+    cpu = jax.default_backend() == "cpu"
+    assert resolve_attention("auto", cached=False) == ("custom" if cpu else "xla")
+    assert resolve_attention("auto", cached=True) == "xla"
+    assert resolve_attention("einsum", cached=False) == "einsum"
