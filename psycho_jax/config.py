@@ -35,7 +35,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.ffn_dim = 0
     c.model.dtype = "float32"  # compute dtype: bfloat16 on accelerators
     c.model.param_dtype = "float32"
-    c.model.attention = "xla"
+    c.model.attention = "auto"  # auto | xla | custom | einsum (psycho_jax.model.LlamaConfig)
     c.model.remat = "none"
     c.model.scan_layers = False
     # A previous stage's workdir (its final checkpoint) or a Hugging Face directory; "" = random init.
@@ -121,6 +121,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.online.sampling.max_new_tokens = 128
 
     c.mesh = (1, -1, 1)
+    # CPU only: JAX CPU devices, set before JAX starts (`distributed.use_cpu_cores`): -1 one per
+    # core (dividing the batch), 0 leave JAX's default (one), or a count.
+    c.cpu_devices = -1
     c.sharding_rules = tuple(sharding.DEFAULT_RULES)
     c.hardware = ""  # what a real-model config is planned for (the --dry_run memory check)
     c.peak_flops_per_device = 0.0  # for MFU; 0: looked up from the device kind when known
