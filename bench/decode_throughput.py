@@ -3,7 +3,10 @@
     python bench/decode_throughput.py                                # tiny and small, batch 1 and 16
     python bench/decode_throughput.py --sizes=tiny --max_new_tokens=64 --repeats=5
     python bench/decode_throughput.py --json=/tmp/decode.json
+    python bench/decode_throughput.py --shapes=tiny,small,medium     # bench/shapes.py's (the suite's)
 
+`--sizes` names this script's own SIZES; `--shapes` instead names the benchmark suite's shapes
+(bench/shapes.py: their `hf` model dimensions; their training batch and length do not apply here).
 For each size a random transformers `LlamaForCausalLM` (float32) is saved with `save_pretrained` and
 loaded into JAX with `psycho_jax.hf.load_llama`, so both frameworks run identical weights. Prompts are
 random ids of about `--prompt_len` tokens, left-padded to `--prompt_len` (batch > 1: lengths vary
@@ -33,10 +36,14 @@ import functools  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
+import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from shapes import SHAPES  # noqa: E402
 
 PAD = 0
 
@@ -81,14 +88,14 @@ class Result:
     token_match: float
 
 
-def _hf_model(size: str, seed: int):
+def _hf_model(dims: dict, seed: int):
     """A random float32 `LlamaForCausalLM`: weights ~ N(0, 1/fan_in), norms ~ 1 + N(0, 0.1²), so that
     greedy continuations vary (HF's 0.02 init gives near-uniform logits and many near-ties)."""
     import torch
     import transformers
 
     config = transformers.LlamaConfig(
-        **SIZES[size],
+        **dims,
         max_position_embeddings=4096,
         rope_theta=10000.0,
         tie_word_embeddings=False,
@@ -156,7 +163,8 @@ def _torch_generate(model, tokens: np.ndarray, mask: np.ndarray, n: int):
 def run_size(size: str, args, workdir: str) -> list[Result]:
     from psycho_jax import decode, hf
 
-    model_pt = _hf_model(size, args.seed)
+    dims = args.dims[size]
+    model_pt = _hf_model(dims, args.seed)
     path = os.path.join(workdir, size)
     model_pt.save_pretrained(path)
     params = sum(p.numel() for p in model_pt.parameters())
@@ -168,9 +176,7 @@ def run_size(size: str, args, workdir: str) -> list[Result]:
 
     results = []
     for batch in args.batch_sizes:
-        tokens, mask = _prompts(
-            batch, args.prompt_len, SIZES[size]["vocab_size"], args.seed + batch
-        )
+        tokens, mask = _prompts(batch, args.prompt_len, dims["vocab_size"], args.seed + batch)
         run_jax = functools.partial(_jax_generate, sampler, tokens, mask, sampling)
         run_torch = _torch_generate(model_pt, tokens, mask, n)
 
@@ -211,6 +217,11 @@ def run_size(size: str, args, workdir: str) -> list[Result]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="tiny,small", help=f"comma list of {', '.join(SIZES)}")
+    parser.add_argument(
+        "--shapes",
+        default="",
+        help=f"comma list of bench/shapes.py shapes ({', '.join(SHAPES)}); replaces --sizes",
+    )
     parser.add_argument("--batch_sizes", default="1,16", help="comma list")
     parser.add_argument("--prompt_len", type=int, default=64)
     parser.add_argument("--max_new_tokens", type=int, default=128)
@@ -221,10 +232,14 @@ def main() -> None:
     parser.add_argument("--json", default="", help="also write the results to this file")
     args = parser.parse_args()
     args.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-    sizes = args.sizes.split(",")
+    flag, table = (
+        ("--shapes", {k: v["hf"] for k, v in SHAPES.items()}) if args.shapes else ("--sizes", SIZES)
+    )
+    sizes = (args.shapes or args.sizes).split(",")
     for s in sizes:
-        if s not in SIZES:
-            parser.error(f"--sizes: unknown {s!r}; valid: {', '.join(SIZES)}")
+        if s not in table:
+            parser.error(f"{flag}: unknown {s!r}; valid: {', '.join(table)}")
+    args.dims = {s: table[s] for s in sizes}
 
     import jax
     import torch
@@ -271,7 +286,8 @@ def main() -> None:
             load_before=load_before,
             load_after=load_after,
             machine=platform.machine(),
-            args={k: v for k, v in vars(args).items() if k != "json"},
+            args={k: v for k, v in vars(args).items() if k not in ("json", "dims")},
+            dims=args.dims,
         )
         with open(args.json, "w") as f:
             json.dump(

@@ -1,0 +1,340 @@
+"""One training configuration timed in its own process: psycho_jax's train step or the PyTorch peer.
+
+    python bench/train_step.py --framework=jax --task=sft --shape=small --model_dir=DIR
+    python bench/train_step.py --framework=torch --task=dpo --shape=small --model_dir=DIR
+    python bench/train_step.py --framework=jax --task=reward --shape=small --model_dir=DIR \
+        --set=model.remat=dots --set=model.scan_layers=True
+
+`bench/suite.py` runs this script once per (framework, task, shape, option), so each process's peak
+resident memory is that configuration's alone, and writes `DIR` first (`prepare`: a random
+psycho_jax Llama and reward model exported to Hugging Face directories with `save_llama`, plus the
+logits/rewards psycho_jax computes on a fixed batch). Both frameworks load those directories, and
+the PyTorch side checks its logits against psycho_jax's (atol 1e-4, float32) before it times anything.
+
+Tasks: `sft`; `reward` (Bradley-Terry on chosen/rejected); `dpo` (sigmoid loss, live reference model);
+`dpo_pre` (DPO with precomputed reference log-probs in the batch). Batches are random token ids,
+every sequence full length, the first quarter a prompt (not a target).
+
+psycho_jax: the library's own path: `train.build_model` from the HF directory, `train.init_train_state`,
+`train.jit_train_step` (donated state, optax AdamW + clipping), the step dispatched before the
+previous step's metrics are read, as `train_and_evaluate` does.
+PyTorch peer: transformers' Llama (SDPA attention) with TRL 1.16's loss code (SFT: the model's
+`labels` loss as `SFTTrainer`; reward: `-logsigmoid(chosen - rejected)` as `RewardTrainer`; DPO:
+`trl.trainer.utils.selective_log_softmax` on one concatenated chosen+rejected forward and a
+`torch.no_grad` reference forward, as `DPOTrainer`), gradient clipping and fused AdamW.
+
+Timing: `--warmup` steps (the first one compiles in JAX: `compile_s` is its time less a median step),
+then `--windows` windows of `--steps` steps each, synchronised at each window's end; the step time is
+the median window / steps. Prints one JSON line (and writes it to `--json`).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import argparse  # noqa: E402
+import ast  # noqa: E402
+import json  # noqa: E402
+import pathlib  # noqa: E402
+import resource  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from shapes import SHAPES, hf_config  # noqa: E402
+
+TASKS = ("sft", "reward", "dpo", "dpo_pre")
+PARITY_ATOL = 1e-4
+BETA = 0.1
+LR = 1e-5
+
+
+def make_batch(task: str, shape: str, seed: int) -> dict[str, np.ndarray]:
+    """Random full-length sequences. SFT [B,T]; pairs [B,2,T] (+ `ref_logps` [B,2] for dpo_pre)."""
+    s = SHAPES[shape]
+    b, t, vocab = s["batch"], s["seq"], s["hf"]["vocab_size"]
+    rng = np.random.default_rng(seed)
+    lead = (b,) if task == "sft" else (b, 2)
+    tokens = rng.integers(3, vocab, size=lead + (t,), dtype=np.int32)
+    loss_mask = np.ones(lead + (t,), np.int32)
+    loss_mask[..., : t // 4] = 0
+    batch = {
+        "tokens": tokens,
+        "attention_mask": np.ones(lead + (t,), np.int32),
+        "loss_mask": loss_mask,
+    }
+    if task == "dpo_pre":
+        batch["ref_logps"] = rng.normal(-float(t), 1.0, size=(b, 2)).astype(np.float32)
+    return batch
+
+
+def tokens_per_step(task: str, shape: str) -> int:
+    s = SHAPES[shape]
+    return s["batch"] * s["seq"] * (1 if task == "sft" else 2)
+
+
+def _peak_rss_bytes() -> int:
+    """This process's peak resident memory. Linux: VmHWM, the peak of the current address space;
+    ru_maxrss would carry over the parent's peak across fork + exec (a worker started by a large
+    suite process would report the suite's memory)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss if sys.platform == "darwin" else maxrss * 1024  # bytes on macOS, KiB elsewhere
+
+
+def _time_windows(run_window, warmup_fn, args) -> dict[str, float]:
+    """Warm-up, then `args.windows` timed windows; seconds per step (median) and all windows."""
+    t0 = time.perf_counter()
+    warmup_fn()
+    first = time.perf_counter() - t0
+    windows = []
+    for _ in range(args.windows):
+        t0 = time.perf_counter()
+        run_window(args.steps)
+        windows.append((time.perf_counter() - t0) / args.steps)
+    return {"first_steps_s": first, "step_s": statistics.median(windows), "windows_s": windows}
+
+
+# ----------------------------------------------------------------------------- psycho_jax
+
+
+def prepare(model_dir: str, shape: str, seed: int = 0) -> None:
+    """Random psycho_jax models of `shape` exported to `model_dir`/{causal,reward}, and psycho_jax's
+    float32 logits and rewards on a fixed batch in `model_dir`/parity.npz."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from psycho_jax import hf
+    from psycho_jax.model import Llama, RewardModel
+
+    cfg = hf.config_from_hf(hf_config(shape).to_dict())
+    out = pathlib.Path(model_dir)
+    lm = Llama(cfg, rngs=nnx.Rngs(seed))
+    rm = RewardModel(cfg, num_labels=1, rngs=nnx.Rngs(seed + 1))
+    ids = {k: hf_config(shape).to_dict()[k] for k in ("pad_token_id", "bos_token_id", "eos_token_id")}
+    hf.save_llama(lm, out / "causal", **ids)
+    hf.save_llama(rm, out / "reward", **ids)
+    tokens = make_batch("sft", shape, seed=123)["tokens"][:2]
+    logits = jax.jit(lambda m, x: m(x)[0])(lm, jnp.asarray(tokens))
+    rewards = jax.jit(lambda m, x: m(x))(rm, jnp.asarray(tokens))
+    np.savez(out / "parity.npz", tokens=tokens, logits=np.asarray(logits), rewards=np.asarray(rewards))
+
+
+def jax_config(task: str, shape: str, model_dir: str, overrides: list[str]):
+    """The psycho_jax config of a benchmark run: base config, the shape, `--set` overrides."""
+    from psycho_jax import config as config_lib
+
+    c = config_lib.base_config()
+    c.task = "dpo" if task == "dpo_pre" else task
+    c.dpo.reference = "precomputed" if task == "dpo_pre" else "live"
+    c.dpo.beta = BETA
+    c.init_from = str(pathlib.Path(model_dir) / ("reward" if task == "reward" else "causal"))
+    c.batch_size = SHAPES[shape]["batch"]
+    c.data.max_len = SHAPES[shape]["seq"]
+    c.optim.lr = LR
+    c.optim.warmup_steps = 0
+    c.optim.weight_decay = 0.0
+    for item in overrides:
+        key, _, value = item.partition("=")
+        node = c
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        old = node[leaf]
+        if isinstance(old, str):
+            node[leaf] = value
+        else:  # numbers, booleans, tuples: Python literals
+            node[leaf] = type(old)(ast.literal_eval(value))
+    return c
+
+
+def run_jax(args) -> dict:
+    from psycho_jax import distributed
+
+    c = jax_config(args.task, args.shape, args.model_dir, args.set)
+    distributed.use_cpu_cores(c)  # as `python -m psycho_jax.main` does, before JAX starts
+
+    import jax
+    from flax import nnx
+
+    from psycho_jax import sharding, tasks, train
+    from psycho_jax.model import trainable_filter
+
+    compiles: list[str] = []
+
+    def on_event(name: str, _secs: float, **_kw) -> None:
+        if name == "/jax/core/compile/backend_compile_duration":
+            compiles.append(name)
+
+    mesh = sharding.make_mesh(tuple(c.mesh))
+    task = tasks.make_task(c)
+    vocab = SHAPES[args.shape]["hf"]["vocab_size"]
+    model = train.build_model(c, task, vocab, mesh, c.init_from)
+    graphdef, params, rest = nnx.split(model, trainable_filter(model), ...)
+    reference = None
+    if task.needs_reference:  # a separate copy: the state's buffers are donated
+        reference = nnx.split(train.build_model(c, task, vocab, mesh, c.init_from), nnx.Param, ...)[1]
+    tx, state = train.init_train_state(c, params, rest, mesh)
+    step_fn = train.jit_train_step(c, graphdef, task, tx, state, reference)
+    batches = [
+        sharding.shard_batch(make_batch(args.task, args.shape, seed=i), mesh) for i in range(2)
+    ]
+    jax.block_until_ready(batches)
+    holder = {"state": state, "metrics": None, "i": 0}
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            batch = batches[holder["i"] % len(batches)]
+            holder["state"], metrics = step_fn(holder["state"], batch, reference)
+            if holder["metrics"] is not None:  # one step late, as the train loop reads them
+                float(holder["metrics"]["loss"])
+            holder["metrics"] = metrics
+            holder["i"] += 1
+        jax.block_until_ready(holder["state"])
+
+    jax.monitoring.register_event_duration_secs_listener(on_event)
+    with jax.set_mesh(mesh):
+        timing = _time_windows(run, lambda: run(args.warmup), args)
+    loss = float(holder["metrics"]["loss"])
+    return dict(
+        timing,
+        compiles=len(compiles),
+        cache_size=step_fn._cache_size(),
+        devices=jax.device_count(),
+        mesh=dict(mesh.shape),
+        loss=loss,
+        params=model.config.num_params,
+    )
+
+
+# ----------------------------------------------------------------------------- PyTorch peer
+
+
+def run_torch(args) -> dict:
+    import torch
+    import transformers
+    from trl.trainer.utils import selective_log_softmax
+
+    torch.set_num_threads(args.torch_threads or os.cpu_count())
+    torch.manual_seed(0)
+    d = pathlib.Path(args.model_dir)
+    kw = dict(dtype=torch.float32, attn_implementation="sdpa")
+    parity = np.load(d / "parity.npz")
+    if args.task == "reward":
+        model = transformers.LlamaForSequenceClassification.from_pretrained(d / "reward", **kw)
+        with torch.no_grad():
+            got = model(torch.from_numpy(parity["tokens"]).long()).logits.numpy()
+        want = parity["rewards"]
+    else:
+        model = transformers.LlamaForCausalLM.from_pretrained(d / "causal", **kw)
+        with torch.no_grad():
+            got = model(torch.from_numpy(parity["tokens"]).long()).logits.numpy()
+        want = parity["logits"]
+    err = float(np.max(np.abs(got - want)))
+    if not err <= PARITY_ATOL:
+        raise SystemExit(f"parity check failed: max |torch - psycho_jax| = {err:.3g} > {PARITY_ATOL}")
+    ref_model = None
+    if args.task == "dpo":
+        ref_model = transformers.LlamaForCausalLM.from_pretrained(d / "causal", **kw).eval()
+        ref_model.requires_grad_(False)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=LR, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0, fused=True)
+
+    def to_torch(batch):
+        out = {k: torch.from_numpy(v) for k, v in batch.items()}
+        for k in ("tokens", "attention_mask", "loss_mask"):
+            out[k] = out[k].reshape(-1, out[k].shape[-1]).long()
+        return out
+
+    batches = [to_torch(make_batch(args.task, args.shape, seed=i)) for i in range(2)]
+
+    def seq_logps(m, b):
+        logits = m(input_ids=b["tokens"], attention_mask=b["attention_mask"]).logits[:, :-1]
+        per_token = selective_log_softmax(logits, b["tokens"][:, 1:])
+        return (per_token * b["loss_mask"][:, 1:]).sum(-1).view(-1, 2)
+
+    def loss_fn(b):
+        if args.task == "sft":
+            labels = b["tokens"].masked_fill(b["loss_mask"] == 0, -100)
+            return model(input_ids=b["tokens"], attention_mask=b["attention_mask"], labels=labels).loss
+        if args.task == "reward":
+            r = model(input_ids=b["tokens"], attention_mask=b["attention_mask"]).logits.view(-1, 2)
+            return -torch.nn.functional.logsigmoid(r[:, 0] - r[:, 1]).mean()
+        logps = seq_logps(model, b)
+        if args.task == "dpo":
+            with torch.no_grad():
+                ref = seq_logps(ref_model, b)
+        else:
+            ref = b["ref_logps"]
+        logits = BETA * ((logps[:, 0] - ref[:, 0]) - (logps[:, 1] - ref[:, 1]))
+        return -torch.nn.functional.logsigmoid(logits).mean()
+
+    state = {"i": 0, "loss": None}
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(batches[state["i"] % len(batches)])
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            state["loss"] = loss.detach()
+            state["i"] += 1
+
+    timing = _time_windows(run, lambda: run(args.warmup), args)
+    return dict(
+        timing,
+        loss=float(state["loss"]),
+        parity_max_abs=err,
+        params=sum(p.numel() for n, p in model.named_parameters()),
+        torch_threads=torch.get_num_threads(),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--framework", choices=("jax", "torch"), required=True)
+    parser.add_argument("--task", choices=TASKS, required=True)
+    parser.add_argument("--shape", choices=tuple(SHAPES), required=True)
+    parser.add_argument("--model_dir", required=True, help="written by `prepare` (bench/suite.py)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=3, help="steps per timed window")
+    parser.add_argument("--windows", type=int, default=3)
+    parser.add_argument("--set", action="append", default=[], help="psycho_jax config override k=v")
+    parser.add_argument("--torch_threads", type=int, default=0, help="0: os.cpu_count()")
+    parser.add_argument("--json", default="")
+    args = parser.parse_args()
+    result = run_jax(args) if args.framework == "jax" else run_torch(args)
+    tps = tokens_per_step(args.task, args.shape)
+    result.update(
+        framework=args.framework,
+        task=args.task,
+        shape=args.shape,
+        options=args.set,
+        tokens_per_step=tps,
+        tokens_per_s=tps / result["step_s"],
+        compile_s=max(result["first_steps_s"] - args.warmup * result["step_s"], 0.0),
+        peak_rss_bytes=_peak_rss_bytes(),
+    )
+    line = json.dumps(result)
+    print(line)
+    if args.json:
+        pathlib.Path(args.json).write_text(line + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""The benchmark suite (bench/suite.py): its option parsing, FLOP counts and report on made-up
+numbers, and a smoke run of the whole suite on the tiny shape (every task, both frameworks, decode)."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("trl")
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import suite  # noqa: E402
+import train_step  # noqa: E402
+
+
+def test_parse_options():
+    configs = suite.parse_options(
+        "remat=model.remat=dots; both=model.scan_layers=True,model.attention=einsum;"
+    )
+    assert [c.name for c in configs] == ["jax:remat", "jax:both"]
+    assert configs[1].overrides == ("model.scan_layers=True", "model.attention=einsum")
+    assert suite.parse_options("") == []
+    for bad in ("remat", "remat=", "x=model.remat", "torch=model.remat=dots", "a=b=c;a=b=d"):
+        with pytest.raises(ValueError, match="--options"):
+            suite.parse_options(bad)
+
+
+def test_flops_per_token(tmp_path):
+    f = {t: suite.flops_per_token("tiny", t, str(tmp_path)) for t in train_step.TASKS}
+    sft = f["sft"]["model"]
+    assert f["dpo"]["model"] / sft == pytest.approx(4 / 3)  # live reference: one more forward
+    assert f["dpo_pre"]["model"] == sft
+    hf = suite.SHAPES["tiny"]["hf"]
+    # The library counts an LM head for the reward model too; the suite does not.
+    assert f["reward"]["library"] == sft
+    assert f["reward"]["model"] == sft - 6 * hf["hidden_size"] * (hf["vocab_size"] - 1)
+
+
+def test_worker_failure_shows_stderr_tail():
+    code = "import sys; print('\\n'.join(f'line {i}' for i in range(100)), file=sys.stderr); sys.exit(3)"
+    with pytest.raises(suite.WorkerError, match=r"exit status 3[\s\S]*line 99") as e:
+        suite.run_process([sys.executable, "-c", code], timeout=60, what="fake")
+    assert "line 0\n" not in str(e.value)  # only the tail
+
+
+def _fake_results(jax_tps: float, jax_rss: int, compiles: int) -> dict:
+    def run(tps, rss, jax=True):
+        r = dict(tokens_per_s=tps, peak_rss_bytes=rss, compile_s=1.0)
+        if jax:
+            return dict(r, compiles=[compiles], cache_size=[1], one_compile=compiles == 1)
+        return dict(r, parity_max_abs=1e-6)
+
+    train = {
+        shape: {
+            task: {
+                "jax": run(jax_tps, jax_rss),
+                "torch": run(1000.0, 2**30, jax=False),
+                "jax:remat": run(2 * jax_tps, jax_rss, True),
+            }
+            for task in ("sft", "dpo")
+        }
+        for shape in ("tiny", "medium")
+    }
+    flops = {s: {"sft": {"model": 3e6}, "dpo": {"model": 4e6}} for s in train}
+    matmul = dict(n=8, xla_flops=1e10, torch_flops=1e10, torch_threads=2)
+    options = suite.parse_options("remat=model.remat=dots")
+    meta = suite.machine_info()
+    meta["load_after"] = meta["load_before"]
+    results = dict(
+        meta=meta,
+        args=dict(repeats=1),
+        matmul=matmul,
+        train=train,
+        flops_per_token=flops,
+        analysis=suite.analyse(train, flops, matmul, options),
+    )
+    return results
+
+
+def test_analysis_and_report():
+    results = _fake_results(jax_tps=1500.0, jax_rss=2**29, compiles=1)
+    a = results["analysis"]
+    assert {(r["shape"], r["task"], r["tokens_per_s"]) for r in a["ratios"]} >= {
+        ("medium", "dpo", 1.5)
+    }
+    assert [c["analytic"] for c in a["cost_ratios"]] == pytest.approx([4 / 3, 4 / 3])
+    assert a["options"][0]["vs_jax"] == 2.0 and a["options"][0]["vs_torch"] == 3.0
+    # medium: tokens/s, RSS, 2 x one compilation, matmul fraction; tiny: no speed or matmul target.
+    assert sum(t["shape"] == "medium" for t in a["targets"]) == 2 * 5
+    assert sum(t["shape"] == "tiny" for t in a["targets"]) == 2 * 3
+    fraction = {t["task"]: t for t in a["targets"] if "matmul" in t["target"]}
+    assert fraction["sft"]["value"] == pytest.approx(1500 * 3e6 / 1e10)
+    assert all(t["passed"] for t in a["targets"] if "matmul" not in t["target"])
+    text = suite.report_text(results)
+    assert "| medium | dpo | 1,500 | 1,000 | **1.50** |" in text
+    assert "PASS  tokens/s >= 1.3x torch" in text and "MISS  >= 50% of XLA matmul" in text
+
+    slow = _fake_results(jax_tps=1200.0, jax_rss=2**31, compiles=2)["analysis"]["targets"]
+    assert not any(t["passed"] for t in slow if t["target"] != ">= 50% of XLA matmul rate")
+
+
+@pytest.mark.slow
+def test_suite_tiny_smoke(tmp_path):
+    """The whole suite on the tiny shape: 8 worker processes, then decode (~2 minutes on 2 CPUs)."""
+    out = tmp_path / "results.json"
+    cmd = [
+        sys.executable,
+        str(ROOT / "bench" / "suite.py"),
+        "--shapes=tiny",
+        "--repeats=1",
+        "--warmup=1",
+        "--steps=1",
+        "--windows=2",
+        "--matmul_n=512",
+        "--decode_new_tokens=8",
+        f"--json={out}",
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    results = json.loads(out.read_text())
+    train = results["train"]["tiny"]
+    assert set(train) == set(train_step.TASKS)
+    for task, by_config in train.items():
+        assert set(by_config) == {"jax", "torch"}, task
+        for fw, r in by_config.items():
+            assert r["tokens_per_s"] > 0 and r["peak_rss_bytes"] > 0, (task, fw)
+        assert by_config["torch"]["parity_max_abs"] <= 1e-4, task
+        assert by_config["jax"]["compiles"] == [1], task
+        assert by_config["jax"]["cache_size"] == [1], task
+    assert results["matmul"]["xla_flops"] > 0 and results["matmul"]["torch_flops"] > 0
+    assert {d["batch"] for d in results["decode"]["results"]} == {1, 16}
+    assert all(d["jax_tok_s"] > 0 and d["torch_tok_s"] > 0 for d in results["decode"]["results"])
+    assert results["meta"]["cpu_count"] and results["meta"]["versions"]["torch"]
+    for line in ("Training step, psycho_jax / PyTorch", "| tiny | dpo_pre |", "Targets"):
+        assert line in proc.stdout, line
