@@ -4,8 +4,10 @@ Each function here equals its plain `jnp` formulation (tests/test_kernels.py hol
 gradients to float32 round-off against it); what differs is the backward pass, written out so that
 XLA gets canonical matrix products over arrays it already holds, instead of what autodiff of the
 plain form produces on CPU: transposes fused with the activation's derivative, the same
-sin/cos recomputed per use, and a vmapped attention with a copy per head group. On a 2-core CPU
-the three together take a small SFT step from 3.5 s to (see bench/RESULTS.md).
+sin/cos recomputed per use, and a vmapped attention with a copy per head group. Profiles of a
+small SFT step on a 2-core CPU show them removing most of the transposes and the attention's
+copies; the step stays bound by its matrix products (bench/RESULTS.md has the measured effect,
+`--options=xla_attention=model.attention=xla` in bench/suite.py).
 
 Einsum letters as in `psycho_jax.model`: B batch, T queries, S keys, N query heads, K kv heads,
 G = N / K, H head dim, D model dim, F MLP dim.
