@@ -342,11 +342,6 @@ def rope_frequencies(cfg: LlamaConfig) -> Array:
     return jnp.where(medium, smoothed, scaled)
 
 
-def apply_rope(x: Array, positions: Array, inv_freq: Array) -> Array:
-    """Rotary embedding in HF's rotate-half layout. x [B,T,N,H], positions [B,T] -> [B,T,N,H]."""
-    return kernels.rope(x, *kernels.rope_tables(positions, inv_freq))
-
-
 def resolve_attention(impl: str, cached: bool) -> str:
     """The implementation "auto" stands for: "custom" on CPU without a KV cache, else "xla"."""
     if impl != "auto":
