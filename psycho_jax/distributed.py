@@ -54,6 +54,13 @@ def _explicit_cluster() -> dict[str, object]:
     return dict(coordinator_address=values[COORDINATOR], num_processes=num, process_id=pid)
 
 
+def _wanted(enabled: bool | None, explicit: dict[str, object]) -> bool:
+    """Whether the process joins a multi-host run: the flag, else the environment."""
+    if enabled is not None:
+        return enabled
+    return os.environ.get(ENABLE, "").strip().lower() in _TRUE or bool(explicit)
+
+
 def maybe_initialize(enabled: bool | None = None) -> bool:
     """Joins the multi-host runtime when asked to; returns whether it is initialised.
 
@@ -73,9 +80,7 @@ def maybe_initialize(enabled: bool | None = None) -> bool:
     if enabled is False:
         return False
     explicit = _explicit_cluster()
-    if enabled is None:
-        enabled = os.environ.get(ENABLE, "").strip().lower() in _TRUE or bool(explicit)
-    if not enabled:
+    if not _wanted(enabled, explicit):
         return False
     # None (the default of older JAX releases) leaves CPU processes without cross-process
     # collectives; JAX 0.10 defaults to gloo, and an explicit choice (mpi) is kept.
@@ -110,7 +115,9 @@ def _batch_sizes(config: Any) -> list[int]:
     return sizes
 
 
-def use_cpu_cores(config: Any = None, cores: int | None = None) -> int:
+def use_cpu_cores(
+    config: Any = None, cores: int | None = None, distributed: bool | None = None
+) -> int:
     """One JAX CPU device per core, set before JAX starts: the CPU fast path.
 
     XLA:CPU runs one device's program on a shared thread pool, and on a few cores much of a
@@ -126,6 +133,8 @@ def use_cpu_cores(config: Any = None, cores: int | None = None) -> int:
         `cores` that divides every batch and micro-batch size in the config. The environment
         variable `PSYCHO_JAX_CPU_DEVICES` overrides it.
       cores: default: the cores this process may run on.
+      distributed: the `maybe_initialize` argument: a multi-process run keeps JAX's device count
+        (its launcher placed one process per device already).
     Returns:
       The CPU device count set, or 0 when left alone: a setting of 0 or 1, a count chosen
       already (`jax_num_cpu_devices`, `--xla_force_host_platform_device_count` in `XLA_FLAGS`),
@@ -139,6 +148,7 @@ def use_cpu_cores(config: Any = None, cores: int | None = None) -> int:
     platforms = os.environ.get("JAX_PLATFORMS", "")
     if (
         setting in ("0", "")
+        or _wanted(distributed, _explicit_cluster())
         or jax.config.jax_num_cpu_devices != -1
         or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
         or (platforms and "cpu" not in platforms.split(","))

@@ -154,7 +154,7 @@ def main(argv):
     if flags.FLAGS.dry_run and "task" in flags.FLAGS.config:  # a training plan on one machine
         _fake_devices(flags.FLAGS.config, flags.FLAGS.fake_devices)
     else:
-        distributed.use_cpu_cores(flags.FLAGS.config)
+        distributed.use_cpu_cores(flags.FLAGS.config, distributed=flags.FLAGS.distributed)
     distributed.maybe_initialize(flags.FLAGS.distributed)
     logging.set_verbosity(logging.INFO)
     metrics_writer.quiet_library_logs()

@@ -119,7 +119,7 @@ def run_pipeline(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> d
 
 def main(argv):
     del argv
-    distributed.use_cpu_cores(flags.FLAGS.config)
+    distributed.use_cpu_cores(flags.FLAGS.config, distributed=flags.FLAGS.distributed)
     distributed.maybe_initialize(flags.FLAGS.distributed)
     logging.set_verbosity(logging.INFO)
     metrics_writer.quiet_library_logs()

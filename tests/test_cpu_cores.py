@@ -49,6 +49,7 @@ def test_explicit_settings_win():
     assert _run(env={distributed.CPU_DEVICES: "0"}) == (0, 1)  # environment over config
     flags = {"XLA_FLAGS": "--xla_force_host_platform_device_count=5"}
     assert _run(env=flags) == (0, 5)  # a count the user chose already
+    assert _run(env={distributed.ENABLE: "1"}) == (0, 1)  # multi-process: one device per process
 
 
 def test_pipeline_config_batches_are_all_counted():
