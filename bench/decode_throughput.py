@@ -47,18 +47,10 @@ from shapes import SHAPES  # noqa: E402
 
 PAD = 0
 
-# Sizes as transformers LlamaConfig fields. tiny: `psycho_jax.config.use_tiny_model` with the sample
-# tokenizer's 2,048 ids; small: ~57M parameters, a 32k vocabulary.
+# Sizes as transformers LlamaConfig fields. tiny: the suite's tiny shape (`use_tiny_model` with the
+# sample tokenizer's 2,048 ids); small: ~57M parameters, a 32k vocabulary.
 SIZES = {
-    "tiny": dict(
-        vocab_size=2048,
-        hidden_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=32,
-        intermediate_size=384,
-    ),
+    "tiny": dict(SHAPES["tiny"]["hf"]),
     "small": dict(
         vocab_size=32000,
         hidden_size=512,
