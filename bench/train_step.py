@@ -124,13 +124,17 @@ def prepare(model_dir: str, shape: str, seed: int = 0) -> None:
     out = pathlib.Path(model_dir)
     lm = Llama(cfg, rngs=nnx.Rngs(seed))
     rm = RewardModel(cfg, num_labels=1, rngs=nnx.Rngs(seed + 1))
-    ids = {k: hf_config(shape).to_dict()[k] for k in ("pad_token_id", "bos_token_id", "eos_token_id")}
+    ids = {
+        k: hf_config(shape).to_dict()[k] for k in ("pad_token_id", "bos_token_id", "eos_token_id")
+    }
     hf.save_llama(lm, out / "causal", **ids)
     hf.save_llama(rm, out / "reward", **ids)
     tokens = make_batch("sft", shape, seed=123)["tokens"][:2]
     logits = jax.jit(lambda m, x: m(x)[0])(lm, jnp.asarray(tokens))
     rewards = jax.jit(lambda m, x: m(x))(rm, jnp.asarray(tokens))
-    np.savez(out / "parity.npz", tokens=tokens, logits=np.asarray(logits), rewards=np.asarray(rewards))
+    np.savez(
+        out / "parity.npz", tokens=tokens, logits=np.asarray(logits), rewards=np.asarray(rewards)
+    )
 
 
 def jax_config(task: str, shape: str, model_dir: str, overrides: list[str]):
@@ -186,7 +190,9 @@ def run_jax(args) -> dict:
     graphdef, params, rest = nnx.split(model, trainable_filter(model), ...)
     reference = None
     if task.needs_reference:  # a separate copy: the state's buffers are donated
-        reference = nnx.split(train.build_model(c, task, vocab, mesh, c.init_from), nnx.Param, ...)[1]
+        reference = nnx.split(train.build_model(c, task, vocab, mesh, c.init_from), nnx.Param, ...)[
+            1
+        ]
     tx, state = train.init_train_state(c, params, rest, mesh)
     step_fn = train.jit_train_step(c, graphdef, task, tx, state, reference)
     batches = [
@@ -245,14 +251,18 @@ def run_torch(args) -> dict:
         want = parity["logits"]
     err = float(np.max(np.abs(got - want)))
     if not err <= PARITY_ATOL:
-        raise SystemExit(f"parity check failed: max |torch - psycho_jax| = {err:.3g} > {PARITY_ATOL}")
+        raise SystemExit(
+            f"parity check failed: max |torch - psycho_jax| = {err:.3g} > {PARITY_ATOL}"
+        )
     ref_model = None
     if args.task == "dpo":
         ref_model = transformers.LlamaForCausalLM.from_pretrained(d / "causal", **kw).eval()
         ref_model.requires_grad_(False)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=LR, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0, fused=True)
+    opt = torch.optim.AdamW(
+        params, lr=LR, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0, fused=True
+    )
 
     def to_torch(batch):
         out = {k: torch.from_numpy(v) for k, v in batch.items()}
@@ -270,7 +280,9 @@ def run_torch(args) -> dict:
     def loss_fn(b):
         if args.task == "sft":
             labels = b["tokens"].masked_fill(b["loss_mask"] == 0, -100)
-            return model(input_ids=b["tokens"], attention_mask=b["attention_mask"], labels=labels).loss
+            return model(
+                input_ids=b["tokens"], attention_mask=b["attention_mask"], labels=labels
+            ).loss
         if args.task == "reward":
             r = model(input_ids=b["tokens"], attention_mask=b["attention_mask"]).logits.view(-1, 2)
             return -torch.nn.functional.logsigmoid(r[:, 0] - r[:, 1]).mean()

@@ -152,7 +152,7 @@ def use_cpu_cores(
         or jax.config.jax_num_cpu_devices != -1
         or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
         or (platforms and "cpu" not in platforms.split(","))
-        or xla_bridge.backends_are_initialized()
+        or getattr(xla_bridge, "backends_are_initialized", lambda: False)()  # private in JAX
     ):
         return 0
     if setting != "auto":

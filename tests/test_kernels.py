@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from psycho_jax import kernels
-from psycho_jax.model import attention, rope_frequencies, LlamaConfig
+from psycho_jax.model import LlamaConfig, attention, rope_frequencies
 
 RTOL, ATOL = 1e-5, 1e-5  # float32, values and gradients
 
@@ -62,7 +61,9 @@ def test_rope_matches_autodiff_and_numpy():
     x64, p64 = np.asarray(x, np.float64), np.asarray(positions, np.float64)
     ang = p64[:, :, None, None] * np.asarray(inv_freq, np.float64)
     x1, x2 = x64[..., :4], x64[..., 4:]
-    ref = np.concatenate([x1 * np.cos(ang) - x2 * np.sin(ang), x2 * np.cos(ang) + x1 * np.sin(ang)], -1)
+    ref = np.concatenate(
+        [x1 * np.cos(ang) - x2 * np.sin(ang), x2 * np.cos(ang) + x1 * np.sin(ang)], -1
+    )
     np.testing.assert_allclose(np.asarray(kernels.rope(x, *tables)), ref, atol=1e-5)
 
 
@@ -97,9 +98,7 @@ def test_attention_matches_autodiff(n, k):
 def test_bfloat16_kernels_stay_close_to_float32():
     rng = np.random.default_rng(3)
     b, t, n, k, h = 2, 16, 4, 2, 16
-    q, kk, v = (
-        jnp.asarray(rng.standard_normal((b, t, m, h)), jnp.float32) for m in (n, k, k)
-    )
+    q, kk, v = (jnp.asarray(rng.standard_normal((b, t, m, h)), jnp.float32) for m in (n, k, k))
     mask = _masks(b, t, rng)
     f32 = kernels.attention(q, kk, v, mask)
     bf16 = kernels.attention(*(a.astype(jnp.bfloat16) for a in (q, kk, v)), mask)
@@ -110,8 +109,13 @@ def test_bfloat16_kernels_stay_close_to_float32():
     )(q.astype(jnp.bfloat16))
     assert grads.dtype == jnp.bfloat16 and bool(jnp.all(jnp.isfinite(grads)))
     x = jnp.asarray(rng.standard_normal((2, 4, 16)), jnp.bfloat16)
-    w = [jnp.asarray(rng.standard_normal(s) * 0.2, jnp.float32) for s in ((16, 32), (16, 32), (32, 16))]
-    g = jax.grad(lambda *a: jnp.sum(kernels.gated_mlp(*a).astype(jnp.float32)), argnums=(0, 1))(x, *w)
+    w = [
+        jnp.asarray(rng.standard_normal(s) * 0.2, jnp.float32)
+        for s in ((16, 32), (16, 32), (32, 16))
+    ]
+    g = jax.grad(lambda *a: jnp.sum(kernels.gated_mlp(*a).astype(jnp.float32)), argnums=(0, 1))(
+        x, *w
+    )
     assert g[0].dtype == jnp.bfloat16 and g[1].dtype == jnp.float32  # weight grads in param dtype
     np.testing.assert_allclose(
         np.asarray(kernels.gated_mlp(x, *w), np.float32),
