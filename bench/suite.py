@@ -323,46 +323,31 @@ def analyse(
                         one_compile=v["one_compile"],
                     )
                 )
-            if shape in SPEEDUP_SHAPES:
+
+            def target(name, value, passed, label=task, shape=shape) -> None:
                 targets.append(
-                    dict(
-                        target=f"tokens/s >= {SPEEDUP}x torch",
-                        shape=shape,
-                        task=task,
-                        value=r["tokens_per_s"],
-                        passed=r["tokens_per_s"] >= SPEEDUP,
-                    )
+                    dict(target=name, shape=shape, task=label, value=value, passed=passed)
+                )
+
+            if shape in SPEEDUP_SHAPES:
+                target(
+                    f"tokens/s >= {SPEEDUP}x torch", r["tokens_per_s"], r["tokens_per_s"] >= SPEEDUP
                 )
             if shape in RSS_SHAPES:
-                targets.append(
-                    dict(
-                        target="peak RSS <= torch",
-                        shape=shape,
-                        task=task,
-                        value=r["peak_rss"],
-                        passed=r["peak_rss"] <= 1.0,
-                    )
-                )
+                target("peak RSS <= torch", r["peak_rss"], r["peak_rss"] <= 1.0)
             for name in ["jax"] + [o.name for o in options]:
                 c = by_config[name]
-                targets.append(
-                    dict(
-                        target="exactly one compilation",
-                        shape=shape,
-                        task=task if name == "jax" else f"{task} {name}",
-                        value=max(max(c["compiles"]), max(c["cache_size"])),
-                        passed=c["one_compile"],
-                    )
+                target(
+                    "exactly one compilation",
+                    max(max(c["compiles"]), max(c["cache_size"])),
+                    c["one_compile"],
+                    task if name == "jax" else f"{task} {name}",
                 )
             if shape in MATMUL_SHAPES:
-                targets.append(
-                    dict(
-                        target=f">= {MATMUL_FRACTION:.0%} of XLA matmul rate",
-                        shape=shape,
-                        task=task,
-                        value=fraction["jax"],
-                        passed=fraction["jax"] >= MATMUL_FRACTION,
-                    )
+                target(
+                    f">= {MATMUL_FRACTION:.0%} of XLA matmul rate",
+                    fraction["jax"],
+                    fraction["jax"] >= MATMUL_FRACTION,
                 )
         if "sft" in by_task:
             for task in by_task:
