@@ -6,6 +6,8 @@ keys directly and never supplies a default of its own.
 
 from __future__ import annotations
 
+from typing import Any
+
 import ml_collections
 
 from psycho_jax import sharding
@@ -38,6 +40,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.attention = "auto"  # auto | xla | custom | einsum (psycho_jax.model.LlamaConfig)
     c.model.remat = "none"
     c.model.scan_layers = False
+    c.model.head_chunk = 128  # positions per row per output-projection chunk; 0: full logits
     # A previous stage's workdir (its final checkpoint) or a Hugging Face directory; "" = random init.
     c.init_from = ""
     c.tokenizer = (
@@ -286,6 +289,14 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> No
             )
 
 
+NUMERICS = ("dtype", "param_dtype", "attention", "remat", "scan_layers", "head_chunk")
+
+
+def numerics(c: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The LlamaConfig fields a run sets on any model it builds or loads (`c.model.<field>`)."""
+    return {k: c.model[k] for k in NUMERICS}
+
+
 def llama_config(c: ml_collections.ConfigDict, vocab_size: int) -> LlamaConfig:
     """The LlamaConfig for a random-init run: the preset with the config's overrides."""
     m = c.model
@@ -293,11 +304,7 @@ def llama_config(c: ml_collections.ConfigDict, vocab_size: int) -> LlamaConfig:
     return LlamaConfig.preset(
         m.preset,
         vocab_size=m.vocab_size or vocab_size,
-        dtype=m.dtype,
-        param_dtype=m.param_dtype,
-        attention=m.attention,
-        remat=m.remat,
-        scan_layers=m.scan_layers,
+        **numerics(c),
         **lora_fields(c),
         **{k: v for k, v in sizes.items() if v},
     )

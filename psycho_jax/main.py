@@ -21,6 +21,7 @@ from absl import app, flags, logging
 from flax import nnx
 from ml_collections import config_flags
 
+from psycho_jax import config as config_lib
 from psycho_jax import distributed, hf, metrics_writer, sharding
 from psycho_jax.model import Llama, LlamaConfig
 
@@ -52,15 +53,7 @@ def define_flags() -> None:
 
 def model_config(config: ml_collections.ConfigDict) -> LlamaConfig:
     """The LlamaConfig a run config names (preset plus the numerics fields)."""
-    m = config.model
-    return LlamaConfig.preset(
-        m.preset,
-        dtype=m.dtype,
-        param_dtype=m.param_dtype,
-        attention=m.attention,
-        remat=m.remat,
-        scan_layers=m.scan_layers,
-    )
+    return LlamaConfig.preset(config.model.preset, **config_lib.numerics(config))
 
 
 def run_model_demo(config: ml_collections.ConfigDict, dry_run: bool = False) -> dict:
@@ -77,6 +70,7 @@ def run_model_demo(config: ml_collections.ConfigDict, dry_run: bool = False) -> 
             attention=m.attention,
             remat=m.remat,
             scan_layers=m.scan_layers,
+            head_chunk=m.head_chunk,
         )
         cfg = model.config
     else:

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from psycho_jax import kernels
+from psycho_jax import kernels, losses
 
 Array = jax.Array
 Cache = dict[str, Array]
@@ -79,6 +79,9 @@ class LlamaConfig:
       remat: "none", "full" (recompute each block) or "dots" (save matmul outputs, recompute the
         rest).
       scan_layers: apply the layers with `jax.lax.scan` (one compiled block) instead of a Python loop.
+      head_chunk: training log-probs (`Llama.target_logprobs`) apply the output projection to this
+        many positions per row at a time and only to target positions (`kernels.target_logprobs`:
+        no [B,T,V] logits in memory, prompt tokens skipped); 0 materialises the full logits.
       initializer_range: stddev of the normal initialiser (HF's default 0.02).
       lora_rank: R of the LoRA adapters; 0 = no adapters.
       lora_alpha: LoRA scale numerator: the update is (lora_alpha / lora_rank) * A @ B.
@@ -102,6 +105,7 @@ class LlamaConfig:
     attention: Literal["auto", "xla", "custom", "einsum"] = "auto"
     remat: Literal["none", "full", "dots"] = "none"
     scan_layers: bool = False
+    head_chunk: int = 128
     initializer_range: float = 0.02
     lora_rank: int = 0
     lora_alpha: float = 16.0
@@ -136,6 +140,8 @@ class LlamaConfig:
         for name in ("param_dtype", "dtype"):
             if getattr(self, name) not in ("float32", "bfloat16", "float16"):
                 errors.append(f"{name}={getattr(self, name)!r}: use float32, bfloat16 or float16")
+        if self.head_chunk < 0:
+            errors.append(f"head_chunk={self.head_chunk} must be >= 0 (0: full logits)")
         if self.lora_rank < 0:
             errors.append(f"lora_rank={self.lora_rank} must be >= 0 (0: no adapters)")
         if self.lora_rank and self.lora_alpha <= 0:
@@ -643,6 +649,27 @@ class Llama(nnx.Module):
             self.lm_head[...].astype(dt),
             preferred_element_type=jnp.float32,
         )
+
+    def target_logprobs(self, tokens: Array, loss_mask: Array, **kwargs: Any) -> Array:
+        """log p(tokens[t] | tokens[:t]) where `loss_mask[t]`, else 0: [B,T] float32 (position 0
+        is never a target). Equals `losses.token_logprobs` of the logits masked by `loss_mask`;
+        with `config.head_chunk` > 0 computed by `kernels.target_logprobs` (chunked, target
+        positions only). `kwargs` as `Transformer.__call__` (positions, masks; no cache)."""
+        hidden, _ = self.model(tokens, **kwargs)
+        mask = loss_mask.astype(jnp.bool_)
+        if not self.config.head_chunk:
+            logp = losses.token_logprobs(self.logits(hidden), tokens)
+            return jnp.where(mask.at[:, 0].set(False), logp, 0.0)
+        # Position t predicts token t + 1: score where the next token is a target.
+        targets = jnp.roll(tokens, -1, axis=-1)
+        predicts = jnp.roll(mask, -1, axis=-1).at[:, -1].set(False)
+        tied = self.config.tie_embeddings
+        w = self.model.embed_tokens[...] if tied else self.lm_head[...]
+        dt = jnp.dtype(self.config.dtype)
+        logp = kernels.target_logprobs(
+            hidden.astype(dt), w, targets, predicts, self.config.head_chunk, vocab_major=tied
+        )
+        return jnp.pad(logp[:, :-1], ((0, 0), (1, 0)))
 
     def init_cache(self, batch_size: int, max_len: int, dtype: str | None = None) -> Cache:
         return init_cache(self.config, batch_size, max_len, dtype)

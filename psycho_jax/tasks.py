@@ -56,14 +56,26 @@ def _model_inputs(batch: Batch) -> dict[str, Array]:
     return {k: batch[k] for k in MODEL_KEYS[1:] if k in batch}
 
 
+def target_logprobs(model: nnx.Module, batch: Batch) -> tuple[Array, Array]:
+    """Per-token log-probs of the `loss_mask` targets ([B,T], 0 elsewhere and at position 0) and
+    the target count per row ([B]): `Llama.target_logprobs` (chunked output projection, targets
+    only), or the logits of any other causal LM."""
+    mask = batch["loss_mask"].at[:, 0].set(0).astype(jnp.bool_)
+    if hasattr(model, "target_logprobs"):
+        logp = model.target_logprobs(batch["tokens"], mask, **_model_inputs(batch))
+    else:
+        logits, _ = model(batch["tokens"], **_model_inputs(batch))
+        logp = jnp.where(mask, losses.token_logprobs(logits, batch["tokens"]), 0.0)
+    return logp, jnp.sum(mask, axis=-1, dtype=jnp.float32)
+
+
 def sequence_logps(model: nnx.Module, batch: Batch) -> tuple[Array, Array]:
     """Summed reply log-probs and reply token counts of a preference batch. -> ([B,2], [B,2])."""
     flat = _flatten_pairs(batch)
-    logits, _ = model(flat["tokens"], **_model_inputs(flat))
-    loss_mask = batch["loss_mask"].reshape(flat["tokens"].shape)
-    logps, counts = losses.sequence_logprobs(logits, flat["tokens"], loss_mask)
+    flat["loss_mask"] = batch["loss_mask"].reshape(flat["tokens"].shape)
+    logps, counts = target_logprobs(model, flat)
     b = batch["tokens"].shape[0]
-    return logps.reshape(b, 2), counts.reshape(b, 2)
+    return jnp.sum(logps, axis=-1).reshape(b, 2), counts.reshape(b, 2)
 
 
 def _mean_contribution(metrics: Metrics, n_local: int, n_global: Array) -> Metrics:
@@ -96,12 +108,9 @@ def _sft_denominator(batch: Batch) -> Array:
 
 def _sft_loss(model, batch: Batch, denominator: Array, reference=None) -> tuple[Array, Metrics]:
     del reference
-    logits, _ = model(batch["tokens"], **_model_inputs(batch))
-    loss, metrics = losses.sft_loss(logits, batch["tokens"], batch["loss_mask"], denominator)
-    return loss, {
-        "loss": loss,
-        "num_tokens": jnp.sum(batch["loss_mask"][..., 1:]).astype(jnp.float32),
-    }
+    logp, counts = target_logprobs(model, batch)
+    loss = -jnp.sum(logp) / denominator
+    return loss, {"loss": loss, "num_tokens": jnp.sum(counts)}
 
 
 # ----------------------------------------------------------------------------- reward model

@@ -229,13 +229,7 @@ def build_model(
     (a LoRA stage) is merged into its base first.
     """
     rules = tuple(tuple(r) for r in c.sharding_rules)
-    numerics = dict(
-        dtype=c.model.dtype,
-        param_dtype=c.model.param_dtype,
-        attention=c.model.attention,
-        remat=c.model.remat,
-        scan_layers=c.model.scan_layers,
-    )
+    numerics = config_lib.numerics(c)
     lora = config_lib.lora_fields(c)
     if init_from:
         source = lora_lib.merge(ckpt_lib.load_model(init_from, mesh=mesh, rules=rules, **numerics))

@@ -160,3 +160,93 @@ def test_attention_backward_does_not_hold_probabilities_per_layer():
     }
     assert per_layer["custom"] < 0.5, per_layer
     assert per_layer["einsum"] > 1.0, per_layer  # the yardstick: autodiff does hold them
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 64])
+@pytest.mark.parametrize("vocab_major", [False, True])
+def test_target_logprobs_matches_log_softmax(chunk, vocab_major):
+    """Chunked output projection + log-probs: values and gradients equal autodiff of the full
+    log-softmax, with rows of no targets, targets anywhere in a row, and out-of-vocab ids (padding)
+    at masked positions."""
+    rng = np.random.default_rng(4)
+    b, t, d, v = 3, 11, 16, 37
+    h = jnp.asarray(rng.standard_normal((b, t, d)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((d, v)) * 0.3, jnp.float32)
+    targets = jnp.asarray(rng.integers(0, v, (b, t)), jnp.int32)
+    mask = jnp.asarray(rng.random((b, t)) < 0.6).at[2].set(False)
+    targets = jnp.where(mask, targets, v + 5)  # ids no row may read where masked
+    ct = jnp.asarray(rng.standard_normal((b, t)), jnp.float32)
+    w_in = w.T if vocab_major else w
+
+    def plain(h, w_in):
+        logp = jax.nn.log_softmax(h @ (w_in.T if vocab_major else w_in), axis=-1)
+        picked = jnp.take_along_axis(logp, jnp.minimum(targets, v - 1)[..., None], -1)[..., 0]
+        return jnp.where(mask, picked, 0.0)
+
+    def chunked(h, w_in):
+        return kernels.target_logprobs(h, w_in, targets, mask, chunk, vocab_major)
+
+    got = _value_and_grads(chunked, (h, w_in), ct, (0, 1))
+    want = _value_and_grads(plain, (h, w_in), ct, (0, 1))
+    _close(got, want)
+    assert np.all(np.asarray(chunked(h, w_in))[2] == 0.0)
+
+
+def test_target_logprobs_skips_chunks_without_targets():
+    """Targets move to the front of each row and chunks without a target are never computed: NaN
+    hidden states at every non-target position leave values and gradients finite when those
+    positions fill whole chunks (chunk 16, targets the last quarter of 64 positions); a single
+    chunk of all 64 positions does read them (the yardstick: 0 x NaN in the weight gradient)."""
+    b, t, d, v = 2, 64, 32, 512
+    rng = np.random.default_rng(5)
+    mask = jnp.zeros((b, t), bool).at[:, -t // 4 :].set(True)
+    h = jnp.asarray(rng.standard_normal((b, t, d)), jnp.float32)
+    h = jnp.where(mask[..., None], h, jnp.nan)
+    w = jnp.asarray(rng.standard_normal((d, v)) * 0.1, jnp.float32)
+    targets = jnp.asarray(rng.integers(0, v, (b, t)), jnp.int32)
+
+    def run(chunk):
+        loss = lambda h, w: jnp.sum(kernels.target_logprobs(h, w, targets, mask, chunk))
+        return jax.jit(jax.value_and_grad(loss, (0, 1)))(h, w)
+
+    value, (dh, dw) = run(16)
+    assert np.isfinite(float(value)) and np.all(np.isfinite(np.asarray(dw)))
+    assert np.all(np.asarray(dh)[:, : -t // 4] == 0.0)
+    assert np.all(np.isfinite(np.asarray(dh)))
+    _, (_, dw_one_chunk) = run(64)
+    assert not np.all(np.isfinite(np.asarray(dw_one_chunk)))
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_llama_target_logprobs_chunked_equals_full_logits(tied):
+    """`Llama.target_logprobs` with a chunked head (the training default) equals the full-logits
+    path (`head_chunk=0`, `losses.token_logprobs`), values and parameter gradients, on a padded
+    batch whose loss mask covers each reply."""
+    from flax import nnx
+
+    from psycho_jax.model import Llama
+
+    rng = np.random.default_rng(6)
+    b, t = 3, 12
+    tokens = jnp.asarray(rng.integers(3, 64, (b, t)), jnp.int32)
+    attention_mask = jnp.ones((b, t), jnp.int32).at[1, :3].set(0)  # left padding in row 1
+    loss_mask = jnp.zeros((b, t), jnp.int32).at[:, 7:].set(1).at[2, 4:].set(1)
+    ct = jnp.asarray(rng.standard_normal((b, t)), jnp.float32)
+    results = []
+    for chunk in (0, 3):
+        cfg = LlamaConfig.tiny(vocab_size=64, tie_embeddings=tied, head_chunk=chunk)
+        model = Llama(cfg, rngs=nnx.Rngs(0))
+        graphdef, params = nnx.split(model)
+
+        def loss(params, graphdef=graphdef):
+            m = nnx.merge(graphdef, params)
+            logp = m.target_logprobs(tokens, loss_mask, attention_mask=attention_mask)
+            return jnp.sum(logp * ct), logp
+
+        (value, logp), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+        results.append((value, logp, grads))
+    (v0, lp0, g0), (v1, lp1, g1) = results
+    assert np.all(np.asarray(lp1)[np.asarray(loss_mask) == 0] == 0.0)
+    assert np.all(np.asarray(lp1)[:, 0] == 0.0)
+    _close((v1, lp1), (v0, lp0))
+    _close(jax.tree.leaves(g1), jax.tree.leaves(g0), rtol=1e-4, atol=1e-5)
