@@ -9,8 +9,12 @@ small SFT step on a 2-core CPU show them removing most of the transposes and the
 copies; the step stays bound by its matrix products (bench/RESULTS.md has the measured effect,
 `--options=xla_attention=model.attention=xla` in bench/suite.py).
 
+Two of them are about memory more than speed: `attention` holds no [B,N,T,S] probabilities between
+the passes (it recomputes them, as flash attention does), and `target_logprobs` holds no [B,T,V]
+logits (it applies the output projection chunk by chunk, to target positions only).
+
 Einsum letters as in `psycho_jax.model`: B batch, T queries, S keys, N query heads, K kv heads,
-G = N / K, H head dim, D model dim, F MLP dim.
+G = N / K, H head dim, D model dim, F MLP dim, V vocab, C positions per chunk.
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ Next to it, an analytic estimate:
   activations  per micro-batch row on this device: with full remat, the residual stream saved at each
                layer boundary, L x T x D x bytes(dtype), plus one layer's working set recomputed in the
                backward pass (q, k, v, attention probabilities N x T x T float32, MLP 3 x T x F) and
-               the logits T x V float32 twice (logits and their gradient); without remat every layer's
-               working set is kept.
+               the logits C x V float32 twice (logits and their gradient, C = `model.head_chunk`
+               positions, or T with head_chunk=0); without remat every layer's working set is kept.
 
 The two agree when the compiler does what the model says; the planner prints both and the test checks
 the 8B configs fit their hardware both ways.
@@ -120,7 +120,10 @@ def analytic_activations(c, cfg: LlamaConfig, task: tasks.Task, mesh) -> int:
     tp = mesh.shape["tensor"]
     act = jnp.dtype(cfg.dtype).itemsize
     layer = t * ((n + 2 * k) * h * act / tp + n * t * 4 / tp + 3 * f * act / tp + 4 * d * act)
-    logits = 2 * t * v * 4 / tp if task.name != "reward" else 0
+    # The output projection's logits and their gradient: one chunk of positions at a time
+    # (`kernels.target_logprobs`), or the whole sequence with `head_chunk=0`.
+    head_t = min(cfg.head_chunk, t) if cfg.head_chunk else t
+    logits = 2 * head_t * v * 4 / tp if task.name != "reward" else 0
     kept = L * layer if cfg.remat == "none" else L * t * d * act + layer
     per_row = kept + logits
     return int(rows * per_row)

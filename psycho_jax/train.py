@@ -206,7 +206,22 @@ def jit_train_step(
         in_shardings=(state_shardings, None, ref_shardings),
         out_shardings=(state_shardings, None),
         donate_argnums=0,
+        compiler_options=compiler_options(c),
     )
+
+
+CPU_SCHEDULERS = {
+    "memory": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED",
+    "concurrency": "CPU_SCHEDULER_TYPE_CONCURRENCY_OPTIMIZED",
+}
+
+
+def compiler_options(c: ml_collections.ConfigDict) -> dict[str, str] | None:
+    """XLA options of the train step: `c.cpu_scheduler` ("default": XLA's choice, "memory": order
+    ops for the smallest peak, "concurrency": for the most parallel ops) on the CPU backend."""
+    if c.cpu_scheduler == "default" or jax.default_backend() != "cpu":
+        return None
+    return {"xla_cpu_scheduler_type": CPU_SCHEDULERS[c.cpu_scheduler]}
 
 
 def eval_step(params, rest, batch, reference, *, graphdef, task) -> dict[str, jax.Array]:

@@ -234,6 +234,7 @@ def test_stages_end_to_end(tmp_path):
         (dict(batch_size=8, grad_accum=3), "batch_size=8.*multiple of grad_accum=3"),
         (dict(init_from=""), "dpo.reference_from.*needs a reference"),
         (dict(optim__schedule="step"), "optim.schedule='step'.*cosine, linear, constant"),
+        (dict(cpu_scheduler="fast"), "cpu_scheduler='fast'.*default, memory, concurrency"),
     ],
 )
 def test_bad_config_names_the_key(overrides, message):
@@ -273,3 +274,28 @@ def test_shipped_configs_validate(task, variant):
         c.init_from = "/sft"
     config_lib.validate(c, num_devices=8)
     assert config_lib.llama_config(c, 2048).num_params > 0
+
+
+def test_memory_scheduler_same_step_less_memory(tokenizer):
+    """`cpu_scheduler="memory"` reaches XLA (the compiled reward step's temporaries shrink) and
+    changes only the order of the ops: the step's metrics and parameters are the default's."""
+    c, _ = _case("reward")
+    c.batch_size = 16
+    task = tasks.make_task(c)
+    batch = jax.tree.map(jnp.asarray, _batch(c, tokenizer, task.name))
+    results = {}
+    for scheduler in ("default", "memory"):
+        c.cpu_scheduler = scheduler
+        graphdef, tx, state = _state(c, _model(task, len(tokenizer)))
+        step = train.jit_train_step(c, graphdef, task, tx, state, None)
+        temp = step.lower(state, batch, None).compile().memory_analysis().temp_size_in_bytes
+        new_state, metrics = step(state, batch, None)
+        results[scheduler] = (temp, new_state, {k: float(v) for k, v in metrics.items()})
+    assert train.compiler_options(c) == {"xla_cpu_scheduler_type": train.CPU_SCHEDULERS["memory"]}
+    assert results["memory"][0] < results["default"][0], (
+        results["memory"][0],
+        results["default"][0],
+    )
+    for k, v in results["default"][2].items():
+        np.testing.assert_allclose(results["memory"][2][k], v, rtol=1e-5, atol=1e-6, err_msg=k)
+    _assert_states_close(results["memory"][1], results["default"][1], atol=1e-6)
