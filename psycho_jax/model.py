@@ -656,20 +656,31 @@ class Llama(nnx.Module):
         with `config.head_chunk` > 0 computed by `kernels.target_logprobs` (chunked, target
         positions only). `kwargs` as `Transformer.__call__` (positions, masks; no cache)."""
         hidden, _ = self.model(tokens, **kwargs)
-        mask = loss_mask.astype(jnp.bool_)
+        mask = loss_mask.astype(jnp.bool_).at[:, 0].set(False)
         if not self.config.head_chunk:
-            logp = losses.token_logprobs(self.logits(hidden), tokens)
-            return jnp.where(mask.at[:, 0].set(False), logp, 0.0)
-        # Position t predicts token t + 1: score where the next token is a target.
+            return jnp.where(mask, losses.token_logprobs(self.logits(hidden), tokens), 0.0)
+        logp = kernels.target_logprobs(*self._head_inputs(hidden, tokens, mask))
+        return jnp.pad(logp[:, :-1], ((0, 0), (1, 0)))  # position t-1's prediction is token t's
+
+    def target_logprob_sum(self, tokens: Array, loss_mask: Array, **kwargs: Any) -> Array:
+        """`sum(target_logprobs(...))`, a float32 scalar; with `config.head_chunk` > 0 through
+        `kernels.target_logprob_sum`, whose forward pass already computes the gradients (no logits
+        recomputed: the SFT loss is linear in the log-probs)."""
+        if not self.config.head_chunk:
+            return jnp.sum(self.target_logprobs(tokens, loss_mask, **kwargs))
+        hidden, _ = self.model(tokens, **kwargs)
+        mask = loss_mask.astype(jnp.bool_).at[:, 0].set(False)
+        return kernels.target_logprob_sum(*self._head_inputs(hidden, tokens, mask))
+
+    def _head_inputs(self, hidden: Array, tokens: Array, mask: Array) -> tuple:
+        """`kernels.target_logprobs`' arguments: position t predicts token t + 1, scored where
+        that token is a target."""
         targets = jnp.roll(tokens, -1, axis=-1)
         predicts = jnp.roll(mask, -1, axis=-1).at[:, -1].set(False)
         tied = self.config.tie_embeddings
         w = self.model.embed_tokens[...] if tied else self.lm_head[...]
-        dt = jnp.dtype(self.config.dtype)
-        logp = kernels.target_logprobs(
-            hidden.astype(dt), w, targets, predicts, self.config.head_chunk, vocab_major=tied
-        )
-        return jnp.pad(logp[:, :-1], ((0, 0), (1, 0)))
+        hidden = hidden.astype(jnp.dtype(self.config.dtype))
+        return hidden, w, targets, predicts, self.config.head_chunk, tied
 
     def init_cache(self, batch_size: int, max_len: int, dtype: str | None = None) -> Cache:
         return init_cache(self.config, batch_size, max_len, dtype)

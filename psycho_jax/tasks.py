@@ -108,9 +108,15 @@ def _sft_denominator(batch: Batch) -> Array:
 
 def _sft_loss(model, batch: Batch, denominator: Array, reference=None) -> tuple[Array, Metrics]:
     del reference
-    logp, counts = target_logprobs(model, batch)
-    loss = -jnp.sum(logp) / denominator
-    return loss, {"loss": loss, "num_tokens": jnp.sum(counts)}
+    if hasattr(model, "target_logprob_sum"):  # gradients in the forward pass: no recomputation
+        mask = batch["loss_mask"].at[:, 0].set(0)
+        logp_sum = model.target_logprob_sum(batch["tokens"], mask, **_model_inputs(batch))
+        num_tokens = jnp.sum(mask, dtype=jnp.float32)
+    else:
+        logp, counts = target_logprobs(model, batch)
+        logp_sum, num_tokens = jnp.sum(logp), jnp.sum(counts)
+    loss = -logp_sum / denominator
+    return loss, {"loss": loss, "num_tokens": num_tokens}
 
 
 # ----------------------------------------------------------------------------- reward model

@@ -219,9 +219,9 @@ def test_target_logprobs_skips_chunks_without_targets():
 
 @pytest.mark.parametrize("tied", [False, True])
 def test_llama_target_logprobs_chunked_equals_full_logits(tied):
-    """`Llama.target_logprobs` with a chunked head (the training default) equals the full-logits
-    path (`head_chunk=0`, `losses.token_logprobs`), values and parameter gradients, on a padded
-    batch whose loss mask covers each reply."""
+    """`Llama.target_logprobs` and `target_logprob_sum` with a chunked head (the training default)
+    equal the full-logits path (`head_chunk=0`, `losses.token_logprobs`), values and parameter
+    gradients, on a padded batch whose loss mask covers each reply."""
     from flax import nnx
 
     from psycho_jax.model import Llama
@@ -243,10 +243,42 @@ def test_llama_target_logprobs_chunked_equals_full_logits(tied):
             logp = m.target_logprobs(tokens, loss_mask, attention_mask=attention_mask)
             return jnp.sum(logp * ct), logp
 
+        def total(params, graphdef=graphdef):
+            m = nnx.merge(graphdef, params)
+            return m.target_logprob_sum(tokens, loss_mask, attention_mask=attention_mask)
+
         (value, logp), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
-        results.append((value, logp, grads))
-    (v0, lp0, g0), (v1, lp1, g1) = results
+        results.append((value, logp, grads, jax.jit(jax.value_and_grad(total))(params)))
+    (v0, lp0, g0, s0), (v1, lp1, g1, s1) = results
     assert np.all(np.asarray(lp1)[np.asarray(loss_mask) == 0] == 0.0)
     assert np.all(np.asarray(lp1)[:, 0] == 0.0)
     _close((v1, lp1), (v0, lp0))
     _close(jax.tree.leaves(g1), jax.tree.leaves(g0), rtol=1e-4, atol=1e-5)
+    _close(jax.tree.leaves(s1), jax.tree.leaves(s0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(float(s0[0]), float(jnp.sum(lp0)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("vocab_major", [False, True])
+def test_target_logprob_sum_matches_log_softmax(vocab_major):
+    """The sum with gradients computed in the forward pass equals autodiff of the full
+    log-softmax sum (value, hidden and weight gradients, scaled by an upstream cotangent)."""
+    rng = np.random.default_rng(7)
+    b, t, d, v = 3, 11, 16, 37
+    h = jnp.asarray(rng.standard_normal((b, t, d)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((d, v)) * 0.3, jnp.float32)
+    w_in = w.T if vocab_major else w
+    targets = jnp.asarray(rng.integers(0, v, (b, t)), jnp.int32)
+    mask = jnp.asarray(rng.random((b, t)) < 0.6).at[2].set(False)
+
+    def plain(h, w_in):
+        logp = jax.nn.log_softmax(h @ (w_in.T if vocab_major else w_in), axis=-1)
+        picked = jnp.take_along_axis(logp, targets[..., None], -1)[..., 0]
+        return -2.5 * jnp.sum(jnp.where(mask, picked, 0.0))
+
+    def fused(h, w_in):
+        return -2.5 * kernels.target_logprob_sum(h, w_in, targets, mask, 4, vocab_major)
+
+    got = jax.jit(jax.value_and_grad(fused, (0, 1)))(h, w_in)
+    want = jax.jit(jax.value_and_grad(plain, (0, 1)))(h, w_in)
+    _close(got, want)
+    np.testing.assert_allclose(float(jax.jit(fused)(h, w_in)), float(want[0]), rtol=1e-6)
