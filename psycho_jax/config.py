@@ -127,9 +127,10 @@ def base_config() -> ml_collections.ConfigDict:
     # CPU only: JAX CPU devices, set before JAX starts (`distributed.use_cpu_cores`): -1 one per
     # core (dividing the batch), 0 leave JAX's default (one), or a count.
     c.cpu_devices = -1
-    # CPU only: how XLA orders the train step's ops: "default" (XLA's choice), "memory" (smallest
-    # peak: ~25% less memory for the medium benchmark steps), "concurrency" (most parallel ops).
-    c.cpu_scheduler = "default"
+    # CPU only: how XLA orders the train step's ops: "memory" (smallest peak; on the medium
+    # benchmark reward step 12% less memory and 8% faster than XLA's default), "default" (XLA's
+    # choice: the concurrency-optimised order), "concurrency".
+    c.cpu_scheduler = "memory"
     c.sharding_rules = tuple(sharding.DEFAULT_RULES)
     c.hardware = ""  # what a real-model config is planned for (the --dry_run memory check)
     c.peak_flops_per_device = 0.0  # for MFU; 0: looked up from the device kind when known
