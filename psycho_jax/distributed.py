@@ -95,7 +95,31 @@ def maybe_initialize(enabled: bool | None = None) -> bool:
         jax.device_count(),
         jax.devices()[0].platform,
     )
+    _no_shared_cpu_executables()
     return True
+
+
+def _no_shared_cpu_executables() -> None:
+    """Turns JAX's persistent compilation cache off in a multi-process CPU run.
+
+    JAX lets only process 0 write a cache entry and every process read it. A CPU executable is not
+    portable between the processes of one run (its gloo collectives belong to the process that
+    compiled it): process 1 running process 0's executable fails with "Received data size doesn't
+    match expected size" at the first cross-process collective (jax 0.10.2; reproduced by running
+    tests/test_multihost.py twice with one cache directory). TPU and GPU executables are shared safely.
+    """
+    if (
+        jax.process_count() > 1
+        and jax.devices()[0].platform == "cpu"
+        and jax.config.jax_enable_compilation_cache
+        and jax.config.jax_compilation_cache_dir
+    ):
+        jax.config.update("jax_enable_compilation_cache", False)
+        logging.warning(
+            "distributed: persistent compilation cache %s turned off: CPU executables are not "
+            "portable between the processes of a multi-process run",
+            jax.config.jax_compilation_cache_dir,
+        )
 
 
 # ----------------------------------------------------------------------------- CPU cores

@@ -36,6 +36,8 @@ def main(config_json: str, workdir: str, local_devices: str = "4") -> None:
 
     assert distributed.maybe_initialize(), "PSYCHO_JAX_* variables unset"
     assert distributed.maybe_initialize()  # idempotent
+    # Process 0's cached CPU executables break process 1's collectives: the cache must be off.
+    assert not (cache and jax.config.jax_enable_compilation_cache)
 
     import ml_collections
     from absl import logging
