@@ -106,7 +106,8 @@ def _no_shared_cpu_executables() -> None:
     portable between the processes of one run (its gloo collectives belong to the process that
     compiled it): process 1 running process 0's executable fails with "Received data size doesn't
     match expected size" at the first cross-process collective (jax 0.10.2; reproduced by running
-    tests/test_multihost.py twice with one cache directory). TPU and GPU executables are shared safely.
+    tests/test_multihost.py twice with one cache directory). On TPU and GPU the cache is left on: JAX
+    shares executables between processes there by design (not exercised here: no accelerator).
     """
     if (
         jax.process_count() > 1
