@@ -22,8 +22,13 @@ the target is exactly one of each).
 (`remat=model.remat=dots`, `scan=model.scan_layers=True`, `einsum=model.attention=einsum`), each
 reported against the default JAX configuration and against torch. Without it only the baseline runs.
 
+`--precision=bfloat16` times mixed-precision training instead of float32: psycho_jax with
+`model.dtype=bfloat16` against the same PyTorch loop under `torch.autocast("cpu", torch.bfloat16)`
+(float32 weights and AdamW in both; the parity check before timing stays float32).
+
 Matrix multiply: XLA (`jax.jit(jnp.dot)`) and torch (`torch.matmul`, `--torch_threads` threads, default
-one per CPU) on `--matmul_n`³ float32, median of `--matmul_repeats` calls each, measured in this run.
+one per CPU) on `--matmul_n`³ operands in `--precision` (float32 accumulation), median of
+`--matmul_repeats` calls each, measured in this run.
 A step's achieved FLOP/s is tokens/s x its model FLOPs per token (`psycho_jax.train.
 model_flops_per_token`, except that a reward model has no LM head: see `flops_per_token`), reported as a
 fraction of its own framework's matmul rate. Cost ratios: seconds per token of dpo, dpo_pre and reward
@@ -171,7 +176,7 @@ def run_train_worker(
         f"--model_dir={model_dir}",
         f"--json={out}",
     ]
-    for flag in ("warmup", "steps", "windows", "torch_threads"):
+    for flag in ("warmup", "steps", "windows", "torch_threads", "precision"):
         if getattr(args, flag) is not None:
             cmd.append(f"--{flag}={getattr(args, flag)}")
     cmd += [f"--set={o}" for o in config.overrides]
@@ -229,9 +234,12 @@ def flops_per_token(shape: str, task: str, model_dir: str) -> dict[str, float]:
     return dict(library=library, model=model)
 
 
-def measure_matmul(n: int, repeats: int, torch_threads: int) -> dict[str, Any]:
-    """XLA's and torch's float32 [n,n]@[n,n] rate (FLOP/s), median of `repeats` calls each,
-    the two interleaved."""
+def measure_matmul(
+    n: int, repeats: int, torch_threads: int, precision: str = "float32"
+) -> dict[str, Any]:
+    """XLA's and torch's [n,n]@[n,n] rate (FLOP/s) in `precision`, median of `repeats` calls each,
+    the two interleaved. bfloat16: operands in bfloat16, accumulated in float32 (XLA's result
+    float32, torch's bfloat16, as each framework's mixed-precision training step computes)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -240,9 +248,9 @@ def measure_matmul(n: int, repeats: int, torch_threads: int) -> dict[str, Any]:
     torch.set_num_threads(torch_threads)
     rng = np.random.default_rng(0)
     a_np, b_np = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
-    a_jx, b_jx = jnp.asarray(a_np), jnp.asarray(b_np)
-    a_pt, b_pt = torch.from_numpy(a_np), torch.from_numpy(b_np)
-    dot = jax.jit(jnp.dot)
+    a_jx, b_jx = jnp.asarray(a_np, precision), jnp.asarray(b_np, precision)
+    a_pt, b_pt = (torch.from_numpy(x).to(getattr(torch, precision)) for x in (a_np, b_np))
+    dot = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
 
     def time_jax() -> float:
         t0 = time.perf_counter()
@@ -262,7 +270,7 @@ def measure_matmul(n: int, repeats: int, torch_threads: int) -> dict[str, Any]:
     flop = 2.0 * n**3
     return dict(
         n=n,
-        dtype="float32",
+        dtype=precision,
         xla_flops=flop / statistics.median(jax_s),
         torch_flops=flop / statistics.median(torch_s),
         xla_times_s=jax_s,
@@ -386,11 +394,11 @@ def report_text(results: dict[str, Any]) -> str:
         f"{m['versions']['torch']}, transformers {m['versions']['transformers']}, trl "
         f"{m['versions']['trl']}; commit {m['git_commit']}; load {m['load_before'][0]:.1f} before, "
         f"{m['load_after'][0]:.1f} after",
-        f"matmul {mm['n']}^3 float32: XLA {mm['xla_flops'] / 1e9:.1f} GFLOP/s, torch "
+        f"matmul {mm['n']}^3 {mm.get('dtype', 'float32')}: XLA {mm['xla_flops'] / 1e9:.1f} GFLOP/s, torch "
         f"{mm['torch_flops'] / 1e9:.1f} GFLOP/s ({mm['torch_threads']} threads)",
         "",
-        f"Training step, psycho_jax / PyTorch (median of {results['args']['repeats']} runs; "
-        "peak RSS: the largest)",
+        f"Training step, psycho_jax / PyTorch, {results['args'].get('precision', 'float32')} "
+        f"(median of {results['args']['repeats']} runs; peak RSS: the largest)",
     ]
     train = results["train"]
     rows = []
@@ -605,8 +613,8 @@ def run_suite(args: argparse.Namespace, results: dict[str, Any], workdir: str) -
 
     timing = results["timing_s"] = {}
     t0 = time.perf_counter()
-    print(f"matmul {args.matmul_n}^3 float32 ...", flush=True)
-    results["matmul"] = measure_matmul(args.matmul_n, args.matmul_repeats, threads)
+    print(f"matmul {args.matmul_n}^3 {args.precision} ...", flush=True)
+    results["matmul"] = measure_matmul(args.matmul_n, args.matmul_repeats, threads, args.precision)
     timing["matmul"] = time.perf_counter() - t0
     results["flops_per_token"] = {}
     results["train"] = {}
@@ -670,6 +678,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="train_step.py's, if given")
     parser.add_argument("--windows", type=int, default=None, help="train_step.py's, if given")
     parser.add_argument("--torch_threads", type=int, default=None, help="default: CPU count")
+    parser.add_argument(
+        "--precision",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="training compute dtype (bench/train_step.py): bfloat16 = psycho_jax "
+        "model.dtype=bfloat16 against torch CPU autocast; weights and optimizer stay float32",
+    )
     parser.add_argument("--matmul_n", type=int, default=2048)
     parser.add_argument("--matmul_repeats", type=int, default=7)
     parser.add_argument("--skip_decode", action="store_true")

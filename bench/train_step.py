@@ -168,7 +168,8 @@ def jax_config(task: str, shape: str, model_dir: str, overrides: list[str]):
 def run_jax(args) -> dict:
     from psycho_jax import distributed
 
-    c = jax_config(args.task, args.shape, args.model_dir, args.set)
+    overrides = (["model.dtype=bfloat16"] if args.precision == "bfloat16" else []) + args.set
+    c = jax_config(args.task, args.shape, args.model_dir, overrides)
     distributed.use_cpu_cores(c)  # as `python -m psycho_jax.main` does, before JAX starts
 
     import jax
@@ -296,11 +297,15 @@ def run_torch(args) -> dict:
         return -torch.nn.functional.logsigmoid(logits).mean()
 
     state = {"i": 0, "loss": None}
+    # bfloat16: mixed precision as a PyTorch user gets it (float32 weights and optimizer, matrix
+    # products in bfloat16 under CPU autocast), the counterpart of psycho_jax's model.dtype=bfloat16.
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bfloat16")
 
     def run(n: int) -> None:
         for _ in range(n):
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(batches[state["i"] % len(batches)])
+            with autocast:
+                loss = loss_fn(batches[state["i"] % len(batches)])
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
@@ -326,6 +331,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3, help="steps per timed window")
     parser.add_argument("--windows", type=int, default=3)
+    parser.add_argument(
+        "--precision",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="compute dtype: bfloat16 = psycho_jax model.dtype=bfloat16 / torch CPU autocast",
+    )
     parser.add_argument("--set", action="append", default=[], help="psycho_jax config override k=v")
     parser.add_argument("--torch_threads", type=int, default=0, help="0: os.cpu_count()")
     parser.add_argument("--json", default="")
@@ -337,6 +348,7 @@ def main() -> None:
         task=args.task,
         shape=args.shape,
         options=args.set,
+        precision=args.precision,
         tokens_per_step=tps,
         tokens_per_s=tps / result["step_s"],
         compile_s=max(result["first_steps_s"] - args.warmup * result["step_s"], 0.0),

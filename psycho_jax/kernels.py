@@ -19,12 +19,64 @@ G = N / K, H head dim, D model dim, F MLP dim, V vocab, C positions per chunk.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 Array = jax.Array
+
+
+# ----------------------------------------------------------------------------- matrix products
+
+
+def _wide_result(dtype) -> bool:
+    """Whether a product of `dtype` operands should be computed with a float32 result and then
+    rounded. XLA:CPU runs bfloat16 x bfloat16 -> bfloat16 products at less than its float32 rate,
+    and bfloat16 -> float32 ones at about twice it (2048x512x1408 on an AVX-512-BF16 core pair: 167,
+    196 and 298 GFLOP/s); accelerators fuse the rounding into the product, so only CPU asks."""
+    return jnp.dtype(dtype).itemsize < 4 and jax.default_backend() == "cpu"
+
+
+def mm(eq: str, a: Array, b: Array, out_dtype=None) -> Array:
+    """`einsum(eq, a, b)` in `out_dtype` (default a's dtype), accumulated in float32 when the
+    operands are low precision (see `_wide_result`). No gradient: for kernels' backward passes."""
+    out_dtype = out_dtype or a.dtype
+    if _wide_result(a.dtype):
+        return jnp.einsum(eq, a, b, preferred_element_type=jnp.float32).astype(out_dtype)
+    return jnp.einsum(eq, a, b).astype(out_dtype)
+
+
+def _transposed(eq: str) -> tuple[str, str]:
+    """The einsums of `eq`'s two operand gradients: for "X,Y->Z", ("Z,Y->X", "X,Z->Y")."""
+    ins, z = eq.replace(" ", "").split("->")
+    x, y = ins.split(",")
+    return f"{z},{y}->{x}", f"{x},{z}->{y}"
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 3))
+def project(eq: str, x: Array, w: Array, out_dtype=None) -> Array:
+    """`einsum(eq, x, w)` in `out_dtype` (default x's dtype) of activations x and weights w of the
+    same dtype, for a differentiable projection. Low-precision operands on CPU take float32 results
+    in the forward and both gradients (`_wide_result`), and the incoming gradient is rounded to the
+    operands' dtype (as autocast does); otherwise this is the plain einsum. Each index of `eq` must
+    appear in exactly two of its three terms (a plain contraction with batch axes)."""
+    return _project_forward(eq, x, w, out_dtype)[0]
+
+
+def _project_forward(eq, x, w, out_dtype):
+    return mm(eq, x, w, out_dtype), (x, w)
+
+
+def _project_backward(eq, out_dtype, res, dy):
+    x, w = res
+    eq_x, eq_w = _transposed(eq)
+    dy = dy.astype(x.dtype)
+    return mm(eq_x, dy, w, x.dtype), mm(eq_w, x, dy, w.dtype)
+
+
+project.defvjp(_project_forward, _project_backward)
 
 
 # ----------------------------------------------------------------------------- SwiGLU MLP
@@ -39,9 +91,9 @@ def gated_mlp(x: Array, w_gate: Array, w_up: Array, w_down: Array) -> Array:
 
 def _mlp_forward(x, w_gate, w_up, w_down):
     dt = x.dtype
-    gate = jnp.einsum("BTD,DF->BTF", x, w_gate.astype(dt))
-    up = jnp.einsum("BTD,DF->BTF", x, w_up.astype(dt))
-    y = jnp.einsum("BTF,FD->BTD", jax.nn.silu(gate) * up, w_down.astype(dt))
+    gate = mm("BTD,DF->BTF", x, w_gate.astype(dt))
+    up = mm("BTD,DF->BTF", x, w_up.astype(dt))
+    y = mm("BTF,FD->BTD", jax.nn.silu(gate) * up, w_down.astype(dt))
     return y, (x, gate, up, w_gate, w_up, w_down)
 
 
@@ -52,11 +104,11 @@ def _mlp_backward(res, dy):
     sig = jax.nn.sigmoid(g32)
     silu = g32 * sig
     act = (silu * up.astype(jnp.float32)).astype(dt)
-    dact = jnp.einsum("BTD,FD->BTF", dy, w_down.astype(dt)).astype(jnp.float32)
+    dact = mm("BTD,FD->BTF", dy.astype(dt), w_down.astype(dt), jnp.float32)
     d_up = (dact * silu).astype(dt)
     d_gate = (dact * up.astype(jnp.float32) * (sig * (1.0 + g32 * (1.0 - sig)))).astype(dt)
-    dx = jnp.einsum("BTF,DF->BTD", d_gate, w_gate.astype(dt)) + jnp.einsum(
-        "BTF,DF->BTD", d_up, w_up.astype(dt)
+    dx = mm("BTF,DF->BTD", d_gate, w_gate.astype(dt), jnp.float32) + mm(
+        "BTF,DF->BTD", d_up, w_up.astype(dt), jnp.float32
     )
     f32 = dict(preferred_element_type=jnp.float32)
     dw_gate = jnp.einsum("BTD,BTF->DF", x, d_gate, **f32).astype(w_gate.dtype)
@@ -151,7 +203,7 @@ def _attention_forward(q, k, v, mask):
     s = jnp.where(mask[:, None, None], s, jnp.finfo(jnp.float32).min)
     lse = jax.nn.logsumexp(s, axis=-1)  # [B,K,G,T]
     p = jnp.exp(s - lse[..., None]).reshape(b, kv, n // kv * t, -1).astype(v.dtype)
-    o = jnp.einsum("BKQS,BKSH->BKQH", p, vg)
+    o = mm("BKQS,BKSH->BKQH", p, vg)
     return _from_groups(o, t), (qg, kg, vg, mask, lse.reshape(b, kv, -1), o)
 
 

@@ -415,7 +415,7 @@ def _project(eq: str, x: Array, w: dict[str, Array], name: str, cfg: LlamaConfig
     """`einsum(eq, x, W)`, plus `scale * (x @ A) @ B` when `name` has adapters (W + BA is never
     formed: the adapters cost O(R) per token)."""
     dt = jnp.dtype(cfg.dtype)
-    y = jnp.einsum(eq, x, w[name].astype(dt))
+    y = kernels.project(eq, x, w[name].astype(dt), None)
     a = w.get(f"{name}_lora_a")
     if a is None:
         return y
@@ -637,18 +637,10 @@ class Llama(nnx.Module):
         """Output projection in the compute dtype, accumulated in float32. [B,T,D] -> [B,T,V]."""
         dt = jnp.dtype(self.config.dtype)
         if self.config.tie_embeddings:
-            return jnp.einsum(
-                "BTD,VD->BTV",
-                hidden.astype(dt),
-                self.model.embed_tokens[...].astype(dt),
-                preferred_element_type=jnp.float32,
-            )
-        return jnp.einsum(
-            "BTD,DV->BTV",
-            hidden.astype(dt),
-            self.lm_head[...].astype(dt),
-            preferred_element_type=jnp.float32,
-        )
+            w, eq = self.model.embed_tokens[...], "BTD,VD->BTV"
+        else:
+            w, eq = self.lm_head[...], "BTD,DV->BTV"
+        return kernels.project(eq, hidden.astype(dt), w.astype(dt), jnp.float32)
 
     def target_logprobs(self, tokens: Array, loss_mask: Array, **kwargs: Any) -> Array:
         """log p(tokens[t] | tokens[:t]) where `loss_mask[t]`, else 0: [B,T] float32 (position 0

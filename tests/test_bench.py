@@ -106,6 +106,25 @@ def test_analysis_and_report():
 
 
 @pytest.mark.slow
+def test_train_step_bfloat16_both_frameworks(tmp_path):
+    """`--precision=bfloat16`: psycho_jax's bfloat16 compute against torch CPU autocast, from the
+    same float32 weights (parity checked in float32 first); both losses finite and close."""
+    train_step.prepare(str(tmp_path), "tiny")
+    losses = {}
+    for fw in ("jax", "torch"):
+        out = tmp_path / f"{fw}.json"
+        cmd = [sys.executable, str(ROOT / "bench" / "train_step.py"), f"--framework={fw}"]
+        cmd += ["--task=dpo", "--shape=tiny", f"--model_dir={tmp_path}", "--precision=bfloat16"]
+        cmd += ["--warmup=1", "--steps=1", "--windows=1", f"--json={out}"]
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        r = json.loads(out.read_text())
+        assert r["precision"] == "bfloat16" and r["tokens_per_s"] > 0
+        losses[fw] = r["loss"]
+    assert losses["jax"] == pytest.approx(losses["torch"], abs=0.05), losses
+
+
+@pytest.mark.slow
 def test_suite_tiny_smoke(tmp_path):
     """The whole suite on the tiny shape: 8 worker processes, then decode (~2 minutes on 2 CPUs)."""
     out = tmp_path / "results.json"

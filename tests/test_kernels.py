@@ -124,6 +124,69 @@ def test_bfloat16_kernels_stay_close_to_float32():
     )
 
 
+PROJECTIONS = [  # the model's projections: q (and k/v), o, gate/up, down
+    ("BTD,DNH->BTNH", (2, 5, 16), (16, 4, 8)),
+    ("BTNH,NHD->BTD", (2, 5, 4, 8), (4, 8, 16)),
+    ("BTD,DF->BTF", (2, 5, 16), (16, 24)),
+    ("BTF,FD->BTD", (2, 5, 24), (24, 16)),
+]
+
+
+@pytest.mark.parametrize("eq,x_shape,w_shape", PROJECTIONS)
+def test_project_matches_einsum_autodiff(eq, x_shape, w_shape):
+    rng = np.random.default_rng(4)
+    x, w = (jnp.asarray(rng.standard_normal(s), jnp.float32) for s in (x_shape, w_shape))
+    ct = jnp.asarray(rng.standard_normal(jnp.einsum(eq, x, w).shape), jnp.float32)
+    got = _value_and_grads(lambda x, w: kernels.project(eq, x, w, None), (x, w), ct, (0, 1))
+    want = _value_and_grads(lambda x, w: jnp.einsum(eq, x, w), (x, w), ct, (0, 1))
+    _close(got, want)
+    # bfloat16: float32 results rounded once, gradients in the operands' dtype, close to float32.
+    xb, wb = x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)
+    y = kernels.project(eq, xb, wb, None)
+    exact = jnp.einsum(eq, xb, wb, preferred_element_type=jnp.float32).astype(jnp.bfloat16)
+    assert y.dtype == jnp.bfloat16 and bool(jnp.all(y == exact))
+    gx, gw = jax.grad(
+        lambda x, w: jnp.sum(kernels.project(eq, x, w, None).astype(jnp.float32) * ct), (0, 1)
+    )(xb, wb)
+    assert gx.dtype == gw.dtype == jnp.bfloat16
+    _close((gx.astype(jnp.float32), gw.astype(jnp.float32)), want[1], rtol=0.05, atol=0.03)
+
+
+def _upcast_products(fn, *args) -> list[str]:
+    """The compiled unbatched matrix products of `fn` that XLA runs on float32 operands."""
+    import re
+
+    hlo = jax.jit(fn).lower(*args).compile().as_text()
+    dtypes = dict(re.findall(r"%([\w.\-]+) = (\w+)\[", hlo))
+    dots = re.findall(r"= \w+\[[\d,]*\]\S* dot\(%([\w.\-]+), %([\w.\-]+)\)(.*)", hlo)
+    return [
+        f"{a} x {b}"
+        for a, b, rest in dots
+        if "lhs_batch_dims" not in rest and "f32" in (dtypes[a], dtypes[b])
+    ]
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the float32-result path is CPU's")
+def test_bfloat16_training_products_stay_bfloat16_on_cpu():
+    """XLA:CPU computes a bf16 x bf16 -> bf16 product by converting both operands to float32 (the
+    float32 rate, plus the conversions) and a bf16 x bf16 -> f32 one in bfloat16 (about twice the
+    float32 rate): every projection of a bfloat16 model, forward and backward, must be the latter."""
+    from flax import nnx
+
+    from psycho_jax.model import Llama
+
+    cfg = LlamaConfig.tiny(dtype="bfloat16", attention="custom")
+    model = Llama(cfg, rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(model)
+    tokens = jnp.asarray(np.random.default_rng(5).integers(3, cfg.vocab_size, (2, 16)), jnp.int32)
+
+    def loss(params):
+        logits = nnx.merge(graphdef, params)(tokens)[0]
+        return jnp.mean(logits.astype(jnp.float32) ** 2)
+
+    assert _upcast_products(jax.grad(loss), params) == []
+
+
 def test_auto_attention_resolves_per_backend_and_cache():
     from psycho_jax.model import resolve_attention
 
