@@ -18,6 +18,12 @@ RSS the largest. Workers run with the persistent XLA compilation cache off, so e
 (`compiles`: XLA compilations during warm-up and timing; `cache_size`: entries in the step's jit cache;
 the target is exactly one of each).
 
+`--trl` adds TRL's own trainers (`SFTTrainer`, `RewardTrainer`, `DPOTrainer` with a live or
+precomputed reference; bench/train_step.py `--framework=trl`) as a second peer, run as a researcher
+runs them (their defaults, fused AdamW, the same model, shapes and token ids): the report gets a
+psycho_jax / TRL table beside the main one. The targets stay against the plain PyTorch loop, the
+faster of the two.
+
 `--options="name=override[,override];..."` also times JAX variants given as `--set` config overrides
 (`remat=model.remat=dots`, `scan=model.scan_layers=True`, `einsum=model.attention=einsum`), each
 reported against the default JAX configuration and against torch. Without it only the baseline runs.
@@ -300,6 +306,10 @@ def analyse(
                 tokens_per_s=jx["tokens_per_s"] / pt["tokens_per_s"],
                 peak_rss=jx["peak_rss_bytes"] / pt["peak_rss_bytes"],
             )
+            if "trl" in by_config:  # TRL's own trainers: a second, informational peer
+                trl = by_config["trl"]
+                r["tokens_per_s_vs_trl"] = jx["tokens_per_s"] / trl["tokens_per_s"]
+                r["peak_rss_vs_trl"] = jx["peak_rss_bytes"] / trl["peak_rss_bytes"]
             ratios.append(r)
             fraction = {}
             for fw in FRAMEWORKS:
@@ -471,6 +481,26 @@ def report_text(results: dict[str, Any]) -> str:
                 rows,
             )
         )
+    if any("tokens_per_s_vs_trl" in r for r in a["ratios"]):
+        out += ["", "psycho_jax / TRL's own trainers (SFTTrainer, RewardTrainer, DPOTrainer)"]
+        rows = []
+        for r in a["ratios"]:
+            if "tokens_per_s_vs_trl" not in r:
+                continue
+            jx, trl = (train[r["shape"]][r["task"]][c] for c in ("jax", "trl"))
+            rows.append(
+                [
+                    r["shape"],
+                    r["task"],
+                    f"{jx['tokens_per_s']:,.0f}",
+                    f"{trl['tokens_per_s']:,.0f}",
+                    f"**{r['tokens_per_s_vs_trl']:.2f}**",
+                    f"{trl['peak_rss_bytes'] / MiB:,.0f}",
+                    f"**{r['peak_rss_vs_trl']:.2f}**",
+                ]
+            )
+        headers = ["shape", "task", "JAX tok/s", "TRL tok/s", "tok/s ratio", "TRL RSS MiB"]
+        out.append(_table(headers + ["RSS ratio"], rows))
     out += ["", "Achieved model FLOP/s, as a fraction of the framework's own matmul rate"]
     by_key = {(f["shape"], f["task"], f["framework"]): f for f in a["matmul_fractions"]}
     rows = []
@@ -608,7 +638,7 @@ def run_suite(args: argparse.Namespace, results: dict[str, Any], workdir: str) -
     """Fills `results` as it goes, so a failure still leaves what was measured."""
     shapes, tasks = args.shapes, args.tasks
     options = parse_options(args.options)
-    configs = [Config("jax"), Config("torch"), *options]
+    configs = [Config("jax"), Config("torch"), *([Config("trl")] if args.trl else []), *options]
     threads = args.torch_threads or os.cpu_count() or 1
 
     timing = results["timing_s"] = {}
@@ -638,11 +668,12 @@ def run_suite(args: argparse.Namespace, results: dict[str, Any], workdir: str) -
                     r.update(config=config.name, repeat=rep, wall_s=time.perf_counter() - t1)
                     results["runs"].append(r)
                     runs.setdefault((task, config.name), []).append(r)
-                    extra = (
-                        f", {r['compiles']} compile(s) ({r['compile_s']:.1f} s)"
-                        if "compiles" in r
-                        else f", parity {r['parity_max_abs']:.1e}"
-                    )
+                    if "compiles" in r:
+                        extra = f", {r['compiles']} compile(s) ({r['compile_s']:.1f} s)"
+                    elif "parity_max_abs" in r:
+                        extra = f", parity {r['parity_max_abs']:.1e}"
+                    else:
+                        extra = f", loss {r['loss']:.4f}"
                     print(
                         f"  {shape} {task:<7} {config.name:<12} [{rep + 1}/{args.repeats}] "
                         f"{r['tokens_per_s']:>10,.0f} tok/s, RSS {r['peak_rss_bytes'] / MiB:,.0f} MiB"
@@ -684,6 +715,11 @@ def main(argv: list[str] | None = None) -> int:
         default="float32",
         help="training compute dtype (bench/train_step.py): bfloat16 = psycho_jax "
         "model.dtype=bfloat16 against torch CPU autocast; weights and optimizer stay float32",
+    )
+    parser.add_argument(
+        "--trl",
+        action="store_true",
+        help="also time TRL's own trainers (SFTTrainer, RewardTrainer, DPOTrainer) as a second peer",
     )
     parser.add_argument("--matmul_n", type=int, default=2048)
     parser.add_argument("--matmul_repeats", type=int, default=7)

@@ -322,9 +322,150 @@ def run_torch(args) -> dict:
     )
 
 
+# ----------------------------------------------------------------------------- TRL's trainers
+
+
+def _word_tokenizer(vocab: int):
+    """A tokenizer whose text is the ids themselves ("w5 w9 ..."), each word one token: TRL's
+    DPOTrainer tokenizes text, and this makes its token ids exactly the benchmark batch's."""
+    import tokenizers
+    import transformers
+
+    specials = {"<pad>": 0, "<s>": 1, "</s>": 2}  # make_batch draws ids from 3 up
+    words = {**specials, **{f"w{i}": i for i in range(3, vocab)}}
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(words, unk_token="<pad>"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
+    tok.decoder = tokenizers.decoders.WordPiece(prefix="##")  # joins words with spaces
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>"
+    )
+
+
+def _trl_rows(task: str, shape: str, n: int) -> list[dict]:
+    """`n` examples in the form each TRL trainer takes, from the benchmark's random batches: the
+    same lengths (a quarter prompt) and targets as `make_batch`'s."""
+    t, b = SHAPES[shape]["seq"], SHAPES[shape]["batch"]
+    rows: list[dict] = []
+    seed = 0
+    while len(rows) < n:
+        batch = make_batch("sft" if task == "sft" else "reward", shape, seed)
+        seed += 1
+        for i in range(b):
+            if task == "sft":
+                ids = batch["tokens"][i].tolist()
+                rows.append(
+                    {"input_ids": ids, "completion_mask": [0] * (t // 4) + [1] * (t - t // 4)}
+                )
+            elif task == "reward":
+                rows.append(
+                    {
+                        "chosen_ids": batch["tokens"][i, 0].tolist(),
+                        "rejected_ids": batch["tokens"][i, 1].tolist(),
+                    }
+                )
+            else:  # text, re-tokenized by DPOTrainer into the same ids (one prompt per pair: the
+                # chosen row's); it appends the EOS (id 2) itself
+                words = [[f"w{x}" for x in batch["tokens"][i, k, : t - 1]] for k in range(2)]
+                rows.append(
+                    {
+                        "prompt": " ".join(words[0][: t // 4]),
+                        "chosen": " " + " ".join(words[0][t // 4 :]),
+                        "rejected": " " + " ".join(words[1][t // 4 :]),
+                    }
+                )
+    return rows[:n]
+
+
+def run_trl(args) -> dict:
+    """TRL 1.16's own `SFTTrainer`, `RewardTrainer` or `DPOTrainer` (live reference model, or
+    `precompute_ref_log_probs=True` for dpo_pre) on the same model, shapes and token ids, with
+    its defaults otherwise (as a researcher runs it): AdamW (fused), clipping at 1.0, constant LR.
+    A step's time is the interval between two `on_step_end` callbacks (data collation included);
+    the first `--warmup` steps are left out and the rest grouped in `--windows` windows."""
+    import tempfile
+
+    import datasets
+    import torch
+    import transformers
+    import trl
+
+    torch.set_num_threads(args.torch_threads or os.cpu_count())
+    d = pathlib.Path(args.model_dir)
+    s = SHAPES[args.shape]
+    n_steps = args.warmup + args.windows * args.steps
+    kw = dict(dtype=torch.float32, attn_implementation="sdpa")
+    common = dict(
+        output_dir=tempfile.mkdtemp(prefix="trl_bench_"),
+        per_device_train_batch_size=s["batch"],
+        max_steps=n_steps,
+        learning_rate=LR,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=0.0,
+        adam_beta2=0.95,
+        adam_epsilon=1e-8,
+        optim="adamw_torch_fused",
+        max_grad_norm=1.0,
+        bf16=args.precision == "bfloat16",
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        logging_strategy="no",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        seed=0,
+    )
+    rows = _trl_rows(args.task, args.shape, n_steps * s["batch"])
+    data = datasets.Dataset.from_list(rows)
+    tok = _word_tokenizer(s["hf"]["vocab_size"])
+    if args.task == "sft":
+        model = transformers.LlamaForCausalLM.from_pretrained(d / "causal", **kw)
+        cfg = trl.SFTConfig(max_length=s["seq"], **common)
+        trainer = trl.SFTTrainer(model=model, args=cfg, train_dataset=data, processing_class=tok)
+    elif args.task == "reward":
+        model = transformers.LlamaForSequenceClassification.from_pretrained(d / "reward", **kw)
+        cfg = trl.RewardConfig(max_length=s["seq"], **common)
+        trainer = trl.RewardTrainer(model=model, args=cfg, train_dataset=data, processing_class=tok)
+    else:
+        model = transformers.LlamaForCausalLM.from_pretrained(d / "causal", **kw)
+        ref = None
+        if args.task == "dpo":
+            ref = transformers.LlamaForCausalLM.from_pretrained(d / "causal", **kw)
+        cfg = trl.DPOConfig(
+            beta=BETA,
+            max_length=s["seq"],
+            precompute_ref_log_probs=args.task == "dpo_pre",
+            **common,
+        )
+        trainer = trl.DPOTrainer(
+            model=model, ref_model=ref, args=cfg, train_dataset=data, processing_class=tok
+        )
+    ends: list[float] = []
+
+    class Clock(transformers.TrainerCallback):
+        def on_step_end(self, *_a, **_kw):
+            ends.append(time.perf_counter())
+
+    trainer.add_callback(Clock())
+    t0 = time.perf_counter()
+    out = trainer.train()
+    steps = np.diff(np.asarray([t0] + ends))
+    timed = steps[args.warmup :]
+    windows = [float(np.mean(w)) for w in np.array_split(timed, args.windows)]
+    return dict(
+        first_steps_s=float(np.sum(steps[: args.warmup])),
+        step_s=statistics.median(windows),
+        windows_s=windows,
+        loss=float(out.training_loss),
+        params=sum(p.numel() for p in model.parameters()),
+        torch_threads=torch.get_num_threads(),
+        trl=trl.__version__,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--framework", choices=("jax", "torch"), required=True)
+    parser.add_argument("--framework", choices=("jax", "torch", "trl"), required=True)
     parser.add_argument("--task", choices=TASKS, required=True)
     parser.add_argument("--shape", choices=tuple(SHAPES), required=True)
     parser.add_argument("--model_dir", required=True, help="written by `prepare` (bench/suite.py)")
@@ -341,7 +482,8 @@ def main() -> None:
     parser.add_argument("--torch_threads", type=int, default=0, help="0: os.cpu_count()")
     parser.add_argument("--json", default="")
     args = parser.parse_args()
-    result = run_jax(args) if args.framework == "jax" else run_torch(args)
+    run = {"jax": run_jax, "torch": run_torch, "trl": run_trl}[args.framework]
+    result = run(args)
     tps = tokens_per_step(args.task, args.shape)
     result.update(
         framework=args.framework,

@@ -6,6 +6,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 pytest.importorskip("torch")
@@ -105,6 +106,27 @@ def test_analysis_and_report():
     assert not any(t["passed"] for t in slow if t["target"] != ">= 50% of XLA matmul rate")
 
 
+def test_trl_rows_carry_the_benchmark_token_ids():
+    """TRL's trainers see the benchmark batch's ids: SFT/reward rows as ids, DPO rows as text
+    that the word tokenizer turns back into the same ids (DPOTrainer appends the EOS itself)."""
+    t = suite.SHAPES["tiny"]["seq"]
+    tok = train_step._word_tokenizer(suite.SHAPES["tiny"]["hf"]["vocab_size"])
+    pairs = train_step.make_batch("reward", "tiny", seed=0)["tokens"]
+    sft = train_step.make_batch("sft", "tiny", seed=0)["tokens"]
+    dpo = train_step._trl_rows("dpo", "tiny", 2)
+    for k, key in enumerate(("chosen", "rejected")):  # the pair shares the chosen row's prompt
+        ids = tok(dpo[1]["prompt"] + dpo[1][key], add_special_tokens=False)["input_ids"]
+        assert ids == pairs[1, 0, : t // 4].tolist() + pairs[1, k, t // 4 : t - 1].tolist()
+    assert (
+        tok(dpo[0]["prompt"], add_special_tokens=False)["input_ids"]
+        == pairs[0, 0, : t // 4].tolist()
+    )
+    reward = train_step._trl_rows("reward", "tiny", 2)
+    assert reward[1]["rejected_ids"] == pairs[1, 1].tolist()
+    rows = train_step._trl_rows("sft", "tiny", 2)
+    assert rows[0]["input_ids"] == sft[0].tolist() and sum(rows[0]["completion_mask"]) == t - t // 4
+
+
 @pytest.mark.slow
 def test_train_step_bfloat16_both_frameworks(tmp_path):
     """`--precision=bfloat16`: psycho_jax's bfloat16 compute against torch CPU autocast, from the
@@ -126,7 +148,8 @@ def test_train_step_bfloat16_both_frameworks(tmp_path):
 
 @pytest.mark.slow
 def test_suite_tiny_smoke(tmp_path):
-    """The whole suite on the tiny shape: 8 worker processes, then decode (~2 minutes on 2 CPUs)."""
+    """The whole suite on the tiny shape with TRL's trainers: 12 worker processes, then decode
+    (~3 minutes on 2 CPUs)."""
     out = tmp_path / "results.json"
     cmd = [
         sys.executable,
@@ -138,6 +161,7 @@ def test_suite_tiny_smoke(tmp_path):
         "--windows=2",
         "--matmul_n=512",
         "--decode_new_tokens=8",
+        "--trl",
         f"--json={out}",
     ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
@@ -146,7 +170,7 @@ def test_suite_tiny_smoke(tmp_path):
     train = results["train"]["tiny"]
     assert set(train) == set(train_step.TASKS)
     for task, by_config in train.items():
-        assert set(by_config) == {"jax", "torch"}, task
+        assert set(by_config) == {"jax", "torch", "trl"}, task
         for fw, r in by_config.items():
             assert r["tokens_per_s"] > 0 and r["peak_rss_bytes"] > 0, (task, fw)
         assert by_config["torch"]["parity_max_abs"] <= 1e-4, task
@@ -156,5 +180,15 @@ def test_suite_tiny_smoke(tmp_path):
     assert {d["batch"] for d in results["decode"]["results"]} == {1, 16}
     assert all(d["jax_tok_s"] > 0 and d["torch_tok_s"] > 0 for d in results["decode"]["results"])
     assert results["meta"]["cpu_count"] and results["meta"]["versions"]["torch"]
-    for line in ("Training step, psycho_jax / PyTorch", "| tiny | dpo_pre |", "Targets"):
+    # DPOTrainer's reference is the policy's starting point: its losses stay near log 2 (fresh
+    # random pairs every step, learning rate 1e-5; `loss` is its mean over the steps).
+    assert train["dpo"]["trl"]["loss"] == pytest.approx(np.log(2.0), abs=0.01)
+    ratios = {r["task"]: r for r in results["analysis"]["ratios"]}
+    assert all(ratios[t]["tokens_per_s_vs_trl"] > 0 for t in train_step.TASKS)
+    for line in (
+        "Training step, psycho_jax / PyTorch",
+        "| tiny | dpo_pre |",
+        "psycho_jax / TRL's own trainers",
+        "Targets",
+    ):
         assert line in proc.stdout, line
