@@ -22,6 +22,8 @@ PyTorch peer: transformers' Llama (SDPA attention) with TRL 1.16's loss code (SF
 `labels` loss as `SFTTrainer`; reward: `-logsigmoid(chosen - rejected)` as `RewardTrainer`; DPO:
 `trl.trainer.utils.selective_log_softmax` on one concatenated chosen+rejected forward and a
 `torch.no_grad` reference forward, as `DPOTrainer`), gradient clipping and fused AdamW.
+TRL (`--framework=trl`, a second peer): TRL 1.16's own SFTTrainer / RewardTrainer / DPOTrainer with
+their defaults (`run_trl`).
 
 Timing: `--warmup` steps (the first one compiles in JAX: `compile_s` is its time less a median step),
 then `--windows` windows of `--steps` steps each, synchronised at each window's end; the step time is
@@ -379,7 +381,9 @@ def _trl_rows(task: str, shape: str, n: int) -> list[dict]:
 def run_trl(args) -> dict:
     """TRL 1.16's own `SFTTrainer`, `RewardTrainer` or `DPOTrainer` (live reference model, or
     `precompute_ref_log_probs=True` for dpo_pre) on the same model, shapes and token ids, with
-    its defaults otherwise (as a researcher runs it): AdamW (fused), clipping at 1.0, constant LR.
+    its defaults otherwise (as a researcher runs it, which in TRL 1.x includes gradient
+    checkpointing: less memory, one more forward per step): AdamW (fused), clipping at 1.0,
+    constant LR.
     A step's time is the interval between two `on_step_end` callbacks (data collation included);
     the first `--warmup` steps are left out and the rest grouped in `--windows` windows."""
     import tempfile

@@ -41,6 +41,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.remat = "none"
     c.model.scan_layers = False
     c.model.head_chunk = 128  # positions per row per output-projection chunk; 0: full logits
+    c.model.attention_blocks = 1  # causal query blocks of the CPU attention kernel; 1: one block
     # A previous stage's workdir (its final checkpoint) or a Hugging Face directory; "" = random init.
     c.init_from = ""
     c.tokenizer = (
@@ -295,7 +296,15 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> No
             )
 
 
-NUMERICS = ("dtype", "param_dtype", "attention", "remat", "scan_layers", "head_chunk")
+NUMERICS = (
+    "dtype",
+    "param_dtype",
+    "attention",
+    "remat",
+    "scan_layers",
+    "head_chunk",
+    "attention_blocks",
+)
 
 
 def numerics(c: ml_collections.ConfigDict) -> dict[str, Any]:

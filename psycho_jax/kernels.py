@@ -240,6 +240,34 @@ def _attention_backward(res, dout):
 attention.defvjp(_attention_forward, _attention_backward)
 
 
+def causal_attention(q: Array, k: Array, v: Array, mask: Array, blocks: int) -> Array:
+    """`attention` for self-attention under a causal mask, in `blocks` blocks of queries: block i
+    attends to the keys up to its own end only, so the key blocks above the diagonal, which a
+    causal mask hides entirely, are never computed (with 4 blocks, 10 of the 16 query x key
+    blocks: 37.5% fewer score and probability products and element-wise work, forward and backward).
+
+    Args:
+      q: [B,T,N,H]; k, v: [B,T,K,H] (the same positions: no cache); mask: [B,T,T] bool, False
+        wherever key > query (Transformer's masks always are); blocks: static, T % blocks == 0.
+    Returns:
+      [B,T,N,H] in q's dtype, equal to `attention(q, k, v, mask)`.
+    """
+    t = q.shape[1]
+    if blocks <= 1 or t % blocks or k.shape[1] != t:
+        return attention(q, k, v, mask)
+    c = t // blocks
+    outs = [
+        attention(
+            q[:, i * c : (i + 1) * c],
+            k[:, : (i + 1) * c],
+            v[:, : (i + 1) * c],
+            mask[:, i * c : (i + 1) * c, : (i + 1) * c],
+        )
+        for i in range(blocks)
+    ]
+    return jnp.concatenate(outs, axis=1)
+
+
 # ----------------------------------------------------------------------------- LM head + log-probs
 
 

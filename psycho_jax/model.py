@@ -82,6 +82,9 @@ class LlamaConfig:
       head_chunk: training log-probs (`Llama.target_logprobs`) apply the output projection to this
         many positions per row at a time and only to target positions (`kernels.target_logprobs`:
         no [B,T,V] logits in memory, prompt tokens skipped); 0 materialises the full logits.
+      attention_blocks: the "custom" kernel's self-attention (training, prefill without a cache)
+        in this many causal query blocks (`kernels.causal_attention`: key blocks above the
+        diagonal skipped); 1 computes every query x key score. Ignored unless T is a multiple.
       initializer_range: stddev of the normal initialiser (HF's default 0.02).
       lora_rank: R of the LoRA adapters; 0 = no adapters.
       lora_alpha: LoRA scale numerator: the update is (lora_alpha / lora_rank) * A @ B.
@@ -106,6 +109,7 @@ class LlamaConfig:
     remat: Literal["none", "full", "dots"] = "none"
     scan_layers: bool = False
     head_chunk: int = 128
+    attention_blocks: int = 1
     initializer_range: float = 0.02
     lora_rank: int = 0
     lora_alpha: float = 16.0
@@ -140,6 +144,8 @@ class LlamaConfig:
         for name in ("param_dtype", "dtype"):
             if getattr(self, name) not in ("float32", "bfloat16", "float16"):
                 errors.append(f"{name}={getattr(self, name)!r}: use float32, bfloat16 or float16")
+        if self.attention_blocks < 1:
+            errors.append(f"attention_blocks={self.attention_blocks} must be >= 1")
         if self.head_chunk < 0:
             errors.append(f"head_chunk={self.head_chunk} must be >= 0 (0: full logits)")
         if self.lora_rank < 0:
@@ -462,7 +468,11 @@ def decoder_layer(
             kv[1], v.astype(kv[1].dtype), (zero, end_index, zero, zero)
         )
         k, v, kv = k_cache.astype(dt), v_cache.astype(dt), (k_cache, v_cache)
-    a = attention(q, k, v, mask, resolve_attention(cfg.attention, cached=kv is not None))
+    impl = resolve_attention(cfg.attention, cached=kv is not None)
+    if impl == "custom" and kv is None and cfg.attention_blocks > 1:
+        a = kernels.causal_attention(q, k, v, mask, cfg.attention_blocks)
+    else:
+        a = attention(q, k, v, mask, impl)
     x = x + _project("BTNH,NHD->BTD", a, w, "o_proj", cfg)
     h = rms_norm(x, w["post_attention_layernorm"], cfg.rms_norm_eps).astype(dt)
     if any(f"{name}_lora_a" in w for name in ("gate_proj", "up_proj", "down_proj")):

@@ -95,6 +95,45 @@ def test_attention_matches_autodiff(n, k):
         _close(got, want)
 
 
+@pytest.mark.parametrize("blocks", [2, 4, 3])
+def test_causal_attention_blocks_match_one_block(blocks):
+    """Query blocks that skip the keys above the diagonal give the same values and gradients as
+    the whole [T,T] attention under causal masks with padding and packed segments (3 does not
+    divide T=16: the kernel falls back to one block)."""
+    rng = np.random.default_rng(6)
+    b, t, n, k, h = 2, 16, 4, 2, 8
+    q = jnp.asarray(rng.standard_normal((b, t, n, h)), jnp.float32)
+    kk, v = (jnp.asarray(rng.standard_normal((b, t, k, h)), jnp.float32) for _ in range(2))
+    ct = jnp.asarray(rng.standard_normal((b, t, n, h)), jnp.float32)
+    mask = _masks(b, t, rng)
+    got = _value_and_grads(
+        lambda *a: kernels.causal_attention(*a, mask, blocks), (q, kk, v), ct, (0, 1, 2)
+    )
+    want = _value_and_grads(lambda *a: kernels.attention(*a, mask), (q, kk, v), ct, (0, 1, 2))
+    _close(got, want)
+
+
+def test_llama_attention_blocks_same_logits_and_grads():
+    from flax import nnx
+
+    from psycho_jax.model import Llama
+
+    tokens = jnp.asarray(np.random.default_rng(7).integers(3, 256, (2, 32)), jnp.int32)
+    mask = jnp.ones((2, 32), jnp.int32).at[0, :3].set(0)  # left padding
+
+    def run(blocks):
+        cfg = LlamaConfig.tiny(attention="custom", attention_blocks=blocks)
+        graphdef, params = nnx.split(Llama(cfg, rngs=nnx.Rngs(0)))
+
+        def loss(params):
+            logits = nnx.merge(graphdef, params)(tokens, attention_mask=mask)[0]
+            return jnp.sum(jnp.where(mask[..., None] > 0, jnp.tanh(logits), 0.0)), logits
+
+        return jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+
+    _close(run(4), run(1))
+
+
 def test_bfloat16_kernels_stay_close_to_float32():
     rng = np.random.default_rng(3)
     b, t, n, k, h = 2, 16, 4, 2, 16
