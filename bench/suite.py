@@ -711,7 +711,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--torch_threads", type=int, default=None, help="default: CPU count")
     parser.add_argument(
         "--precision",
-        choices=("float32", "bfloat16"),
+        choices=train_step.PRECISIONS,
         default="float32",
         help="training compute dtype (bench/train_step.py): bfloat16 = psycho_jax "
         "model.dtype=bfloat16 against torch CPU autocast; weights and optimizer stay float32",

@@ -52,6 +52,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from shapes import SHAPES, hf_config  # noqa: E402
 
 TASKS = ("sft", "reward", "dpo", "dpo_pre")
+PRECISIONS = ("float32", "bfloat16")  # compute dtype: bfloat16 = model.dtype / torch CPU autocast
 PARITY_ATOL = 1e-4
 BETA = 0.1
 LR = 1e-5
@@ -398,8 +399,9 @@ def run_trl(args) -> dict:
     s = SHAPES[args.shape]
     n_steps = args.warmup + args.windows * args.steps
     kw = dict(dtype=torch.float32, attn_implementation="sdpa")
+    out_dir = tempfile.TemporaryDirectory(prefix="trl_bench_")  # save_strategy="no": stays empty
     common = dict(
-        output_dir=tempfile.mkdtemp(prefix="trl_bench_"),
+        output_dir=out_dir.name,
         per_device_train_batch_size=s["batch"],
         max_steps=n_steps,
         learning_rate=LR,
@@ -452,7 +454,8 @@ def run_trl(args) -> dict:
 
     trainer.add_callback(Clock())
     t0 = time.perf_counter()
-    out = trainer.train()
+    with out_dir:
+        out = trainer.train()
     steps = np.diff(np.asarray([t0] + ends))
     timed = steps[args.warmup :]
     windows = [float(np.mean(w)) for w in np.array_split(timed, args.windows)]
@@ -478,7 +481,7 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=3)
     parser.add_argument(
         "--precision",
-        choices=("float32", "bfloat16"),
+        choices=PRECISIONS,
         default="float32",
         help="compute dtype: bfloat16 = psycho_jax model.dtype=bfloat16 / torch CPU autocast",
     )
