@@ -60,7 +60,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.train = "sample:sft_train"  # "sample:<file>", a local file/dir, or a hub dataset name
     c.data.eval = "sample:sft_test"
     c.data.max_len = 320
-    c.data.packing = False
+    c.data.packing = False  # SFT: pack conversations into rows of max_len
+    # Reward/DPO: > 1 packs up to this many pairs into each row of max_len (batch_size then
+    # counts rows, each holding a varying number of pairs); 1: one pair per row, bucketed length.
+    c.data.pairs_per_row = 1
     c.data.truncation = "keep_last_turns"  # keep_last_turns | skip | error (prompts too long)
     c.data.on_bad_row = "raise"  # raise | skip (counted and reported)
 

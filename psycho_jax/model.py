@@ -717,15 +717,31 @@ class RewardModel(nnx.Module):
             self.model.layers.add_lora(cfg, rngs.params())
 
     def __call__(
-        self, tokens: Array, *, attention_mask: Array | None = None, **kwargs: Any
+        self,
+        tokens: Array,
+        *,
+        attention_mask: Array | None = None,
+        num_segments: int = 0,
+        **kwargs: Any,
     ) -> Array:
-        """Scores [B, num_labels] float32 at each row's last real token."""
+        """Scores [B, num_labels] float32 at each row's last real token; with `num_segments` S > 0
+        (packed rows: `segment_ids` 1..S required) [B, S, num_labels] at each segment's last
+        token (a segment absent from the row reads position 0: mask it by the batch's slots)."""
         if attention_mask is None:
             attention_mask = jnp.ones(tokens.shape, jnp.bool_)
         hidden, _ = self.model(tokens, attention_mask=attention_mask, **kwargs)
+        w = self.score[...].astype(jnp.float32)
+        if num_segments:
+            seg = kwargs["segment_ids"]
+            slots = jnp.arange(1, num_segments + 1, dtype=seg.dtype)
+            t = jnp.arange(seg.shape[1], dtype=jnp.int32)
+            here = seg[:, None, :] == slots[None, :, None]  # [B,S,T]
+            last = jnp.max(jnp.where(here, t[None, None, :], 0), axis=-1)  # [B,S]
+            h = jnp.take_along_axis(hidden, last[:, :, None], axis=1)  # [B,S,D]
+            return jnp.einsum("BSD,DO->BSO", h, w)
         last = last_token_index(attention_mask)
         h = jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]  # [B,D]
-        return jnp.einsum("BD,DO->BO", h, self.score[...].astype(jnp.float32))
+        return jnp.einsum("BD,DO->BO", h, w)
 
     def normalize(self, rewards: Array) -> Array:
         return (rewards - self.reward_mean[...]) / self.reward_std[...]

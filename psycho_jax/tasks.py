@@ -9,7 +9,10 @@ the big-batch value (accumulating 8 micro-batches of 1 equals one batch of 8).
 Batches (see `psycho_jax.data`): SFT `tokens`, `positions`, `attention_mask` or `segment_ids`,
 `loss_mask`, all [B,T]; preference batches the same keys shaped [B,2,T] (chosen, rejected), optional
 `ratings` [B,2,P] with `has_ratings` [B], and for DPO with precomputed references `ref_logps` [B,2]
-(and `ref_counts` [B,2]).
+(and `ref_counts` [B,2]). Packed preference batches (`segment_ids` [B,2,T] with `example_index`
+[B,S]: up to S pairs per row) carry the per-pair arrays with an extra slot axis ([B,S], [B,S,2],
+[B,S,2,P]); the reward and DPO losses work on pair slots ([B*S] pairs, empty slots masked out),
+so a packed batch gives the losses and metrics of the same pairs unpacked.
 """
 
 from __future__ import annotations
@@ -78,9 +81,59 @@ def sequence_logps(model: nnx.Module, batch: Batch) -> tuple[Array, Array]:
     return jnp.sum(logps, axis=-1).reshape(b, 2), counts.reshape(b, 2)
 
 
-def _mean_contribution(metrics: Metrics, n_local: int, n_global: Array) -> Metrics:
-    """Turns micro-batch means into contributions to the global-batch mean."""
-    return {k: jnp.asarray(v, jnp.float32) * n_local / n_global for k, v in metrics.items()}
+def is_packed_pairs(batch: Batch) -> bool:
+    """A preference batch with several pairs per row (`batching.collate_packed_pairs`)."""
+    return batch["tokens"].ndim == 3 and "segment_ids" in batch
+
+
+def _slot_valid(batch: Batch) -> Array:
+    """[P] float32: 1 for a pair slot holding a pair (P = B, or B*S when packed)."""
+    if is_packed_pairs(batch):
+        return (batch["example_index"].reshape(-1) >= 0).astype(jnp.float32)
+    return jnp.ones((batch["tokens"].shape[0],), jnp.float32)
+
+
+def _per_slot(batch: Batch, x: Array) -> Array:
+    """A per-pair array ([B,...] or packed [B,S,...]) as [P,...]."""
+    lead = 2 if is_packed_pairs(batch) else 1
+    return x.reshape((-1,) + x.shape[lead:])
+
+
+def slot_logps(model: nnx.Module, batch: Batch) -> tuple[Array, Array]:
+    """Summed reply log-probs and reply token counts per pair slot. -> ([P,2], [P,2])."""
+    if not is_packed_pairs(batch):
+        return sequence_logps(model, batch)
+    flat = _flatten_pairs(batch)
+    flat["loss_mask"] = batch["loss_mask"].reshape(flat["tokens"].shape)
+    logp, _ = target_logprobs(model, flat)  # [2B,T]
+    mask = flat["loss_mask"].at[:, 0].set(0).astype(jnp.float32)
+    b, s = batch["example_index"].shape
+    slots = jnp.arange(1, s + 1, dtype=flat["segment_ids"].dtype)
+    onehot = (flat["segment_ids"][:, :, None] == slots[None, None, :]).astype(
+        jnp.float32
+    )  # [2B,T,S]
+    sums = jnp.einsum("RT,RTS->RS", logp, onehot).reshape(b, 2, s)
+    counts = jnp.einsum("RT,RTS->RS", mask, onehot).reshape(b, 2, s)
+    return sums.transpose(0, 2, 1).reshape(-1, 2), counts.transpose(0, 2, 1).reshape(-1, 2)
+
+
+def _one_pair_at_a_time(fn: Callable[..., tuple[Array, Metrics]], *args: Array):
+    """Runs a loss of batch-mean metrics (`losses.*`) on each pair alone: ([P], {name: [P]})."""
+    per_example, metrics = jax.vmap(lambda *a: fn(*(x[None] for x in a)))(*args)
+    return per_example[:, 0], metrics
+
+
+def _slot_sums(
+    per_example: Array, metrics: Metrics, valid: Array, denominator: Array
+) -> tuple[Array, Metrics]:
+    """Per-pair losses and metrics summed over the real pair slots, as contributions to the
+    global-batch mean (divided by the global pair count)."""
+    loss = jnp.sum(jnp.where(valid > 0, per_example, 0.0)) / denominator
+    out = {
+        k: jnp.sum(jnp.where(valid > 0, jnp.asarray(v, jnp.float32), 0.0)) / denominator
+        for k, v in metrics.items()
+    }
+    return loss, out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +176,8 @@ def _sft_loss(model, batch: Batch, denominator: Array, reference=None) -> tuple[
 
 
 def _pairs(batch: Batch) -> Array:
+    if is_packed_pairs(batch):
+        return jnp.maximum(jnp.sum(batch["example_index"] >= 0), 1).astype(jnp.float32)
     return jnp.asarray(batch["tokens"].shape[0], jnp.float32)
 
 
@@ -132,40 +187,47 @@ def make_reward_loss(cfg: ml_collections.ConfigDict):
     def loss_fn(model, batch: Batch, denominator: Array, reference=None) -> tuple[Array, Metrics]:
         del reference
         flat = _flatten_pairs(batch)
-        scores = model(flat["tokens"], **_model_inputs(flat))  # [2B, labels]
         b = batch["tokens"].shape[0]
-        scores = scores.reshape(b, 2, -1)
+        if is_packed_pairs(batch):
+            s = batch["example_index"].shape[-1]
+            scores = model(flat["tokens"], num_segments=s, **_model_inputs(flat))  # [2B,S,L]
+            scores = scores.reshape(b, 2, s, -1).transpose(0, 2, 1, 3).reshape(b * s, 2, -1)
+        else:
+            scores = model(flat["tokens"], **_model_inputs(flat)).reshape(b, 2, -1)
+        valid = _slot_valid(batch)  # [P]
         chosen, rejected = scores[:, 0, 0], scores[:, 1, 0]
         ratings = batch.get("ratings")
+        if ratings is not None:
+            ratings = _per_slot(batch, ratings)  # [P,2,principles]
+            has = _per_slot(batch, batch["has_ratings"]).astype(jnp.float32) * valid
+        margin = jnp.zeros_like(chosen)
         if rc.margin == "constant":
-            margin = jnp.full((b,), rc.margin_value, jnp.float32)
+            margin = jnp.full_like(chosen, rc.margin_value)
         elif rc.margin == "ratings" and ratings is not None:
             margin = losses.margin_from_ratings(ratings[:, 0], ratings[:, 1], rc.margin_value)
-            margin = margin * batch["has_ratings"]
-        else:
-            margin = None
-        per_example, metrics = losses.bradley_terry_loss(chosen, rejected, margin, rc.center_coef)
-        loss_sum = jnp.sum(per_example)
+            margin = margin * has
+
+        def one_pair(c, r, m):
+            return losses.bradley_terry_loss(c, r, m, rc.center_coef)
+
+        per_example, metrics = _one_pair_at_a_time(one_pair, chosen, rejected, margin)
+        loss, out = _slot_sums(per_example, metrics, valid, denominator)
+        ratios = {}
         if rc.principle_head and ratings is not None:
-            # Ratings 1..5 -> [-1, 1]; squared error on rated rows only.
+            # Ratings 1..5 -> [-1, 1]; squared error on rated pairs only.
             target = (ratings.astype(jnp.float32) - 3.0) / 2.0
             err = jnp.mean(jnp.square(scores[..., 1:] - target), axis=(1, 2))
-            has = batch["has_ratings"].astype(jnp.float32)
-            loss_sum = loss_sum + rc.principle_coef * jnp.sum(err * has)
+            loss = loss + rc.principle_coef * jnp.sum(err * has) / denominator
             gap_pred = scores[:, 0, 1:] - scores[:, 1, 1:]
             gap_true = (ratings[:, 0] - ratings[:, 1]).astype(jnp.float32)
             decided = (gap_true != 0) & (has[:, None] > 0)
             agree = jnp.sign(gap_pred) == jnp.sign(gap_true)
-            ratios = {"principle_mse": (jnp.sum(err * has), jnp.sum(has))}
+            ratios["principle_mse"] = (jnp.sum(err * has), jnp.sum(has))
             for i, p in enumerate(PRINCIPLES):
                 ratios[f"principle_accuracy/{p}"] = (
                     jnp.sum(agree[:, i] & decided[:, i]),
                     jnp.sum(decided[:, i]),
                 )
-        else:
-            ratios = {}
-        loss = loss_sum / denominator
-        out = _mean_contribution(metrics, b, denominator)
         out["loss"] = loss
         for name, (num, den) in ratios.items():  # summed over micro-batches, divided at the end
             out[f"{RATIO_NUM}{name}"] = num.astype(jnp.float32)
@@ -183,33 +245,42 @@ def make_dpo_loss(cfg: ml_collections.ConfigDict):
     average = losses.wants_average_logps(dc.loss_type)
 
     def loss_fn(model, batch: Batch, denominator: Array, reference=None) -> tuple[Array, Metrics]:
-        logps, counts = sequence_logps(model, batch)
-        b = logps.shape[0]
+        logps, counts = slot_logps(model, batch)  # [P,2]
         counts = jnp.maximum(counts, 1).astype(jnp.float32)
         if reference is not None:
-            ref_logps, _ = sequence_logps(reference, batch)
+            ref_logps, _ = slot_logps(reference, batch)
             ref_logps = jax.lax.stop_gradient(ref_logps)
         elif "ref_logps" in batch:
-            ref_logps = batch["ref_logps"]
+            ref_logps = _per_slot(batch, batch["ref_logps"])
         else:
             ref_logps = jnp.zeros_like(logps)
         if average:
             policy, ref = logps / counts, ref_logps / counts
         else:
             policy, ref = logps, ref_logps
-        per_example, metrics = losses.preference_loss(
+
+        def one_pair(pc, pr, rc_, rr, nll):
+            return losses.preference_loss(
+                pc,
+                pr,
+                rc_,
+                rr,
+                loss_type=dc.loss_type,
+                beta=dc.beta,
+                label_smoothing=dc.label_smoothing,
+                simpo_gamma=dc.simpo_gamma,
+                chosen_nll=nll,
+            )
+
+        per_example, metrics = _one_pair_at_a_time(
+            one_pair,
             policy[:, 0],
             policy[:, 1],
             ref[:, 0],
             ref[:, 1],
-            loss_type=dc.loss_type,
-            beta=dc.beta,
-            label_smoothing=dc.label_smoothing,
-            simpo_gamma=dc.simpo_gamma,
-            chosen_nll=-logps[:, 0] / counts[:, 0],
+            -logps[:, 0] / counts[:, 0],
         )
-        loss = jnp.sum(per_example) / denominator
-        out = _mean_contribution(metrics, b, denominator)
+        loss, out = _slot_sums(per_example, metrics, _slot_valid(batch), denominator)
         out["loss"] = loss
         return loss, out
 

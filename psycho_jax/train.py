@@ -363,15 +363,21 @@ def reward_statistics(state: TrainState, graphdef, batches: Iterator[Batch], mes
         flat = {
             k: batch[k].reshape((-1, batch[k].shape[-1])) for k in tasks.MODEL_KEYS if k in batch
         }
-        return model(flat.pop("tokens"), **flat)[:, 0]
+        if tasks.is_packed_pairs(batch):  # [2B,S] rewards, one per pair slot; real slots only
+            s = batch["example_index"].shape[-1]
+            r = model(flat.pop("tokens"), num_segments=s, **flat)[..., 0]
+            return r, jnp.repeat(batch["example_index"] >= 0, 2, axis=0)
+        r = model(flat.pop("tokens"), **flat)[:, 0]
+        return r, jnp.ones(r.shape, jnp.bool_)
 
     total = total_sq = count = 0.0
     with jax.set_mesh(mesh):
         for batch in batches:
-            r = scores(state.params, state.rest, sharding.shard_batch(batch, mesh))
+            r, real = scores(state.params, state.rest, sharding.shard_batch(batch, mesh))
             if jax.process_count() > 1:  # rows live on other hosts' devices too
                 r = multihost_utils.process_allgather(r, tiled=True)
-            r = np.asarray(r, np.float64)
+                real = multihost_utils.process_allgather(real, tiled=True)
+            r = np.asarray(r, np.float64)[np.asarray(real)]
             total, total_sq, count = total + r.sum(), total_sq + np.square(r).sum(), count + r.size
     mean = total / max(count, 1)
     std = float(np.sqrt(max(total_sq / max(count, 1) - mean * mean, 1e-12)))

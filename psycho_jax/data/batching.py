@@ -23,6 +23,18 @@ Preference (`collate_pairs`), `B` pairs, axis 1 = (chosen, rejected):
                                       absent. Only when the dataset has ratings, with:
     has_ratings     [B] float32       1 where the pair has ratings
 
+Packed preference pairs (`collate_packed_pairs`, `LoaderConfig.pairs_per_row` = S > 1), `B` rows
+holding up to `S` pairs each: row (b, 0) packs the chosen sequences (prompt + chosen reply) of its
+pairs in order, row (b, 1) their rejected sequences in the same order, so segment s of both rows is
+pair slot s - 1:
+    tokens, positions, attention_mask, loss_mask   [B, 2, T] as above, positions per segment
+    segment_ids     [B, 2, T] int32   1..S: the pair slot of each token, 0 on padding
+    margin          [B, S] float32
+    example_index   [B, S] int32      -1 for an empty slot (the slot mask of the losses)
+    ratings         [B, S, 2, 7] float32 and has_ratings [B, S] float32, as above
+Losses and metrics are per pair slot (`tasks`), so a packed batch of N pairs gives the values of an
+unpacked batch of the same N pairs (tested).
+
 Targets are the tokens themselves: the logit at t predicts token t+1, so a next-token loss reads
 `logits[..., :-1, :]` against `tokens[..., 1:]` weighted by `loss_mask[..., 1:]`. A segment's first
 token (BOS) is never a target, so the shift never crosses from one packed sequence into the next.
@@ -62,11 +74,14 @@ def default_buckets(seq_len: int, n: int = 4) -> tuple[int, ...]:
     return tuple(sorted(out))
 
 
-def pack(lengths: Sequence[int], seq_len: int, max_open: int = 8) -> list[list[int]]:
+def pack(
+    lengths: Sequence[int], seq_len: int, max_open: int = 8, max_items: int | None = None
+) -> list[list[int]]:
     """Groups items (in the given order) into rows of at most `seq_len` tokens.
 
     First fit among up to `max_open` open rows; when none has room and `max_open` rows are open,
-    the oldest is closed. Deterministic; rows come out in the order they are closed.
+    the oldest is closed. A row that reaches `max_items` items (None: no limit) is closed at once.
+    Deterministic; rows come out in the order they are closed.
 
     Returns:
         Rows, each a list of item positions in `lengths`.
@@ -83,11 +98,17 @@ def pack(lengths: Sequence[int], seq_len: int, max_open: int = 8) -> list[list[i
             if n <= r:
                 open_rows[k].append(i)
                 room[k] -= n
+                if max_items is not None and len(open_rows[k]) >= max_items:
+                    rows.append(open_rows.pop(k))
+                    room.pop(k)
                 break
         else:
             if len(open_rows) == max_open:
                 rows.append(open_rows.pop(0))
                 room.pop(0)
+            if max_items == 1:
+                rows.append([i])
+                continue
             open_rows.append([i])
             room.append(seq_len - n)
     return rows + open_rows
@@ -166,6 +187,65 @@ def collate_pairs(
         "tokens": tokens,
         "positions": positions.astype(np.int32),
         "attention_mask": attention,
+        "loss_mask": loss_mask,
+        "margin": margin,
+        "example_index": index,
+    }
+    if with_ratings:
+        batch["ratings"] = ratings
+        batch["has_ratings"] = has_ratings
+    return batch
+
+
+def collate_packed_pairs(
+    rows: Sequence[Sequence[TokenizedPair]],
+    seq_len: int,
+    pad_id: int,
+    with_ratings: bool,
+    pairs_per_row: int,
+) -> dict[str, np.ndarray]:
+    """A packed preference batch (format above): row `b` holds the pairs `rows[b]` (at most
+    `pairs_per_row`), its chosen sequences in row (b, 0) and rejected ones in (b, 1); an empty row
+    is all padding with every slot's `example_index` -1."""
+    b, s_max = len(rows), pairs_per_row
+    tokens = np.full((b, 2, seq_len), pad_id, np.int32)
+    positions = np.zeros((b, 2, seq_len), np.int32)
+    segment_ids = np.zeros((b, 2, seq_len), np.int32)
+    loss_mask = np.zeros((b, 2, seq_len), np.float32)
+    margin = np.zeros((b, s_max), np.float32)
+    index = np.full((b, s_max), -1, np.int32)
+    ratings = np.zeros((b, s_max, 2, len(PRINCIPLES)), np.float32)
+    has_ratings = np.zeros((b, s_max), np.float32)
+    for i, row in enumerate(rows):
+        if len(row) > s_max:
+            raise ValueError(f"row {i}: {len(row)} pairs, more than pairs_per_row {s_max}")
+        for k in range(2):
+            t = 0
+            for slot, p in enumerate(row):
+                n_p = len(p.prompt)
+                reply = p.rejected if k else p.chosen
+                n = n_p + len(reply)
+                if t + n > seq_len:
+                    raise ValueError(
+                        f"row {i}: pair {p.index} ends at {t + n} tokens, past seq_len {seq_len}"
+                    )
+                tokens[i, k, t : t + n_p] = p.prompt
+                tokens[i, k, t + n_p : t + n] = reply
+                positions[i, k, t : t + n] = np.arange(n, dtype=np.int32)
+                segment_ids[i, k, t : t + n] = slot + 1
+                loss_mask[i, k, t + n_p : t + n] = 1.0
+                t += n
+        for slot, p in enumerate(row):
+            margin[i, slot] = 0.0 if p.margin is None else p.margin
+            index[i, slot] = p.index
+            if p.ratings is not None:
+                ratings[i, slot] = p.ratings
+                has_ratings[i, slot] = 1.0
+    batch = {
+        "tokens": tokens,
+        "positions": positions,
+        "segment_ids": segment_ids,
+        "attention_mask": (segment_ids > 0).astype(np.int32),
         "loss_mask": loss_mask,
         "margin": margin,
         "example_index": index,

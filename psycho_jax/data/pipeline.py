@@ -50,6 +50,9 @@ class LoaderConfig:
         seed: shuffling seed; the order of epoch `e` depends only on (seed, e).
         num_epochs: passes over the data; None repeats forever.
         packing: SFT only: pack several conversations per row (`segment_ids`), else one per row.
+        pairs_per_row: preference pairs only: 1 gives one pair per row (bucketed lengths); S > 1
+            packs up to S pairs per row of exactly `seq_len` (`batching.collate_packed_pairs`),
+            and `global_batch_size` counts rows.
         buckets: allowed batch lengths when not packing; () means `default_buckets(seq_len)`.
         max_open_rows: how many partly filled rows the packer keeps open (first fit).
         pad_last_batch: with `num_epochs`, fill the last partial global batch with empty rows (all
@@ -68,6 +71,7 @@ class LoaderConfig:
     max_open_rows: int = 8
     pad_last_batch: bool = False
     prefetch: int = 2
+    pairs_per_row: int = 1
 
     def __post_init__(self):
         if self.global_batch_size <= 0 or self.seq_len <= 0:
@@ -79,6 +83,8 @@ class LoaderConfig:
             raise ValueError(
                 f"LoaderConfig.num_epochs must be positive or None, got {self.num_epochs}"
             )
+        if self.pairs_per_row < 1:
+            raise ValueError(f"LoaderConfig.pairs_per_row must be >= 1, got {self.pairs_per_row}")
         if self.buckets and max(self.buckets) > self.seq_len:
             raise ValueError(f"LoaderConfig.buckets {self.buckets} exceed seq_len {self.seq_len}")
 
@@ -145,7 +151,10 @@ class Loader:
                 f"an example has {self.lengths.max()} tokens, more than seq_len {config.seq_len}: "
                 "tokenize with Truncation(max_len <= seq_len)"
             )
-        self.packing = config.packing and not self.is_pairs
+        if self.is_pairs:
+            self.packing = config.pairs_per_row > 1
+        else:
+            self.packing = config.packing
         self.buckets = config.buckets or batching.default_buckets(config.seq_len)
         self.with_ratings = self.is_pairs and any(p.ratings is not None for p in self.examples)
         n = len(self.examples)
@@ -193,7 +202,10 @@ class Loader:
     def _pack_epoch(self, e: int) -> list[list[int]]:
         n = len(self.examples)
         idx = np.asarray([self._order[e * n + i] for i in range(n)], np.int64)
-        rows = batching.pack(self.lengths[idx], self.config.seq_len, self.config.max_open_rows)
+        max_items = self.config.pairs_per_row if self.is_pairs else None
+        rows = batching.pack(
+            self.lengths[idx], self.config.seq_len, self.config.max_open_rows, max_items
+        )
         return [[int(idx[k]) for k in row] for row in rows]
 
     def _epoch_plan(self, epoch: int) -> list[list[int]]:
@@ -252,6 +264,11 @@ class Loader:
             longest = max(int(self.lengths[u[0]]) for u in units if u)
             seq_len = batching.bucket_length(longest, self.buckets)
         mine = units[h * self.host_batch_size : (h + 1) * self.host_batch_size]
+        if self.is_pairs and self.packing:
+            rows = [[self.examples[i] for i in u] for u in mine]
+            return batching.collate_packed_pairs(
+                rows, seq_len, cfg.pad_id, self.with_ratings, cfg.pairs_per_row
+            )
         if self.is_pairs:
             pairs = [self.examples[u[0]] if u else None for u in mine]
             return batching.collate_pairs(pairs, seq_len, cfg.pad_id, self.with_ratings)
@@ -290,7 +307,7 @@ class Loader:
         Raises:
             ValueError: the state comes from other data or another config (names what differs).
         """
-        saved = state.get("fingerprint", {})
+        saved = {"pairs_per_row": 1, **state.get("fingerprint", {})}  # states before the field
         diff = {
             k: (saved.get(k), v)
             for k, v in self.fingerprint.items()

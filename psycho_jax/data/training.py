@@ -84,5 +84,6 @@ def make_loader(
         seed=c.seed,
         num_epochs=epochs,
         packing=c.data.packing,
+        pairs_per_row=c.data.get("pairs_per_row", 1),
     )
     return Loader(examples, config, process_index, process_count)
