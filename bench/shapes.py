@@ -71,3 +71,18 @@ def hf_config(shape: str, **extra):
     import transformers
 
     return transformers.LlamaConfig(**COMMON_HF, **SHAPES[shape]["hf"], **extra)
+
+
+# `--data=counsel` (bench/train_step.py): lengths of CounselChat (../shared/data/counsel-chat, 815
+# questions and 2,129 therapist answers) in Llama 3 tokens, fitted as log-normals: question with
+# BOS median 73 (log-mean 4.283, log-sd 0.605), answer median 166 (5.105, 0.677). A prompt adds the
+# Llama 3.1 chat template's 9 other tokens (headers, end of turn), a reply its end-of-turn token.
+# The lengths are scaled by seq / 512: the medium shape sees them as they are, small at half.
+COUNSEL_LENGTHS = dict(
+    question_log_mean=4.283,
+    question_log_sd=0.605,
+    answer_log_mean=5.105,
+    answer_log_sd=0.677,
+    template_tokens=9,
+    reference_seq=512,
+)

@@ -182,7 +182,7 @@ def run_train_worker(
         f"--model_dir={model_dir}",
         f"--json={out}",
     ]
-    for flag in ("warmup", "steps", "windows", "torch_threads", "precision"):
+    for flag in ("warmup", "steps", "windows", "torch_threads", "precision", "data"):
         if getattr(args, flag) is not None:
             cmd.append(f"--{flag}={getattr(args, flag)}")
     cmd += [f"--set={o}" for o in config.overrides]
@@ -211,6 +211,8 @@ def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
         tokens_per_step=runs[0]["tokens_per_step"],
         loss=runs[-1]["loss"],
     )
+    if "real_fraction" in runs[0]:  # --data=counsel: real tokens / token slots of a step
+        out["real_fraction"] = runs[0]["real_fraction"]
     if "compiles" in runs[0]:
         out["compiles"] = [r["compiles"] for r in runs]
         out["cache_size"] = [r["cache_size"] for r in runs]
@@ -407,7 +409,8 @@ def report_text(results: dict[str, Any]) -> str:
         f"matmul {mm['n']}^3 {mm.get('dtype', 'float32')}: XLA {mm['xla_flops'] / 1e9:.1f} GFLOP/s, torch "
         f"{mm['torch_flops'] / 1e9:.1f} GFLOP/s ({mm['torch_threads']} threads)",
         "",
-        f"Training step, psycho_jax / PyTorch, {results['args'].get('precision', 'float32')} "
+        f"Training step, psycho_jax / PyTorch, {results['args'].get('precision', 'float32')}, "
+        f"{results['args'].get('data', 'fixed')} data "
         f"(median of {results['args']['repeats']} runs; peak RSS: the largest)",
     ]
     train = results["train"]
@@ -479,6 +482,27 @@ def report_text(results: dict[str, Any]) -> str:
                     "compiles",
                 ],
                 rows,
+            )
+        )
+    fills = [
+        (r, train[r["shape"]][r["task"]])
+        for r in a["ratios"]
+        if "real_fraction" in train[r["shape"]][r["task"]]["jax"]
+    ]
+    if fills:
+        out += ["", "Real tokens / token slots of a step (--data=counsel: padding not counted)"]
+        out.append(
+            _table(
+                ["shape", "task", "JAX (packed)", "torch (padded to the batch's longest)"],
+                [
+                    [
+                        r["shape"],
+                        r["task"],
+                        f"{t['jax']['real_fraction']:.2f}",
+                        f"{t['torch']['real_fraction']:.2f}",
+                    ]
+                    for r, t in fills
+                ],
             )
         )
     if any("tokens_per_s_vs_trl" in r for r in a["ratios"]):
@@ -715,6 +739,14 @@ def main(argv: list[str] | None = None) -> int:
         default="float32",
         help="training compute dtype (bench/train_step.py): bfloat16 = psycho_jax "
         "model.dtype=bfloat16 against torch CPU autocast; weights and optimizer stay float32",
+    )
+    parser.add_argument(
+        "--data",
+        choices=train_step.DATA,
+        default="fixed",
+        help="fixed: full-length random rows, the same work in both frameworks; counsel: "
+        "CounselChat's lengths, psycho_jax packing (data.packing, data.pairs_per_row), the peer "
+        "padding each batch to its longest; tokens/s counts real tokens",
     )
     parser.add_argument(
         "--trl",

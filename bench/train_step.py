@@ -49,10 +49,12 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from shapes import SHAPES, hf_config  # noqa: E402
+from shapes import COUNSEL_LENGTHS, SHAPES, hf_config  # noqa: E402
 
 TASKS = ("sft", "reward", "dpo", "dpo_pre")
 PRECISIONS = ("float32", "bfloat16")  # compute dtype: bfloat16 = model.dtype / torch CPU autocast
+DATA = ("fixed", "counsel")  # full-length random rows, or CounselChat's lengths (see --data)
+PAIRS_PER_ROW = 4  # --data=counsel: packed pair slots per psycho_jax row
 PARITY_ATOL = 1e-4
 BETA = 0.1
 LR = 1e-5
@@ -77,6 +79,119 @@ def make_batch(task: str, shape: str, seed: int) -> dict[str, np.ndarray]:
     return batch
 
 
+# ----------------------------------------------------------------------------- --data=counsel
+
+
+def counsel_examples(task: str, shape: str, n: int, seed: int = 0) -> list[tuple[np.ndarray, ...]]:
+    """`n` random-token examples with CounselChat's lengths (`shapes.COUNSEL_LENGTHS`, scaled by
+    seq / 512): (prompt, reply) for SFT, (prompt, chosen, rejected) for pairs. A sequence longer
+    than `seq` keeps at most half of it for the prompt (its last tokens) and cuts the reply."""
+    cl, t = COUNSEL_LENGTHS, SHAPES[shape]["seq"]
+    vocab = SHAPES[shape]["hf"]["vocab_size"]
+    scale = t / cl["reference_seq"]
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        q = rng.lognormal(cl["question_log_mean"], cl["question_log_sd"])
+        p = max(int(round((q + cl["template_tokens"]) * scale)), 2)
+        replies = rng.lognormal(
+            cl["answer_log_mean"], cl["answer_log_sd"], 1 if task == "sft" else 2
+        )
+        r = [max(int(round(x * scale)), 1) for x in replies]
+        if p + max(r) > t:
+            p = min(p, t // 2)
+            r = [min(x, t - p) for x in r]
+        out.append(tuple(rng.integers(3, vocab, size=k, dtype=np.int32) for k in (p, *r)))
+    return out
+
+
+def _examples_for(task: str, shape: str, rows: int) -> list[tuple[np.ndarray, ...]]:
+    """Enough examples for `rows` rows of `seq` tokens, however short they are."""
+    return counsel_examples(task, shape, n=rows * 8)
+
+
+def counsel_jax_batches(task: str, shape: str, n: int) -> list[dict[str, np.ndarray]]:
+    """psycho_jax's `n` batches of `--data=counsel` examples, packed by the library: SFT rows of
+    several conversations (`batching.collate_sft`), pair rows of up to `PAIRS_PER_ROW` pairs
+    (`batching.collate_packed_pairs`); every batch `batch` rows of exactly `seq` tokens."""
+    from psycho_jax.data import batching
+    from psycho_jax.data.templating import TokenizedConversation, TokenizedPair
+
+    b, t = SHAPES[shape]["batch"], SHAPES[shape]["seq"]
+    ex = _examples_for(task, shape, n * b)
+    if task == "sft":
+        items = [
+            TokenizedConversation(
+                np.concatenate([p, r]),
+                np.concatenate([np.zeros(len(p), bool), np.ones(len(r), bool)]),
+                i,
+            )
+            for i, (p, r) in enumerate(ex)
+        ]
+        rows = batching.pack([len(c.tokens) for c in items], t)
+        batches = [
+            batching.collate_sft(
+                [[items[i] for i in row] for row in rows[k * b : (k + 1) * b]], t, 0
+            )
+            for k in range(n)
+        ]
+    else:
+        items = [TokenizedPair(p, c, r, None, None, i) for i, (p, c, r) in enumerate(ex)]
+        lengths = [batching.packed_pair_lengths(x) for x in items]
+        rows = batching.pack(lengths, t, max_items=PAIRS_PER_ROW)
+        batches = [
+            batching.collate_packed_pairs(
+                [[items[i] for i in row] for row in rows[k * b : (k + 1) * b]],
+                t,
+                0,
+                False,
+                PAIRS_PER_ROW,
+            )
+            for k in range(n)
+        ]
+    if task == "dpo_pre":
+        rng = np.random.default_rng(1)
+        for batch in batches:
+            ref = rng.normal(-100.0, 1.0, size=batch["example_index"].shape + (2,))
+            batch["ref_logps"] = ref.astype(np.float32)
+    return batches
+
+
+def counsel_padded_batches(task: str, shape: str, n: int) -> list[dict[str, np.ndarray]]:
+    """The PyTorch peer's `n` batches of the same examples, `batch` examples (SFT) or pairs each,
+    right-padded to the batch's longest sequence (TRL's collators' default): [B,L] or [B,2,L]."""
+    b = SHAPES[shape]["batch"]
+    ex = _examples_for(task, shape, n * b)
+    rng = np.random.default_rng(1)
+    out = []
+    for k in range(n):
+        group = ex[k * b : (k + 1) * b]
+        seqs = [[np.concatenate([e[0], reply]) for reply in e[1:]] for e in group]
+        longest = max(len(x) for pair in seqs for x in pair)
+        lead = (b,) if task == "sft" else (b, 2)
+        tokens = np.zeros(lead + (longest,), np.int32)
+        attention = np.zeros(lead + (longest,), np.int32)
+        loss_mask = np.zeros(lead + (longest,), np.int32)
+        for i, (e, pair) in enumerate(zip(group, seqs, strict=True)):
+            for j, x in enumerate(pair):
+                at = (i,) if task == "sft" else (i, j)
+                tokens[at][: len(x)] = x
+                attention[at][: len(x)] = 1
+                loss_mask[at][len(e[0]) : len(x)] = 1
+        batch = {"tokens": tokens, "attention_mask": attention, "loss_mask": loss_mask}
+        if task == "dpo_pre":
+            batch["ref_logps"] = rng.normal(-100.0, 1.0, size=(b, 2)).astype(np.float32)
+        out.append(batch)
+    return out
+
+
+def real_tokens(batches: list[dict[str, np.ndarray]]) -> tuple[float, float]:
+    """Mean real (non-padding) tokens per batch, and their fraction of the batch's slots."""
+    real = [int(np.sum(x["attention_mask"])) for x in batches]
+    slots = [x["attention_mask"].size for x in batches]
+    return statistics.mean(real), sum(real) / sum(slots)
+
+
 def tokens_per_step(task: str, shape: str) -> int:
     s = SHAPES[shape]
     return s["batch"] * s["seq"] * (1 if task == "sft" else 2)
@@ -95,6 +210,23 @@ def _peak_rss_bytes() -> int:
         pass
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return maxrss if sys.platform == "darwin" else maxrss * 1024  # bytes on macOS, KiB elsewhere
+
+
+def _batches(args, counsel_fn) -> list[dict[str, np.ndarray]]:
+    """The host batches a worker cycles through: 2 fixed random ones, or with `--data=counsel`
+    `--steps` of them (each timed window runs every one once)."""
+    if args.data == "counsel":
+        return counsel_fn(args.task, args.shape, args.steps)
+    return [make_batch(args.task, args.shape, seed=i) for i in range(2)]
+
+
+def _token_counts(args, batches) -> dict[str, float]:
+    """`--data=counsel`: the real tokens a step trains on (mean over the batches, padding not
+    counted) and their fraction of the batch's token slots."""
+    if args.data != "counsel":
+        return {}
+    per_step, fill = real_tokens(batches)
+    return {"tokens_per_step": per_step, "real_fraction": fill}
 
 
 def _time_windows(run_window, warmup_fn, args) -> dict[str, float]:
@@ -172,6 +304,8 @@ def run_jax(args) -> dict:
     from psycho_jax import distributed
 
     overrides = (["model.dtype=bfloat16"] if args.precision == "bfloat16" else []) + args.set
+    if args.data == "counsel":  # what the batches are (the step takes their shapes from them)
+        overrides = [f"data.pairs_per_row={PAIRS_PER_ROW}", "data.packing=True"] + overrides
     c = jax_config(args.task, args.shape, args.model_dir, overrides)
     distributed.use_cpu_cores(c)  # as `python -m psycho_jax.main` does, before JAX starts
 
@@ -199,9 +333,8 @@ def run_jax(args) -> dict:
         ]
     tx, state = train.init_train_state(c, params, rest, mesh)
     step_fn = train.jit_train_step(c, graphdef, task, tx, state, reference)
-    batches = [
-        sharding.shard_batch(make_batch(args.task, args.shape, seed=i), mesh) for i in range(2)
-    ]
+    host = _batches(args, counsel_jax_batches)
+    batches = [sharding.shard_batch(x, mesh) for x in host]
     jax.block_until_ready(batches)
     holder = {"state": state, "metrics": None, "i": 0}
 
@@ -227,6 +360,7 @@ def run_jax(args) -> dict:
         mesh=dict(mesh.shape),
         loss=loss,
         params=model.config.num_params,
+        **_token_counts(args, host),
     )
 
 
@@ -274,7 +408,8 @@ def run_torch(args) -> dict:
             out[k] = out[k].reshape(-1, out[k].shape[-1]).long()
         return out
 
-    batches = [to_torch(make_batch(args.task, args.shape, seed=i)) for i in range(2)]
+    host = _batches(args, counsel_padded_batches)
+    batches = [to_torch(x) for x in host]
 
     def seq_logps(m, b):
         logits = m(input_ids=b["tokens"], attention_mask=b["attention_mask"]).logits[:, :-1]
@@ -322,6 +457,7 @@ def run_torch(args) -> dict:
         parity_max_abs=err,
         params=sum(p.numel() for n, p in model.named_parameters()),
         torch_threads=torch.get_num_threads(),
+        **_token_counts(args, host),
     )
 
 
@@ -485,14 +621,23 @@ def main() -> None:
         default="float32",
         help="compute dtype: bfloat16 = psycho_jax model.dtype=bfloat16 / torch CPU autocast",
     )
+    parser.add_argument(
+        "--data",
+        choices=DATA,
+        default="fixed",
+        help="fixed: full-length random rows, the same work in both frameworks; counsel: "
+        "CounselChat's lengths, psycho_jax packing its rows, the peer padding each batch to its "
+        "longest (tokens/s counts real tokens)",
+    )
     parser.add_argument("--set", action="append", default=[], help="psycho_jax config override k=v")
     parser.add_argument("--torch_threads", type=int, default=0, help="0: os.cpu_count()")
     parser.add_argument("--json", default="")
     args = parser.parse_args()
     run = {"jax": run_jax, "torch": run_torch, "trl": run_trl}[args.framework]
     result = run(args)
-    tps = tokens_per_step(args.task, args.shape)
+    tps = result.pop("tokens_per_step", None) or tokens_per_step(args.task, args.shape)
     result.update(
+        data=args.data,
         framework=args.framework,
         task=args.task,
         shape=args.shape,

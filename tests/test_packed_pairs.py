@@ -42,6 +42,12 @@ def test_pack_max_items():
     assert rows == [[0, 1], [2, 3], [4]]
     assert batching.pack([10, 10, 10], 100, max_items=1) == [[0], [1], [2]]
     assert batching.pack([60, 30, 50, 20], 100) == [[0, 1], [2, 3]]  # unchanged without a limit
+    # Two lengths an item (a pair's chosen and rejected rows): each must fit its own row.
+    # (by their longer sequence, 60 + 60 would not fit)
+    assert batching.pack([(60, 30), (30, 60), (10, 10)], 100) == [[0, 1, 2]]
+    assert batching.pack([(60, 30), (50, 10), (40, 80)], 100) == [[0], [1, 2]]
+    with pytest.raises(ValueError, match="item 1 has 120 tokens"):
+        batching.pack([(10, 10), (5, 120)], 100)
 
 
 def test_collate_packed_pairs_segments_are_the_unpacked_rows(tokenizer, pairs):
@@ -71,7 +77,7 @@ def test_collate_packed_pairs_segments_are_the_unpacked_rows(tokenizer, pairs):
 
 
 def _packed_batch(pairs, pad_id, per_row=4):
-    lengths = [batching.pair_length(p) for p in pairs]
+    lengths = [batching.packed_pair_lengths(p) for p in pairs]
     rows = batching.pack(lengths, PACKED_SEQ, max_open=4, max_items=per_row)
     return batching.collate_packed_pairs(
         [[pairs[i] for i in r] for r in rows], PACKED_SEQ, pad_id, True, per_row

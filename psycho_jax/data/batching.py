@@ -75,13 +75,17 @@ def default_buckets(seq_len: int, n: int = 4) -> tuple[int, ...]:
 
 
 def pack(
-    lengths: Sequence[int], seq_len: int, max_open: int = 8, max_items: int | None = None
+    lengths: Sequence[int] | Sequence[Sequence[int]],
+    seq_len: int,
+    max_open: int = 8,
+    max_items: int | None = None,
 ) -> list[list[int]]:
     """Groups items (in the given order) into rows of at most `seq_len` tokens.
 
     First fit among up to `max_open` open rows; when none has room and `max_open` rows are open,
     the oldest is closed. A row that reaches `max_items` items (None: no limit) is closed at once.
-    Deterministic; rows come out in the order they are closed.
+    Deterministic; rows come out in the order they are closed. An item's length may be a tuple,
+    one length per parallel row (a pair's chosen and rejected sequences): each must fit its own.
 
     Returns:
         Rows, each a list of item positions in `lengths`.
@@ -90,14 +94,15 @@ def pack(
     """
     rows: list[list[int]] = []
     open_rows: list[list[int]] = []
-    room: list[int] = []
-    for i, n in enumerate(lengths):
-        if n > seq_len:
-            raise ValueError(f"item {i} has {n} tokens, more than seq_len {seq_len}")
+    room: list[tuple[int, ...]] = []
+    for i, item in enumerate(lengths):
+        n = tuple(item) if isinstance(item, Sequence | np.ndarray) else (item,)
+        if max(n) > seq_len:
+            raise ValueError(f"item {i} has {max(n)} tokens, more than seq_len {seq_len}")
         for k, r in enumerate(room):
-            if n <= r:
+            if all(a <= b for a, b in zip(n, r, strict=True)):
                 open_rows[k].append(i)
-                room[k] -= n
+                room[k] = tuple(b - a for a, b in zip(n, r, strict=True))
                 if max_items is not None and len(open_rows[k]) >= max_items:
                     rows.append(open_rows.pop(k))
                     room.pop(k)
@@ -110,8 +115,13 @@ def pack(
                 rows.append([i])
                 continue
             open_rows.append([i])
-            room.append(seq_len - n)
+            room.append(tuple(seq_len - a for a in n))
     return rows + open_rows
+
+
+def packed_pair_lengths(p: TokenizedPair) -> tuple[int, int]:
+    """A pair's (chosen, rejected) sequence lengths: what it takes of each row when packed."""
+    return len(p.prompt) + len(p.chosen), len(p.prompt) + len(p.rejected)
 
 
 def collate_sft(

@@ -202,10 +202,12 @@ class Loader:
     def _pack_epoch(self, e: int) -> list[list[int]]:
         n = len(self.examples)
         idx = np.asarray([self._order[e * n + i] for i in range(n)], np.int64)
-        max_items = self.config.pairs_per_row if self.is_pairs else None
-        rows = batching.pack(
-            self.lengths[idx], self.config.seq_len, self.config.max_open_rows, max_items
-        )
+        if self.is_pairs:  # chosen and rejected rows fill up separately
+            lengths = [batching.packed_pair_lengths(self.examples[k]) for k in idx]
+            max_items = self.config.pairs_per_row
+        else:
+            lengths, max_items = self.lengths[idx], None
+        rows = batching.pack(lengths, self.config.seq_len, self.config.max_open_rows, max_items)
         return [[int(idx[k]) for k in row] for row in rows]
 
     def _epoch_plan(self, epoch: int) -> list[list[int]]:
