@@ -32,6 +32,11 @@ reported against the default JAX configuration and against torch. Without it onl
 `model.dtype=bfloat16` against the same PyTorch loop under `torch.autocast("cpu", torch.bfloat16)`
 (float32 weights and AdamW in both; the parity check before timing stays float32).
 
+`--data=counsel` gives the sequences CounselChat's lengths (bench/train_step.py `--data`): psycho_jax
+packs them into its fixed-shape rows, the PyTorch loop pads each batch to its longest, tokens/s counts
+real tokens, and the report adds each side's fraction of real tokens (the matmul fractions then count
+useful FLOPs only).
+
 Matrix multiply: XLA (`jax.jit(jnp.dot)`) and torch (`torch.matmul`, `--torch_threads` threads, default
 one per CPU) on `--matmul_n`³ operands in `--precision` (float32 accumulation), median of
 `--matmul_repeats` calls each, measured in this run.

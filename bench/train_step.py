@@ -13,7 +13,11 @@ the PyTorch side checks its logits against psycho_jax's (atol 1e-4, float32) bef
 
 Tasks: `sft`; `reward` (Bradley-Terry on chosen/rejected); `dpo` (sigmoid loss, live reference model);
 `dpo_pre` (DPO with precomputed reference log-probs in the batch). Batches are random token ids,
-every sequence full length, the first quarter a prompt (not a target).
+every sequence full length, the first quarter a prompt (not a target): the same work in both
+frameworks. With `--data=counsel` the sequences have CounselChat's lengths instead
+(`counsel_examples`): psycho_jax packs them into its fixed [B,T] rows as the library does
+(`data.packing`; pairs `data.pairs_per_row`), the PyTorch peer pads each batch of `batch` examples
+to its longest sequence, as TRL's collators do, and tokens/s counts real tokens only.
 
 psycho_jax: the library's own path: `train.build_model` from the HF directory, `train.init_train_state`,
 `train.jit_train_step` (donated state, optax AdamW + clipping), the step dispatched before the

@@ -127,6 +127,40 @@ def test_trl_rows_carry_the_benchmark_token_ids():
     assert rows[0]["input_ids"] == sft[0].tolist() and sum(rows[0]["completion_mask"]) == t - t // 4
 
 
+@pytest.mark.parametrize("task", ["sft", "dpo_pre"])
+def test_counsel_batches_same_examples_packed_and_padded(task):
+    """--data=counsel: psycho_jax's rows are packed to the fixed shape, the peer's batches padded
+    to their longest, both from the same examples, and the token counts are the real tokens."""
+    s = train_step.SHAPES["small"]
+    b, t = s["batch"], s["seq"]
+    ex = train_step.counsel_examples(task, "small", 200)
+    lengths = np.asarray([[len(x) for x in e] for e in ex])
+    assert (lengths[:, 0] + lengths[:, 1:].max(1) <= t).all()
+    # CounselChat's medians (73 + 9 prompt, 166 reply tokens) at half scale (seq 256 / 512).
+    assert 30 <= np.median(lengths[:, 0]) <= 50 and 65 <= np.median(lengths[:, 1]) <= 100
+    jx = train_step.counsel_jax_batches(task, "small", 3)
+    pt = train_step.counsel_padded_batches(task, "small", 3)
+    lead = (b,) if task == "sft" else (b, 2)
+    for batch in jx:
+        assert batch["tokens"].shape == lead + (t,)
+        assert batch["segment_ids"].max() > 1  # several sequences share a row
+    for k, batch in enumerate(pt):
+        longest = batch["tokens"].shape[-1]
+        assert batch["tokens"].shape == lead + (longest,) and longest <= t
+        assert batch["attention_mask"][..., -1].any()  # padded to the batch's longest, no more
+        first = ex[k * b]  # the peer's batches are the examples in order
+        n = len(first[0]) + len(first[1])
+        np.testing.assert_array_equal(
+            batch["tokens"].reshape(-1, longest)[0, :n], np.concatenate(first[:2])
+        )
+    if task == "dpo_pre":
+        assert jx[0]["ref_logps"].shape == (b, train_step.PAIRS_PER_ROW, 2)
+    real_jx, fill_jx = train_step.real_tokens(jx)
+    real_pt, fill_pt = train_step.real_tokens(pt)
+    assert real_jx == np.mean([x["attention_mask"].sum() for x in jx])
+    assert fill_jx > fill_pt and real_jx > real_pt
+
+
 @pytest.mark.slow
 def test_train_step_bfloat16_both_frameworks(tmp_path):
     """`--precision=bfloat16`: psycho_jax's bfloat16 compute against torch CPU autocast, from the
@@ -192,3 +226,27 @@ def test_suite_tiny_smoke(tmp_path):
         "Targets",
     ):
         assert line in proc.stdout, line
+
+
+@pytest.mark.slow
+def test_suite_tiny_counsel_data(tmp_path):
+    """`--data=counsel`: every task's workers train on packed (psycho_jax) and padded (PyTorch)
+    CounselChat-length batches, one compilation each, real tokens counted (~1 minute)."""
+    out = tmp_path / "results.json"
+    cmd = [sys.executable, str(ROOT / "bench" / "suite.py"), "--shapes=tiny", "--repeats=1"]
+    cmd += ["--warmup=1", "--steps=2", "--windows=1", "--matmul_n=256", "--skip_decode"]
+    cmd += ["--data=counsel", f"--json={out}"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    results = json.loads(out.read_text())
+    slots = {"sft": 4 * 64, "reward": 4 * 2 * 64}
+    for task, by_config in results["train"]["tiny"].items():
+        jx, pt = by_config["jax"], by_config["torch"]
+        assert jx["compiles"] == [1] and jx["cache_size"] == [1], task
+        assert np.isfinite(jx["loss"]) and np.isfinite(pt["loss"]), task
+        assert jx["real_fraction"] > pt["real_fraction"], task
+        assert jx["tokens_per_step"] == pytest.approx(
+            jx["real_fraction"] * slots["sft" if task == "sft" else "reward"]
+        )
+    assert "Real tokens / token slots of a step" in proc.stdout
+    assert "float32, counsel data" in proc.stdout

@@ -182,6 +182,7 @@ def test_config_pairs_per_row_reaches_the_loader(tokenizer):
     assert (batch["example_index"] >= 0).sum() > 2  # more than one pair per row
 
 
+@pytest.mark.slow
 def test_packed_pairs_train_and_evaluate(tmp_path):
     """The training loop, evaluation and the precomputed DPO reference on packed pair batches."""
     packed = dict(data__pairs_per_row=3, data__max_len=PACKED_SEQ, batch_size=8, num_steps=2)
