@@ -28,6 +28,16 @@ def test_pack_first_fit_is_deterministic_and_bounded():
         batching.pack([3, 11], 10)
 
 
+def test_pack_best_fit_closes_the_fullest_row():
+    # 3 fits both open rows; it goes where it leaves the least room (first fit: row [0]).
+    assert batching.pack([5, 7, 3], 10) == [[0], [1, 2]]
+    # No room for the second 9: the fullest open row ([1], room 1) closes, not the oldest ([0]);
+    # the 1 then fills the new row exactly.
+    assert batching.pack([2, 9, 9, 1], 10, max_open=2) == [[1], [0], [2, 3]]
+    # Parallel rows (pairs): room is summed over both; (2, 2) fits both rows, the second is fuller.
+    assert batching.pack([(5, 5), (6, 7), (2, 2)], 10) == [[0], [1, 2]]
+
+
 def test_packed_segments_and_positions(convs):
     lengths = [len(c.tokens) for c in convs]
     rows = batching.pack(lengths, 512)

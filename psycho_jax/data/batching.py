@@ -77,15 +77,21 @@ def default_buckets(seq_len: int, n: int = 4) -> tuple[int, ...]:
 def pack(
     lengths: Sequence[int] | Sequence[Sequence[int]],
     seq_len: int,
-    max_open: int = 8,
+    max_open: int = 32,
     max_items: int | None = None,
 ) -> list[list[int]]:
     """Groups items (in the given order) into rows of at most `seq_len` tokens.
 
-    First fit among up to `max_open` open rows; when none has room and `max_open` rows are open,
-    the oldest is closed. A row that reaches `max_items` items (None: no limit) is closed at once.
-    Deterministic; rows come out in the order they are closed. An item's length may be a tuple,
-    one length per parallel row (a pair's chosen and rejected sequences): each must fit its own.
+    Best fit among up to `max_open` open rows: an item goes to the open row it leaves with the
+    least room (the first such row on ties); when none has room and `max_open` rows are open, the
+    fullest open row is closed. A row that reaches `max_items` items (None: no limit) is closed at
+    once. Deterministic; rows come out in the order they are closed, then the rows still open. An
+    item's length may be a tuple, one length per parallel row (a pair's chosen and rejected
+    sequences): each must fit its own, and a row's room is the sum over its parallel rows.
+
+    With CounselChat's lengths this fills about 95% of an SFT row's tokens and 81% of a pair row's
+    (`bench/train_step.py --data=counsel`); first fit closing the oldest of 8 open rows filled 90%
+    and 75%.
 
     Returns:
         Rows, each a list of item positions in `lengths`.
@@ -99,23 +105,28 @@ def pack(
         n = tuple(item) if isinstance(item, Sequence | np.ndarray) else (item,)
         if max(n) > seq_len:
             raise ValueError(f"item {i} has {max(n)} tokens, more than seq_len {seq_len}")
+        best, best_room = -1, None
         for k, r in enumerate(room):
-            if all(a <= b for a, b in zip(n, r, strict=True)):
-                open_rows[k].append(i)
-                room[k] = tuple(b - a for a, b in zip(n, r, strict=True))
-                if max_items is not None and len(open_rows[k]) >= max_items:
-                    rows.append(open_rows.pop(k))
-                    room.pop(k)
-                break
-        else:
-            if len(open_rows) == max_open:
-                rows.append(open_rows.pop(0))
-                room.pop(0)
-            if max_items == 1:
-                rows.append([i])
-                continue
-            open_rows.append([i])
-            room.append(tuple(seq_len - a for a in n))
+            if all(a <= b for a, b in zip(n, r, strict=True)) and (
+                best_room is None or sum(r) < best_room
+            ):
+                best, best_room = k, sum(r)
+        if best >= 0:
+            open_rows[best].append(i)
+            room[best] = tuple(b - a for a, b in zip(n, room[best], strict=True))
+            if max_items is not None and len(open_rows[best]) >= max_items:
+                rows.append(open_rows.pop(best))
+                room.pop(best)
+            continue
+        if len(open_rows) == max_open:
+            fullest = min(range(len(room)), key=lambda k: sum(room[k]))
+            rows.append(open_rows.pop(fullest))
+            room.pop(fullest)
+        if max_items == 1:
+            rows.append([i])
+            continue
+        open_rows.append([i])
+        room.append(tuple(seq_len - a for a in n))
     return rows + open_rows
 
 

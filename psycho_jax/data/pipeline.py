@@ -54,7 +54,8 @@ class LoaderConfig:
             packs up to S pairs per row of exactly `seq_len` (`batching.collate_packed_pairs`),
             and `global_batch_size` counts rows.
         buckets: allowed batch lengths when not packing; () means `default_buckets(seq_len)`.
-        max_open_rows: how many partly filled rows the packer keeps open (first fit).
+        max_open_rows: how many partly filled rows the packer keeps open (`batching.pack`: best
+            fit, the fullest row closed when none has room).
         pad_last_batch: with `num_epochs`, fill the last partial global batch with empty rows (all
             padding, zero loss mask, `example_index` -1) instead of dropping its examples: for
             evaluation, where every example counts.
@@ -68,7 +69,7 @@ class LoaderConfig:
     num_epochs: int | None = 1
     packing: bool = True
     buckets: tuple[int, ...] = ()
-    max_open_rows: int = 8
+    max_open_rows: int = 32
     pad_last_batch: bool = False
     prefetch: int = 2
     pairs_per_row: int = 1
