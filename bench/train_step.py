@@ -114,10 +114,19 @@ def _examples_for(task: str, shape: str, rows: int) -> list[tuple[np.ndarray, ..
     return counsel_examples(task, shape, n=rows * 8)
 
 
+def _epoch_sample(rows: list[list[int]], k: int) -> list[list[int]]:
+    """`k` rows spread evenly over all the packed rows, the last (emptiest) ones included: the
+    packer closes its fullest rows first, so the first `k` rows would fill better than an epoch."""
+    if len(rows) < k:
+        raise ValueError(f"{len(rows)} packed rows, fewer than the {k} needed")
+    return [rows[i] for i in np.linspace(0, len(rows) - 1, k).round().astype(int)]
+
+
 def counsel_jax_batches(task: str, shape: str, n: int) -> list[dict[str, np.ndarray]]:
     """psycho_jax's `n` batches of `--data=counsel` examples, packed by the library: SFT rows of
     several conversations (`batching.collate_sft`), pair rows of up to `PAIRS_PER_ROW` pairs
-    (`batching.collate_packed_pairs`); every batch `batch` rows of exactly `seq` tokens."""
+    (`batching.collate_packed_pairs`); every batch `batch` rows of exactly `seq` tokens, the rows
+    spread over the packing of all the examples (`_epoch_sample`), so their fill is an epoch's."""
     from psycho_jax.data import batching
     from psycho_jax.data.templating import TokenizedConversation, TokenizedPair
 
@@ -132,7 +141,7 @@ def counsel_jax_batches(task: str, shape: str, n: int) -> list[dict[str, np.ndar
             )
             for i, (p, r) in enumerate(ex)
         ]
-        rows = batching.pack([len(c.tokens) for c in items], t)
+        rows = _epoch_sample(batching.pack([len(c.tokens) for c in items], t), n * b)
         batches = [
             batching.collate_sft(
                 [[items[i] for i in row] for row in rows[k * b : (k + 1) * b]], t, 0
@@ -142,7 +151,7 @@ def counsel_jax_batches(task: str, shape: str, n: int) -> list[dict[str, np.ndar
     else:
         items = [TokenizedPair(p, c, r, None, None, i) for i, (p, c, r) in enumerate(ex)]
         lengths = [batching.packed_pair_lengths(x) for x in items]
-        rows = batching.pack(lengths, t, max_items=PAIRS_PER_ROW)
+        rows = _epoch_sample(batching.pack(lengths, t, max_items=PAIRS_PER_ROW), n * b)
         batches = [
             batching.collate_packed_pairs(
                 [[items[i] for i in row] for row in rows[k * b : (k + 1) * b]],
