@@ -107,10 +107,11 @@ def pack(
             raise ValueError(f"item {i} has {max(n)} tokens, more than seq_len {seq_len}")
         best, best_room = -1, None
         for k, r in enumerate(room):
-            if all(a <= b for a, b in zip(n, r, strict=True)) and (
-                best_room is None or sum(r) < best_room
+            left = sum(r)
+            if (best_room is None or left < best_room) and all(
+                a <= b for a, b in zip(n, r, strict=True)
             ):
-                best, best_room = k, sum(r)
+                best, best_room = k, left
         if best >= 0:
             open_rows[best].append(i)
             room[best] = tuple(b - a for a, b in zip(n, room[best], strict=True))
