@@ -10,7 +10,7 @@ Batches (see `psycho_jax.data`): SFT `tokens`, `positions`, `attention_mask` or 
 `loss_mask`, all [B,T]; preference batches the same keys shaped [B,2,T] (chosen, rejected), optional
 `ratings` [B,2,P] with `has_ratings` [B], and for DPO with precomputed references `ref_logps` [B,2]
 (and `ref_counts` [B,2]). Packed preference batches (`segment_ids` [B,2,T] with `example_index`
-[B,S]: up to S pairs per row) carry the per-pair arrays with an extra slot axis ([B,S], [B,S,2],
+[B,S]: up to S pairs per two-row unit, each sequence in either row) carry the per-pair arrays with an extra slot axis ([B,S], [B,S,2],
 [B,S,2,P]); the reward and DPO losses work on pair slots ([B*S] pairs, empty slots masked out),
 so a packed batch gives the losses and metrics of the same pairs unpacked.
 """
@@ -99,6 +99,33 @@ def _per_slot(batch: Batch, x: Array) -> Array:
     return x.reshape((-1,) + x.shape[lead:])
 
 
+def unit_segments(batch: Batch) -> tuple[Array, int]:
+    """A packed preference batch's rows' segment ids ([2B,T]) and the sequences per unit (2S:
+    segments 1..2S, `2 * slot + 1` chosen and `+ 2` rejected, `batching.collate_packed_pairs`)."""
+    return batch["segment_ids"].reshape(-1, batch["segment_ids"].shape[-1]), 2 * (
+        batch["example_index"].shape[-1]
+    )
+
+
+def pair_values(batch: Batch, per_row: Array, present: Array | None = None) -> Array:
+    """Per-row values of segments 1..2S ([2B,2S,...]) -> each pair slot's (chosen, rejected)
+    values [B*S,2,...]. A segment lives in one row of its two-row unit: the other row's value is
+    dropped where `present` ([2B,2S] bool) says so, else it must already be 0 (a sum over an
+    absent segment)."""
+    b, s = batch["example_index"].shape
+    if present is not None:
+        per_row = jnp.where(present.reshape(present.shape + (1,) * (per_row.ndim - 2)), per_row, 0)
+    v = per_row.reshape((b, 2, 2 * s) + per_row.shape[2:]).sum(axis=1)
+    return v.reshape((b * s, 2) + per_row.shape[2:])
+
+
+def segments_present(batch: Batch) -> Array:
+    """[2B,2S] bool: which of segments 1..2S each row of a packed preference batch holds."""
+    seg, n = unit_segments(batch)
+    ids = jnp.arange(1, n + 1, dtype=seg.dtype)
+    return jnp.any(seg[:, :, None] == ids[None, None, :], axis=1)
+
+
 def slot_logps(model: nnx.Module, batch: Batch) -> tuple[Array, Array]:
     """Summed reply log-probs and reply token counts per pair slot. -> ([P,2], [P,2])."""
     if not is_packed_pairs(batch):
@@ -107,14 +134,12 @@ def slot_logps(model: nnx.Module, batch: Batch) -> tuple[Array, Array]:
     flat["loss_mask"] = batch["loss_mask"].reshape(flat["tokens"].shape)
     logp, _ = target_logprobs(model, flat)  # [2B,T]
     mask = flat["loss_mask"].at[:, 0].set(0).astype(jnp.float32)
-    b, s = batch["example_index"].shape
-    slots = jnp.arange(1, s + 1, dtype=flat["segment_ids"].dtype)
-    onehot = (flat["segment_ids"][:, :, None] == slots[None, None, :]).astype(
-        jnp.float32
-    )  # [2B,T,S]
-    sums = jnp.einsum("RT,RTS->RS", logp, onehot).reshape(b, 2, s)
-    counts = jnp.einsum("RT,RTS->RS", mask, onehot).reshape(b, 2, s)
-    return sums.transpose(0, 2, 1).reshape(-1, 2), counts.transpose(0, 2, 1).reshape(-1, 2)
+    seg, n = unit_segments(batch)
+    ids = jnp.arange(1, n + 1, dtype=seg.dtype)
+    onehot = (seg[:, :, None] == ids[None, None, :]).astype(jnp.float32)  # [2B,T,2S]
+    sums = jnp.einsum("RT,RTS->RS", logp, onehot)
+    counts = jnp.einsum("RT,RTS->RS", mask, onehot)
+    return pair_values(batch, sums), pair_values(batch, counts)
 
 
 def _one_pair_at_a_time(fn: Callable[..., tuple[Array, Metrics]], *args: Array):
@@ -189,9 +214,9 @@ def make_reward_loss(cfg: ml_collections.ConfigDict):
         flat = _flatten_pairs(batch)
         b = batch["tokens"].shape[0]
         if is_packed_pairs(batch):
-            s = batch["example_index"].shape[-1]
-            scores = model(flat["tokens"], num_segments=s, **_model_inputs(flat))  # [2B,S,L]
-            scores = scores.reshape(b, 2, s, -1).transpose(0, 2, 1, 3).reshape(b * s, 2, -1)
+            _, n = unit_segments(batch)
+            scores = model(flat["tokens"], num_segments=n, **_model_inputs(flat))  # [2B,2S,L]
+            scores = pair_values(batch, scores, segments_present(batch))  # [P,2,L]
         else:
             scores = model(flat["tokens"], **_model_inputs(flat)).reshape(b, 2, -1)
         valid = _slot_valid(batch)  # [P]

@@ -363,10 +363,12 @@ def reward_statistics(state: TrainState, graphdef, batches: Iterator[Batch], mes
         flat = {
             k: batch[k].reshape((-1, batch[k].shape[-1])) for k in tasks.MODEL_KEYS if k in batch
         }
-        if tasks.is_packed_pairs(batch):  # [2B,S] rewards, one per pair slot; real slots only
-            s = batch["example_index"].shape[-1]
-            r = model(flat.pop("tokens"), num_segments=s, **flat)[..., 0]
-            return r, jnp.repeat(batch["example_index"] >= 0, 2, axis=0)
+        if tasks.is_packed_pairs(batch):  # [P,2] rewards, one per pair slot; real slots only
+            _, n = tasks.unit_segments(batch)
+            r = model(flat.pop("tokens"), num_segments=n, **flat)[..., 0]
+            r = tasks.pair_values(batch, r, tasks.segments_present(batch))
+            real = jnp.broadcast_to((batch["example_index"] >= 0).reshape(-1, 1), r.shape)
+            return r, real
         r = model(flat.pop("tokens"), **flat)[:, 0]
         return r, jnp.ones(r.shape, jnp.bool_)
 

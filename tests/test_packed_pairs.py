@@ -42,12 +42,23 @@ def test_pack_max_items():
     assert rows == [[0, 1], [2, 3], [4]]
     assert batching.pack([10, 10, 10], 100, max_items=1) == [[0], [1], [2]]
     assert batching.pack([60, 30, 50, 20], 100) == [[0, 1], [2, 3]]  # unchanged without a limit
-    # Two lengths an item (a pair's chosen and rejected rows): each must fit its own row.
-    # (by their longer sequence, 60 + 60 would not fit)
-    assert batching.pack([(60, 30), (30, 60), (10, 10)], 100) == [[0, 1, 2]]
-    assert batching.pack([(60, 30), (50, 10), (40, 80)], 100) == [[0], [1, 2]]
+    # Two lengths an item (a pair's chosen and rejected sequences): a unit of two rows, each
+    # sequence in either row. 60 + 30, then 50 + 10 both beside the 30 (the tightest fit), then
+    # 40 + 80 fits nowhere in what is left (40, 10): a new unit.
+    assert batching.pack([(60, 30), (50, 10), (40, 80)], 100) == [[0, 1], [2]]
+    # In lockstep rows (chosen row, rejected row) (70, 30) and (20, 80) could not share a unit
+    # (30 + 80 > 100); here they fill it exactly.
+    assert batching.pack([(70, 30), (20, 80), (10, 10)], 100) == [[0, 1], [2]]
     with pytest.raises(ValueError, match="item 1 has 120 tokens"):
         batching.pack([(10, 10), (5, 120)], 100)
+
+
+def test_place_pair_best_fit():
+    assert batching.place_pair([100, 100], [60, 30]) == (0, 0)  # one row left with 10
+    assert batching.place_pair([40, 70], [50, 10]) == (1, 1)  # 50 + 10 in the 70: 10 left
+    assert batching.place_pair([40, 70], [50, 30]) == (1, 0)
+    assert batching.place_pair([40, 70], [50, 50]) is None
+    assert batching.place_pair([100, 100], [100, 100]) == (0, 1)
 
 
 def test_collate_packed_pairs_segments_are_the_unpacked_rows(tokenizer, pairs):
@@ -63,16 +74,20 @@ def test_collate_packed_pairs_segments_are_the_unpacked_rows(tokenizer, pairs):
     flat = batching.collate_pairs(pairs[:4], SEQ, tokenizer.pad_token_id, True)
     for slot in range(3):
         for k in range(2):
-            seg = packed["segment_ids"][0, k] == slot + 1
+            # each sequence is one segment (2 * slot + k + 1) of one of the unit's two rows
+            seg = packed["segment_ids"][0] == 2 * slot + k + 1
+            rows = np.flatnonzero(seg.any(axis=1))
+            assert len(rows) == 1
+            r = rows[0]
             n = int(flat["attention_mask"][slot, k].sum())
-            assert seg.sum() == n
+            assert seg[r].sum() == n
             for key in ("tokens", "positions", "loss_mask"):
-                np.testing.assert_array_equal(packed[key][0, k][seg], flat[key][slot, k, :n])
+                np.testing.assert_array_equal(packed[key][0, r][seg[r]], flat[key][slot, k, :n])
         np.testing.assert_array_equal(packed["ratings"][0, slot], flat["ratings"][slot])
     assert not packed["attention_mask"][2].any()
     with pytest.raises(ValueError, match="more than pairs_per_row 2"):
         batching.collate_packed_pairs([pairs[:3]], SEQ, 0, False, 2)
-    with pytest.raises(ValueError, match=f"pair {pairs[1].index} ends at"):
+    with pytest.raises(ValueError, match=f"pair {pairs[1].index} .* does not fit"):
         batching.collate_packed_pairs([pairs[:2]], 250, 0, False, 2)
 
 
@@ -131,6 +146,12 @@ def test_packed_step_equals_unpacked_step(tokenizer, pairs, name):
     n_rows = packed["tokens"].shape[0]
     assert n_rows < N_PAIRS and (packed["example_index"] >= 0).sum() == N_PAIRS
     assert (packed["example_index"] < 0).any()  # an empty slot is masked out, not counted
+    # both layouts occur: a pair's two sequences in one row, and in the unit's two rows
+    rows_of = packed["segment_ids"][:, :, :, None] == np.arange(1, 9)  # [B,2,T,2S]
+    rows_of = rows_of.any(axis=2).argmax(axis=1).reshape(n_rows, 4, 2)  # the row of each sequence
+    real = packed["example_index"] >= 0
+    same = rows_of[..., 0] == rows_of[..., 1]
+    assert (same & real).any() and (~same & real).any()
     if c.dpo.reference == "precomputed":
         table = np.random.default_rng(0).normal(-300, 20, (max(p.index for p in pairs) + 1, 2))
         table = table.astype(np.float32)
@@ -166,6 +187,13 @@ def test_loader_packs_every_pair_once_per_epoch(pairs):
     # Rows that do not fill the last global batch are dropped, as for packed SFT rows.
     assert len(seen) == len(set(seen)) and len(seen) >= N_PAIRS - 2 * 3
     assert set(seen) <= {p.index for p in pairs}
+    # A state saved before the free layout (chosen and rejected rows in lockstep) would resume
+    # into other batches: refused, naming the field.
+    state = loader.get_state()
+    del state["fingerprint"]["pair_layout"]
+    fresh = Loader(pairs, config, process_index=0, process_count=1)
+    with pytest.raises(ValueError, match="pair_layout: saved None"):
+        fresh.set_state(state)
 
 
 def test_config_pairs_per_row_reaches_the_loader(tokenizer):

@@ -23,12 +23,14 @@ Preference (`collate_pairs`), `B` pairs, axis 1 = (chosen, rejected):
                                       absent. Only when the dataset has ratings, with:
     has_ratings     [B] float32       1 where the pair has ratings
 
-Packed preference pairs (`collate_packed_pairs`, `LoaderConfig.pairs_per_row` = S > 1), `B` rows
-holding up to `S` pairs each: row (b, 0) packs the chosen sequences (prompt + chosen reply) of its
-pairs in order, row (b, 1) their rejected sequences in the same order, so segment s of both rows is
-pair slot s - 1:
+Packed preference pairs (`collate_packed_pairs`, `LoaderConfig.pairs_per_row` = S > 1), `B` units
+of two rows, each unit holding up to `S` pairs. A pair's two sequences (prompt + chosen reply, prompt
++ rejected reply) are segments `2s + 1` (chosen) and `2s + 2` (rejected) of its unit, s its pair slot;
+each sequence goes to whichever of the unit's two rows `place_pair` picks (both may share a row), so
+the rows fill up like SFT rows rather than in lockstep:
     tokens, positions, attention_mask, loss_mask   [B, 2, T] as above, positions per segment
-    segment_ids     [B, 2, T] int32   1..S: the pair slot of each token, 0 on padding
+    segment_ids     [B, 2, T] int32   1..2S: the sequence (2 * slot + 1 chosen, + 2 rejected), 0 on
+                                      padding; each id is in one row of its unit only
     margin          [B, S] float32
     example_index   [B, S] int32      -1 for an empty slot (the slot mask of the losses)
     ratings         [B, S, 2, 7] float32 and has_ratings [B, S] float32, as above
@@ -46,6 +48,7 @@ of the *global* batch, so every host builds the same shape and compilations stay
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -74,6 +77,22 @@ def default_buckets(seq_len: int, n: int = 4) -> tuple[int, ...]:
     return tuple(sorted(out))
 
 
+def place_pair(room: Sequence[int], lengths: Sequence[int]) -> tuple[int, ...] | None:
+    """Where a pair's sequences go in a unit of parallel rows with `room` tokens left each: the
+    row of each sequence (several may share one), or None if they do not fit. Of the assignments
+    that fit, the one that leaves some row the least room (best fit), the first in
+    `itertools.product` order on ties. Deterministic: `collate_packed_pairs` replays the packer's
+    choices by calling it again."""
+    best, best_left = None, None
+    for rows in itertools.product(range(len(room)), repeat=len(lengths)):
+        left = list(room)
+        for n, r in zip(lengths, rows, strict=True):
+            left[r] -= n
+        if min(left) >= 0 and (best_left is None or min(left) < best_left):
+            best, best_left = rows, min(left)
+    return best
+
+
 def pack(
     lengths: Sequence[int] | Sequence[Sequence[int]],
     seq_len: int,
@@ -85,13 +104,15 @@ def pack(
     Best fit among up to `max_open` open rows: an item goes to the open row it leaves with the
     least room (the first such row on ties); when none has room and `max_open` rows are open, the
     fullest open row is closed. A row that reaches `max_items` items (None: no limit) is closed at
-    once. Deterministic; rows come out in the order they are closed, then the rows still open. An
-    item's length may be a tuple, one length per parallel row (a pair's chosen and rejected
-    sequences): each must fit its own, and a row's room is the sum over its parallel rows.
+    once. Deterministic; rows come out in the order they are closed, then the rows still open.
 
-    With CounselChat's lengths this fills about 95% of an SFT row's tokens and 81% of a pair row's
-    (`bench/train_step.py --data=counsel`); first fit closing the oldest of 8 open rows filled 90%
-    and 75%.
+    An item's length may be a tuple (a pair's chosen and rejected sequences): the "row" is then a
+    unit of that many parallel rows, each sequence goes to any of them (`place_pair`), and a unit's
+    room is the sum over its rows.
+
+    With CounselChat's lengths this fills about 95% of an SFT row's tokens and 86% of a pair
+    unit's (`bench/train_step.py --data=counsel`); first fit closing the oldest of 8 open rows
+    filled 90% and, with each pair's sequences in lockstep rows, 75%.
 
     Returns:
         Rows, each a list of item positions in `lengths`.
@@ -105,16 +126,17 @@ def pack(
         n = tuple(item) if isinstance(item, Sequence | np.ndarray) else (item,)
         if max(n) > seq_len:
             raise ValueError(f"item {i} has {max(n)} tokens, more than seq_len {seq_len}")
-        best, best_room = -1, None
+        best, best_left = -1, None
         for k, r in enumerate(room):
-            left = sum(r)
-            if (best_room is None or left < best_room) and all(
-                a <= b for a, b in zip(n, r, strict=True)
-            ):
-                best, best_room = k, left
+            after = sum(r) - sum(n)
+            if after < 0 or best_left is not None and after >= sum(best_left):
+                continue
+            left = _left_after(r, n)
+            if left is not None:
+                best, best_left = k, left
         if best >= 0:
             open_rows[best].append(i)
-            room[best] = tuple(b - a for a, b in zip(n, room[best], strict=True))
+            room[best] = best_left
             if max_items is not None and len(open_rows[best]) >= max_items:
                 rows.append(open_rows.pop(best))
                 room.pop(best)
@@ -127,8 +149,21 @@ def pack(
             rows.append([i])
             continue
         open_rows.append([i])
-        room.append(tuple(seq_len - a for a in n))
+        room.append(_left_after((seq_len,) * len(n), n))
     return rows + open_rows
+
+
+def _left_after(room: tuple[int, ...], n: tuple[int, ...]) -> tuple[int, ...] | None:
+    """A row's (or unit's) room after item `n` goes in, None if it does not fit."""
+    if len(n) == 1:
+        return (room[0] - n[0],) if n[0] <= room[0] else None
+    rows = place_pair(room, n)
+    if rows is None:
+        return None
+    left = list(room)
+    for m, r in zip(n, rows, strict=True):
+        left[r] -= m
+    return tuple(left)
 
 
 def packed_pair_lengths(p: TokenizedPair) -> tuple[int, int]:
@@ -226,9 +261,10 @@ def collate_packed_pairs(
     with_ratings: bool,
     pairs_per_row: int,
 ) -> dict[str, np.ndarray]:
-    """A packed preference batch (format above): row `b` holds the pairs `rows[b]` (at most
-    `pairs_per_row`), its chosen sequences in row (b, 0) and rejected ones in (b, 1); an empty row
-    is all padding with every slot's `example_index` -1."""
+    """A packed preference batch (format above): unit `b` holds the pairs `rows[b]` (at most
+    `pairs_per_row`), each sequence in the row `place_pair` gives it as the pairs are added in
+    order (the packer's own choice, replayed); an empty unit is all padding with every slot's
+    `example_index` -1."""
     b, s_max = len(rows), pairs_per_row
     tokens = np.full((b, 2, seq_len), pad_id, np.int32)
     positions = np.zeros((b, 2, seq_len), np.int32)
@@ -241,22 +277,24 @@ def collate_packed_pairs(
     for i, row in enumerate(rows):
         if len(row) > s_max:
             raise ValueError(f"row {i}: {len(row)} pairs, more than pairs_per_row {s_max}")
-        for k in range(2):
-            t = 0
-            for slot, p in enumerate(row):
-                n_p = len(p.prompt)
-                reply = p.rejected if k else p.chosen
-                n = n_p + len(reply)
-                if t + n > seq_len:
-                    raise ValueError(
-                        f"row {i}: pair {p.index} ends at {t + n} tokens, past seq_len {seq_len}"
-                    )
-                tokens[i, k, t : t + n_p] = p.prompt
-                tokens[i, k, t + n_p : t + n] = reply
-                positions[i, k, t : t + n] = np.arange(n, dtype=np.int32)
-                segment_ids[i, k, t : t + n] = slot + 1
-                loss_mask[i, k, t + n_p : t + n] = 1.0
-                t += n
+        ends = [0, 0]
+        for slot, p in enumerate(row):
+            n_p = len(p.prompt)
+            lengths = packed_pair_lengths(p)
+            where = place_pair([seq_len - e for e in ends], lengths)
+            if where is None:
+                raise ValueError(
+                    f"row {i}: pair {p.index} ({lengths[0]} + {lengths[1]} tokens) does not fit "
+                    f"beside {ends[0]} + {ends[1]} tokens in rows of seq_len {seq_len}"
+                )
+            for k, (reply, r) in enumerate(zip((p.chosen, p.rejected), where, strict=True)):
+                t, n = ends[r], lengths[k]
+                tokens[i, r, t : t + n_p] = p.prompt
+                tokens[i, r, t + n_p : t + n] = reply
+                positions[i, r, t : t + n] = np.arange(n, dtype=np.int32)
+                segment_ids[i, r, t : t + n] = 2 * slot + k + 1
+                loss_mask[i, r, t + n_p : t + n] = 1.0
+                ends[r] = t + n
         for slot, p in enumerate(row):
             margin[i, slot] = 0.0 if p.margin is None else p.margin
             index[i, slot] = p.index

@@ -51,8 +51,8 @@ class LoaderConfig:
         num_epochs: passes over the data; None repeats forever.
         packing: SFT only: pack several conversations per row (`segment_ids`), else one per row.
         pairs_per_row: preference pairs only: 1 gives one pair per row (bucketed lengths); S > 1
-            packs up to S pairs per row of exactly `seq_len` (`batching.collate_packed_pairs`),
-            and `global_batch_size` counts rows.
+            packs up to S pairs per unit of two rows of exactly `seq_len`, each sequence in
+            either row (`batching.collate_packed_pairs`), and `global_batch_size` counts units.
         buckets: allowed batch lengths when not packing; () means `default_buckets(seq_len)`.
         max_open_rows: how many partly filled rows the packer keeps open (`batching.pack`: best
             fit, the fullest row closed when none has room).
@@ -194,6 +194,8 @@ class Loader:
             **{k: v for k, v in dataclasses.asdict(config).items() if k != "prefetch"},
         }
         self.fingerprint["buckets"] = list(self.buckets)
+        if self.is_pairs and self.packing:  # a pair's sequences in either row of its unit
+            self.fingerprint["pair_layout"] = "free"
         steps = self.num_steps if self.num_steps is not None else sys.maxsize
         self._dataset = grain.MapDataset.range(steps).map(self.batch)
         self._iter = None
