@@ -35,7 +35,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if variant == "tiny":
         c.evaluate.max_len = c.reward.data.max_len
         c.evaluate.sampling.max_new_tokens = 128
-    if arg in ("demo", None):  # short enough for a CPU: ~10 minutes on 2 cores (all five stages)
+    if arg in ("demo", None):  # short enough for a CPU: ~15 minutes on 2 cores (all five stages)
         c.sft.num_steps, c.sft.eval_every = 120, 40
         c.reward.num_steps, c.reward.eval_every = 60, 30
         c.dpo.num_steps, c.dpo.eval_every = 60, 30
