@@ -438,6 +438,7 @@ def decoder_layer(
     end_index: Array | None,
     rope: tuple[Array, Array],
     cfg: LlamaConfig,
+    query_index: Array | None = None,
 ) -> tuple[Array, tuple[Array, Array] | None]:
     """One pre-norm decoder layer.
 
@@ -449,16 +450,25 @@ def decoder_layer(
       kv: this layer's cache (k, v), each [B,S,K,H], or None.
       end_index: first free cache slot (int32 scalar) when `kv` is given.
       rope: the rotary (cos, sin) tables of `positions`, each [B,T,1,H/2] (`kernels.rope_tables`).
+      query_index: [B,R] int positions (no cache): keys and values are computed for all T tokens,
+        but queries, the output projection and the MLP only for these R rows (a reward model's
+        last layer, read at R positions, does that much of its work).
     Returns:
-      The new residual stream [B,T,D] and the updated (k, v) or None.
+      The new residual stream [B,T,D] (with `query_index`: [B,R,D] at those positions) and the
+      updated (k, v) or None.
     """
     dt = jnp.dtype(cfg.dtype)
     h = rms_norm(x, w["input_layernorm"], cfg.rms_norm_eps).astype(dt)
-    q = _project("BTD,DNH->BTNH", h, w, "q_proj", cfg)
     k = _project("BTD,DKH->BTKH", h, w, "k_proj", cfg)
     v = _project("BTD,DKH->BTKH", h, w, "v_proj", cfg)
-    q = kernels.rope(q, *rope)
     k = kernels.rope(k, *rope)
+    if query_index is not None:
+        if kv is not None:
+            raise ValueError("query_index cannot be combined with a KV cache")
+        x, h, mask = _rows(x, query_index), _rows(h, query_index), _rows(mask, query_index)
+        rope = tuple(_rows(r, query_index) for r in rope)
+    q = _project("BTD,DNH->BTNH", h, w, "q_proj", cfg)
+    q = kernels.rope(q, *rope)
     if kv is not None:
         zero = jnp.zeros((), jnp.int32)
         k_cache = jax.lax.dynamic_update_slice(
@@ -469,7 +479,7 @@ def decoder_layer(
         )
         k, v, kv = k_cache.astype(dt), v_cache.astype(dt), (k_cache, v_cache)
     impl = resolve_attention(cfg.attention, cached=kv is not None)
-    if impl == "custom" and kv is None and cfg.attention_blocks > 1:
+    if impl == "custom" and kv is None and cfg.attention_blocks > 1 and query_index is None:
         a = kernels.causal_attention(q, k, v, mask, cfg.attention_blocks)
     else:
         a = attention(q, k, v, mask, impl)
@@ -482,6 +492,12 @@ def decoder_layer(
     else:
         x = x + kernels.gated_mlp(h, w["gate_proj"], w["up_proj"], w["down_proj"])
     return x, kv
+
+
+def _rows(a: Array, index: Array) -> Array:
+    """`a[b, index[b, r]]` for every b, r: [B,T,...] and [B,R] -> [B,R,...]."""
+    index = index.reshape(index.shape + (1,) * (a.ndim - 2))
+    return jnp.take_along_axis(a, index, axis=1)
 
 
 _REMAT_POLICIES = {
@@ -539,6 +555,7 @@ class Transformer(nnx.Module):
         attention_mask: Array | None = None,
         segment_ids: Array | None = None,
         cache: Cache | None = None,
+        read_index: Array | None = None,
     ) -> tuple[Array, Cache | None]:
         """Hidden states after the final norm.
 
@@ -549,11 +566,17 @@ class Transformer(nnx.Module):
           attention_mask: [B,T] 1 for real tokens, 0 for padding (left or right). Default all 1.
           segment_ids: [B,T] ids of packed sequences; a token attends only within its segment.
           cache: a KV cache from `init_cache`; the tokens are written at `cache["end_index"]`.
+          read_index: [B,R] int positions whose hidden states are all that is wanted (no cache):
+            the last layer then computes only their queries, output projection and MLP (with
+            `scan_layers` the stack is not split and the rows are gathered after it).
         Returns:
-          hidden [B,T,D] float32 and the updated cache (None without a cache).
+          hidden [B,T,D] float32 (with `read_index`: [B,R,D]) and the updated cache (None without
+          a cache).
         """
         cfg = self.config
         b, t = tokens.shape
+        if read_index is not None and cache is not None:
+            raise ValueError("read_index cannot be combined with a KV cache")
         if attention_mask is None:
             attention_mask = jnp.ones((b, t), jnp.bool_)
         attention_mask = attention_mask.astype(jnp.bool_)
@@ -593,8 +616,8 @@ class Transformer(nnx.Module):
             name: var[...] for name, var in vars(self.layers).items() if isinstance(var, nnx.Param)
         }
 
-        def layer(x, w, kv):
-            x, kv = decoder_layer(w, x, positions, mask, kv, end_index, rope, cfg)
+        def layer(x, w, kv, query_index=None):
+            x, kv = decoder_layer(w, x, positions, mask, kv, end_index, rope, cfg, query_index)
             return _constrain_batch(x), kv
 
         if cfg.remat != "none":
@@ -609,12 +632,15 @@ class Transformer(nnx.Module):
                 return x, kv
 
             x, kv_all = jax.lax.scan(body, x, (weights, kv_all))
+            if read_index is not None:
+                x = _rows(x, read_index)
         else:
             new_k, new_v = [], []
             for i in range(cfg.n_layers):
                 w = {name: a[i] for name, a in weights.items()}
                 kv = None if kv_all is None else (kv_all[0][i], kv_all[1][i])
-                x, kv = layer(x, w, kv)
+                last = read_index if i == cfg.n_layers - 1 else None
+                x, kv = layer(x, w, kv, last)
                 if kv is not None:
                     new_k.append(kv[0])
                     new_v.append(kv[1])
@@ -729,19 +755,20 @@ class RewardModel(nnx.Module):
         token (a segment absent from the row reads position 0: mask it by the batch's slots)."""
         if attention_mask is None:
             attention_mask = jnp.ones(tokens.shape, jnp.bool_)
-        hidden, _ = self.model(tokens, attention_mask=attention_mask, **kwargs)
-        w = self.score[...].astype(jnp.float32)
         if num_segments:
             seg = kwargs["segment_ids"]
             slots = jnp.arange(1, num_segments + 1, dtype=seg.dtype)
             t = jnp.arange(seg.shape[1], dtype=jnp.int32)
             here = seg[:, None, :] == slots[None, :, None]  # [B,S,T]
-            last = jnp.max(jnp.where(here, t[None, None, :], 0), axis=-1)  # [B,S]
-            h = jnp.take_along_axis(hidden, last[:, :, None], axis=1)  # [B,S,D]
-            return jnp.einsum("BSD,DO->BSO", h, w)
-        last = last_token_index(attention_mask)
-        h = jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]  # [B,D]
-        return jnp.einsum("BD,DO->BO", h, w)
+            read = jnp.max(jnp.where(here, t[None, None, :], 0), axis=-1)  # [B,S]
+        else:
+            read = last_token_index(attention_mask)[:, None]  # [B,1]
+        # Only the read positions' hidden states: the last layer skips the others' queries, output
+        # projection and MLP (`Transformer.__call__`'s read_index).
+        h, _ = self.model(tokens, attention_mask=attention_mask, read_index=read, **kwargs)
+        w = self.score[...].astype(jnp.float32)
+        scores = jnp.einsum("BSD,DO->BSO", h, w)  # [B,S,O]
+        return scores if num_segments else scores[:, 0]
 
     def normalize(self, rewards: Array) -> Array:
         return (rewards - self.reward_mean[...]) / self.reward_std[...]

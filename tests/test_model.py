@@ -102,6 +102,35 @@ def test_packed_segments_equal_separate_runs(model):
     np.testing.assert_allclose(out2, out, atol=TOL)
 
 
+@pytest.mark.parametrize("scan", [False, True])
+def test_read_index_skips_the_last_layers_other_positions_exactly(model, scan):
+    """`read_index` (the reward model's path) gives the full pass's hidden states at those rows,
+    and the same gradients, with padding and packed segments."""
+    m = _with(model, scan_layers=scan)
+    v = m.config.vocab_size
+    toks = _tokens(2, 12, v, seed=8)
+    seg = jnp.asarray([[1] * 5 + [2] * 5 + [0] * 2, [1] * 9 + [0] * 3])
+    mask = (seg > 0).astype(jnp.int32)
+    read = jnp.asarray([[4, 9], [8, 0]])
+
+    def full(mdl):
+        hidden, _ = mdl.model(toks, attention_mask=mask, segment_ids=seg)
+        return jnp.take_along_axis(hidden, read[:, :, None], axis=1)
+
+    def pruned(mdl):
+        return mdl.model(toks, attention_mask=mask, segment_ids=seg, read_index=read)[0]
+
+    assert pruned(m).shape == (2, 2, m.config.dim)
+    np.testing.assert_allclose(pruned(m), full(m), atol=TOL)
+    loss = lambda f: nnx.jit(nnx.grad(lambda mdl: jnp.sum(jnp.sin(f(mdl)))))
+    for g, r in zip(
+        jax.tree.leaves(nnx.state(loss(pruned)(m))), jax.tree.leaves(nnx.state(loss(full)(m)))
+    ):
+        np.testing.assert_allclose(g, r, atol=TOL)
+    with pytest.raises(ValueError, match="read_index"):
+        m.model(toks, cache=m.init_cache(2, 16), read_index=read)
+
+
 @pytest.mark.parametrize(
     "changes",
     [
