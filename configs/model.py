@@ -24,7 +24,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.remat = "none"  # or "full", "dots"
     config.model.scan_layers = False
     config.model.head_chunk = 128  # positions per head chunk in training losses; 0: full logits
-    config.model.attention_blocks = 1  # causal query blocks of the CPU attention kernel
+    config.model.attention_blocks = 0  # causal query blocks of the CPU attention kernel
     config.hf_path = ""  # a local HF Llama directory; overrides the preset when set
     # Mesh (data, fsdp, tensor); -1 takes the remaining devices. Rules map logical axes to it.
     config.mesh = (1, -1, 1)

@@ -113,6 +113,18 @@ def test_causal_attention_blocks_match_one_block(blocks):
     _close(got, want)
 
 
+def test_attention_block_count_automatic_and_explicit():
+    from psycho_jax.model import attention_block_count
+
+    auto = LlamaConfig.tiny()
+    assert auto.attention_blocks == 0  # the default is automatic
+    got = {t: attention_block_count(auto, t) for t in (32, 511, 512, 513, 768, 1024, 4096, 1 << 14)}
+    assert got == {32: 1, 511: 1, 512: 2, 513: 1, 768: 3, 1024: 4, 4096: 8, 1 << 14: 8}
+    assert attention_block_count(LlamaConfig.tiny(attention_blocks=3), 512) == 3
+    with pytest.raises(ValueError, match="attention_blocks"):
+        LlamaConfig.tiny(attention_blocks=-1)
+
+
 def test_llama_attention_blocks_same_logits_and_grads():
     from flax import nnx
 
