@@ -70,10 +70,20 @@ def _project_forward(eq, x, w, out_dtype):
     return mm(eq, x, w, out_dtype), (x, w)
 
 
+def after(w: Array, g: Array) -> Array:
+    """`w`, made to depend on the incoming gradient `g` (plus 0 * one of its elements) in a
+    backward pass. Under FSDP sharding the forward pass all-gathers each layer's weights for its
+    products; the backward pass's gather of the same weight would be merged with it (CSE) and
+    the whole model's gathered weights held from the forward pass to the backward, a full copy
+    of the parameters per device. Depending on `g`, the backward gathers again, just in time."""
+    return w + (0.0 * g.reshape(-1)[0]).astype(w.dtype)
+
+
 def _project_backward(eq, out_dtype, res, dy):
     x, w = res
     eq_x, eq_w = _transposed(eq)
     dy = dy.astype(x.dtype)
+    w = after(w, dy)
     return mm(eq_x, dy, w, x.dtype), mm(eq_w, x, dy, w.dtype)
 
 
@@ -101,6 +111,7 @@ def _mlp_forward(x, w_gate, w_up, w_down):
 def _mlp_backward(res, dy):
     x, gate, up, w_gate, w_up, w_down = res
     dt = x.dtype
+    w_gate, w_up, w_down = (after(w, dy) for w in (w_gate, w_up, w_down))
     g32 = gate.astype(jnp.float32)
     sig = jax.nn.sigmoid(g32)
     silu = g32 * sig
@@ -119,6 +130,40 @@ def _mlp_backward(res, dy):
 
 
 gated_mlp.defvjp(_mlp_forward, _mlp_backward)
+
+
+# ----------------------------------------------------------------------------- RMSNorm
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def rms_norm(x: Array, weight: Array, eps: float) -> Array:
+    """RMSNorm in float32, as HF's: x / sqrt(mean(x^2) + eps) * weight. x [..., D], weight [D]
+    -> [..., D] float32.
+
+    The backward pass keeps x and the [..., 1] reciprocal RMS only; autodiff of the plain form
+    keeps x^2, x / rms and the output as well (three more [..., D] buffers per norm, two norms per
+    layer, held from the forward pass to the backward)."""
+    return _rms_norm_forward(x, weight, eps)[0]
+
+
+def _rms_norm_forward(x, weight, eps):
+    x32 = x.astype(jnp.float32)
+    r = jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + eps)
+    w32 = weight.astype(jnp.float32).reshape((1,) * (x.ndim - 1) + (-1,))
+    return x32 * r * w32, (x, weight, r)
+
+
+def _rms_norm_backward(eps, res, dy):
+    del eps
+    x, weight, r = res
+    x32, dy = x.astype(jnp.float32), dy.astype(jnp.float32)
+    g = dy * weight.astype(jnp.float32).reshape((1,) * (x.ndim - 1) + (-1,))
+    dx = r * g - x32 * (r**3) * jnp.mean(g * x32, axis=-1, keepdims=True)
+    dw = jnp.sum((dy * x32 * r).reshape(-1, x.shape[-1]), axis=0)
+    return dx.astype(x.dtype), dw.astype(weight.dtype)
+
+
+rms_norm.defvjp(_rms_norm_forward, _rms_norm_backward)
 
 
 # ----------------------------------------------------------------------------- rotary embedding
@@ -241,7 +286,7 @@ def _attention_backward(res, dout):
 attention.defvjp(_attention_forward, _attention_backward)
 
 
-def causal_attention(q: Array, k: Array, v: Array, mask: Array, blocks: int) -> Array:
+def causal_attention(q: Array, k: Array, v: Array, mask: Array, blocks: int = 1) -> Array:
     """`attention` for self-attention under a causal mask, in `blocks` blocks of queries: block i
     attends to the keys up to its own end only, so the key blocks above the diagonal, which a
     causal mask hides entirely, are never computed (with 4 blocks, 10 of the 16 query x key
@@ -249,24 +294,67 @@ def causal_attention(q: Array, k: Array, v: Array, mask: Array, blocks: int) -> 
 
     Args:
       q: [B,T,N,H]; k, v: [B,T,K,H] (the same positions: no cache); mask: [B,T,T] bool, False
-        wherever key > query (Transformer's masks always are); blocks: static, T % blocks == 0.
+        wherever key > query (Transformer's masks always are); blocks: static; one block when it
+        does not divide T.
     Returns:
       [B,T,N,H] in q's dtype, equal to `attention(q, k, v, mask)`.
+
+    Memory: the backward pass keeps q, k, v, the log-normalisers and the output itself (which
+    o_proj's backward keeps anyway: one buffer), whatever the block count; `attention` keeps the
+    output a second time in its grouped [B,K,G*T,H] layout, and per-block `attention` calls would
+    keep every block's key prefix ([T/2 + T] keys for 2 blocks).
     """
     t = q.shape[1]
-    if blocks <= 1 or t % blocks or k.shape[1] != t:
+    if k.shape[1] != t:
         return attention(q, k, v, mask)
+    return _causal_attention(q, k, v, mask, blocks if blocks >= 1 and t % blocks == 0 else 1)
+
+
+def _block_bounds(t: int, blocks: int) -> list[tuple[int, int]]:
     c = t // blocks
-    outs = [
-        attention(
-            q[:, i * c : (i + 1) * c],
-            k[:, : (i + 1) * c],
-            v[:, : (i + 1) * c],
-            mask[:, i * c : (i + 1) * c, : (i + 1) * c],
+    return [(i * c, (i + 1) * c) for i in range(blocks)]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _causal_attention(q, k, v, mask, blocks):
+    return _causal_forward(q, k, v, mask, blocks)[0]
+
+
+def _causal_forward(q, k, v, mask, blocks):
+    outs, lses = [], []
+    for lo, hi in _block_bounds(q.shape[1], blocks):
+        o, res = _attention_forward(q[:, lo:hi], k[:, :hi], v[:, :hi], mask[:, lo:hi, :hi])
+        outs.append(o)
+        lses.append(res[4])  # [B,K,G*c]
+    out = outs[0] if blocks == 1 else jnp.concatenate(outs, axis=1)
+    return out, (q, k, v, mask, tuple(lses), out)
+
+
+def _causal_backward(blocks, res, dout):
+    q, k, v, mask, lses, out = res
+    kv, h = k.shape[2], q.shape[-1]
+    scale = jnp.asarray(h**-0.5, q.dtype)
+    dqs, dk, dv = [], None, None
+    for (lo, hi), lse in zip(_block_bounds(q.shape[1], blocks), lses, strict=True):
+        block = (
+            _to_groups(q[:, lo:hi] * scale, kv),
+            k[:, :hi].transpose(0, 2, 1, 3),
+            v[:, :hi].transpose(0, 2, 1, 3),
+            mask[:, lo:hi, :hi],
+            lse,
+            _to_groups(out[:, lo:hi], kv),
         )
-        for i in range(blocks)
-    ]
-    return jnp.concatenate(outs, axis=1)
+        dq_i, dk_i, dv_i, _ = _attention_backward(block, dout[:, lo:hi])
+        dqs.append(dq_i)
+        if dk is None:
+            dk, dv = jnp.zeros_like(k), jnp.zeros_like(v)
+        dk = dk.at[:, :hi].add(dk_i)
+        dv = dv.at[:, :hi].add(dv_i)
+    dq = dqs[0] if blocks == 1 else jnp.concatenate(dqs, axis=1)
+    return dq, dk, dv, None
+
+
+_causal_attention.defvjp(_causal_forward, _causal_backward)
 
 
 # ----------------------------------------------------------------------------- LM head + log-probs
@@ -373,7 +461,7 @@ def _target_logprobs_backward(chunk, vocab_major, res, g):
     layout = _Layout.of(mask, chunk)
     hs, ts, ms, gs = (layout.split(x) for x in (hidden, targets, mask, g))
     active = jnp.any(ms, axis=(1, 2))
-    w_dt = w.astype(hidden.dtype)
+    w_dt = after(w, g).astype(hidden.dtype)
 
     def body(dw, xs):
         h, tgt, m, g_c, lse_c, on = xs

@@ -331,10 +331,9 @@ def trainable_filter(model: nnx.Module) -> Any:
 
 
 def rms_norm(x: Array, weight: Array, eps: float) -> Array:
-    """RMSNorm in float32, as HF: x / rms(x) * weight. [..., D] -> [..., D] float32."""
-    x = x.astype(jnp.float32)
-    x = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + eps)
-    return x * weight.astype(jnp.float32).reshape((1,) * (x.ndim - 1) + (-1,))
+    """RMSNorm in float32, as HF: x / rms(x) * weight. [..., D] -> [..., D] float32
+    (`kernels.rms_norm`: its backward pass keeps x and the reciprocal RMS only)."""
+    return kernels.rms_norm(x, weight, eps)
 
 
 def rope_frequencies(cfg: LlamaConfig) -> Array:
@@ -495,7 +494,7 @@ def decoder_layer(
         k, v, kv = k_cache.astype(dt), v_cache.astype(dt), (k_cache, v_cache)
     impl = resolve_attention(cfg.attention, cached=kv is not None)
     blocks = attention_block_count(cfg, q.shape[1])
-    if impl == "custom" and kv is None and blocks > 1 and query_index is None:
+    if impl == "custom" and kv is None and query_index is None:
         a = kernels.causal_attention(q, k, v, mask, blocks)
     else:
         a = attention(q, k, v, mask, impl)
