@@ -334,7 +334,7 @@ def _causal_backward(blocks, res, dout):
     q, k, v, mask, lses, out = res
     kv, h = k.shape[2], q.shape[-1]
     scale = jnp.asarray(h**-0.5, q.dtype)
-    dqs, dk, dv = [], None, None
+    dqs, dk, dv = [], jnp.zeros_like(k), jnp.zeros_like(v)
     for (lo, hi), lse in zip(_block_bounds(q.shape[1], blocks), lses, strict=True):
         block = (
             _to_groups(q[:, lo:hi] * scale, kv),
@@ -346,8 +346,6 @@ def _causal_backward(blocks, res, dout):
         )
         dq_i, dk_i, dv_i, _ = _attention_backward(block, dout[:, lo:hi])
         dqs.append(dq_i)
-        if dk is None:
-            dk, dv = jnp.zeros_like(k), jnp.zeros_like(v)
         dk = dk.at[:, :hi].add(dk_i)
         dv = dv.at[:, :hi].add(dv_i)
     dq = dqs[0] if blocks == 1 else jnp.concatenate(dqs, axis=1)
