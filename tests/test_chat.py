@@ -29,6 +29,7 @@ def _session(sampler, **kw):
     return chat.ChatSession(sampler, kw.pop("sampling", GREEDY), system=SYSTEM, **kw)
 
 
+@pytest.mark.slow
 def test_streamed_reply_is_the_history_and_the_greedy_reply(sampler):
     session = _session(sampler)
     conversation = [Message("system", SYSTEM)]
@@ -131,6 +132,7 @@ def test_find_tokenizer(tmp_path):
         chat.find_tokenizer(tmp_path)
 
 
+@pytest.mark.slow
 def test_cli_end_to_end(tmp_path):
     tok = sample_tokenizer()
     model = Llama(LlamaConfig.tiny(vocab_size=len(tok)), rngs=nnx.Rngs(0))

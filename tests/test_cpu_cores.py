@@ -43,6 +43,7 @@ def test_largest_count_dividing_every_batch(batch, accum, cores, want):
     assert devices == max(want, 1)
 
 
+@pytest.mark.slow
 def test_explicit_settings_win():
     assert _run(setting=0) == (0, 1)  # config: leave JAX alone
     assert _run(setting=3, batch=6) == (3, 3)  # config: a count

@@ -135,8 +135,8 @@ def test_sampled_tokens_obey_top_k_and_top_p(top_k, top_p):
     logits = rng.normal(size=(4, 64)).astype(np.float32) * 2
     draws = 2000
     batch = jnp.asarray(np.repeat(logits, draws, axis=0))
-    fn = jax.jit(
-        lambda key: decode.sample_token(
+    fn = jax.jit(  # the batch an argument: as a closed-over constant XLA would fold the sort
+        lambda batch, key: decode.sample_token(
             batch,
             key,
             jnp.float32(0.8),
@@ -146,7 +146,7 @@ def test_sampled_tokens_obey_top_k_and_top_p(top_k, top_p):
             use_top_p=top_p < 1,
         )
     )
-    tokens = np.asarray(fn(jax.random.key(0))).reshape(4, draws)
+    tokens = np.asarray(fn(batch, jax.random.key(0))).reshape(4, draws)
     for row in range(4):
         allowed = _allowed(logits[row], 0.8, top_k, top_p)
         seen = np.unique(tokens[row])

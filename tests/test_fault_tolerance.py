@@ -48,6 +48,7 @@ def uninterrupted(tmp_path_factory):
     return workdir
 
 
+@pytest.mark.slow
 def test_preempted_and_resumed_run_is_bitwise_the_uninterrupted_one(
     uninterrupted, tmp_path, monkeypatch
 ):
@@ -206,6 +207,7 @@ def test_checkpoint_restores_onto_other_meshes(uninterrupted):
         _assert_bitwise([np.asarray(x) for x in leaves], ref)
 
 
+@pytest.mark.slow
 def test_train_state_resumes_on_another_mesh(uninterrupted, tmp_path):
     """A run checkpointed on a (1,8,1) mesh continues on (2,2,2) and on (8,1,1)."""
     import shutil
@@ -219,6 +221,7 @@ def test_train_state_resumes_on_another_mesh(uninterrupted, tmp_path):
         assert out["step"] == 7 and np.isfinite(out["loss"])
 
 
+@pytest.mark.slow
 def test_keep_policy_keeps_newest_and_best(tmp_path):
     c = load_config(
         "sft",

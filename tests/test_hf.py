@@ -146,6 +146,7 @@ def test_sharded_index_checkpoints_load_and_save(tmp_path):
     np.testing.assert_array_equal(_torch_logits(tm, toks, mask), _torch_logits(tm2, toks, mask))
 
 
+@pytest.mark.slow
 def test_reward_round_trip_with_openrlhf_statistics(tmp_path):
     rm = RewardModel(LlamaConfig.tiny(), rngs=nnx.Rngs(4))
     rm.reward_mean[...] = jnp.float32(0.25)

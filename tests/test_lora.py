@@ -165,7 +165,14 @@ def _step_setup(task_name, tokenizer, nonzero=False):
     return c, mesh, model, graphdef, state, batch, reference, step
 
 
-@pytest.mark.parametrize("task_name", ["sft", "reward", "dpo"])
+@pytest.mark.parametrize(
+    "task_name",
+    [
+        pytest.param("sft", marks=pytest.mark.slow),
+        pytest.param("reward", marks=pytest.mark.slow),
+        "dpo",
+    ],
+)
 def test_a_step_changes_only_the_adapters(tokenizer, task_name):
     _, mesh, model, graphdef, state, batch, reference, step = _step_setup(task_name, tokenizer)
     trained = {
@@ -193,6 +200,7 @@ def test_a_step_changes_only_the_adapters(tokenizer, task_name):
         np.testing.assert_allclose(float(metrics["rewards/margins"]), 0.0, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_the_lora_reference_is_the_frozen_base(tokenizer):
     """Zero adapters on the policy's own graph give the plain base model's log-probs."""
     c, mesh, model, graphdef, state, batch, reference, step = _step_setup(

@@ -100,6 +100,7 @@ def hf_dirs(tmp_path_factory):
     return out / "reward", out / "policy"
 
 
+@pytest.mark.slow
 def test_score_with_reward_model(hf_dirs):
     reward_dir, policy_dir = hf_dirs
     nb = run_notebook(

@@ -113,7 +113,14 @@ def _assert_states_close(a, b, atol=TOL):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["sft", "reward", "dpo"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "sft",
+        pytest.param("reward", marks=pytest.mark.slow),
+        pytest.param("dpo", marks=pytest.mark.slow),
+    ],
+)
 def test_accumulating_micro_batches_equals_the_big_batch(tokenizer, name):
     c, ref = _case(name)
     big_state, big = _one_step(c, tokenizer, accum=1, reference=ref)
@@ -124,7 +131,14 @@ def test_accumulating_micro_batches_equals_the_big_batch(tokenizer, name):
     _assert_states_close(acc_state, big_state)
 
 
-@pytest.mark.parametrize("name", ["sft_packed", "reward", "dpo"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "sft_packed",
+        pytest.param("reward", marks=pytest.mark.slow),
+        pytest.param("dpo", marks=pytest.mark.slow),
+    ],
+)
 def test_2x2x2_mesh_equals_one_device(tokenizer, name):
     c, ref = _case(name)
     one_state, one = _one_step(c, tokenizer, reference=ref)
@@ -182,6 +196,7 @@ def test_nonfinite_step_is_skipped(tokenizer):
     )
 
 
+@pytest.mark.slow
 def test_stages_end_to_end(tmp_path):
     """SFT -> reward (from SFT) -> DPO with a live and a precomputed reference, through the loop."""
     sft = train.train_and_evaluate(load_config("sft", eval_every=3), tmp_path / "sft")
