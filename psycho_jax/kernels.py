@@ -323,9 +323,9 @@ def _causal_attention(q, k, v, mask, blocks):
 def _causal_forward(q, k, v, mask, blocks):
     outs, lses = [], []
     for lo, hi in _block_bounds(q.shape[1], blocks):
-        o, res = _attention_forward(q[:, lo:hi], k[:, :hi], v[:, :hi], mask[:, lo:hi, :hi])
+        o, (*_, lse, _) = _attention_forward(q[:, lo:hi], k[:, :hi], v[:, :hi], mask[:, lo:hi, :hi])
         outs.append(o)
-        lses.append(res[4])  # [B,K,G*c]
+        lses.append(lse)  # [B,K,G*c]
     out = outs[0] if blocks == 1 else jnp.concatenate(outs, axis=1)
     return out, (q, k, v, mask, tuple(lses), out)
 
