@@ -218,6 +218,7 @@ def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     )
     if "real_fraction" in runs[0]:  # --data=counsel: real tokens / token slots of a step
         out["real_fraction"] = runs[0]["real_fraction"]
+        out["epoch_real_fraction"] = runs[0].get("epoch_real_fraction", runs[0]["real_fraction"])
     if "compiles" in runs[0]:
         out["compiles"] = [r["compiles"] for r in runs]
         out["cache_size"] = [r["cache_size"] for r in runs]
@@ -495,7 +496,10 @@ def report_text(results: dict[str, Any]) -> str:
         if "real_fraction" in train[r["shape"]][r["task"]]["jax"]
     ]
     if fills:
-        out += ["", "Real tokens / token slots of a step (--data=counsel: padding not counted)"]
+        out += [
+            "",
+            "Real tokens / token slots (--data=counsel: padding not counted), timed steps / epoch",
+        ]
         out.append(
             _table(
                 ["shape", "task", "JAX (packed)", "torch (padded to the batch's longest)"],
@@ -503,8 +507,10 @@ def report_text(results: dict[str, Any]) -> str:
                     [
                         r["shape"],
                         r["task"],
-                        f"{t['jax']['real_fraction']:.2f}",
-                        f"{t['torch']['real_fraction']:.2f}",
+                        f"{t['jax']['real_fraction']:.2f} / "
+                        f"{t['jax'].get('epoch_real_fraction', float('nan')):.2f}",
+                        f"{t['torch']['real_fraction']:.2f} / "
+                        f"{t['torch'].get('epoch_real_fraction', float('nan')):.2f}",
                     ]
                     for r, t in fills
                 ],

@@ -49,6 +49,7 @@ import resource  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -109,29 +110,33 @@ def counsel_examples(task: str, shape: str, n: int, seed: int = 0) -> list[tuple
     return out
 
 
+EPOCH_EXAMPLES = 2129  # --data=counsel: an epoch the size of CounselChat's 2,129 answers
+
+
 def _examples_for(task: str, shape: str, rows: int) -> list[tuple[np.ndarray, ...]]:
-    """Enough examples for `rows` rows of `seq` tokens, however short they are."""
-    return counsel_examples(task, shape, n=rows * 8)
+    """An epoch of examples: CounselChat's size, or more if `rows` rows need more. Both sides
+    draw their batches from the whole epoch, as a training run does: packing a few dozen examples
+    would leave most rows open and under-filled, which no real epoch does."""
+    return counsel_examples(task, shape, n=max(EPOCH_EXAMPLES, rows * 8))
 
 
-def _epoch_sample(rows: list[list[int]], k: int) -> list[list[int]]:
-    """`k` rows spread evenly over all the packed rows, the last (emptiest) ones included: the
-    packer closes its fullest rows first, so the first `k` rows would fill better than an epoch."""
-    if len(rows) < k:
-        raise ValueError(f"{len(rows)} packed rows, fewer than the {k} needed")
-    return [rows[i] for i in np.linspace(0, len(rows) - 1, k).round().astype(int)]
+def quantile_sample(fills: Sequence[float], k: int) -> list[int]:
+    """Positions (in epoch order) of `k` units at evenly spaced quantiles (midpoints) of `fills`,
+    their real-token fractions: a handful of timed steps then sees the epoch's mix of full and
+    sparse rows or batches rather than whichever came first. Raises if there are fewer than k."""
+    if len(fills) < k:
+        raise ValueError(f"{len(fills)} rows or batches in the epoch, fewer than the {k} needed")
+    order = np.argsort(np.asarray(fills), kind="stable")
+    return sorted(int(order[int((j + 0.5) * len(order) / k)]) for j in range(k))
 
 
-def counsel_jax_batches(task: str, shape: str, n: int) -> list[dict[str, np.ndarray]]:
-    """psycho_jax's `n` batches of `--data=counsel` examples, packed by the library: SFT rows of
-    several conversations (`batching.collate_sft`), pair rows of up to `PAIRS_PER_ROW` pairs
-    (`batching.collate_packed_pairs`); every batch `batch` rows of exactly `seq` tokens, the rows
-    spread over the packing of all the examples (`_epoch_sample`), so their fill is an epoch's."""
+def _packed_epoch(task: str, shape: str, rows: int):
+    """psycho_jax's epoch packed by the library: (items, rows, the real fraction of each row)."""
     from psycho_jax.data import batching
     from psycho_jax.data.templating import TokenizedConversation, TokenizedPair
 
-    b, t = SHAPES[shape]["batch"], SHAPES[shape]["seq"]
-    ex = _examples_for(task, shape, n * b)
+    t = SHAPES[shape]["seq"]
+    ex = _examples_for(task, shape, rows)
     if task == "sft":
         items = [
             TokenizedConversation(
@@ -141,27 +146,33 @@ def counsel_jax_batches(task: str, shape: str, n: int) -> list[dict[str, np.ndar
             )
             for i, (p, r) in enumerate(ex)
         ]
-        rows = _epoch_sample(batching.pack([len(c.tokens) for c in items], t), n * b)
-        batches = [
-            batching.collate_sft(
-                [[items[i] for i in row] for row in rows[k * b : (k + 1) * b]], t, 0
-            )
-            for k in range(n)
-        ]
+        lengths = [len(c.tokens) for c in items]
+        packed = batching.pack(lengths, t)
+        fills = [sum(lengths[i] for i in row) / t for row in packed]
     else:
         items = [TokenizedPair(p, c, r, None, None, i) for i, (p, c, r) in enumerate(ex)]
         lengths = [batching.packed_pair_lengths(x) for x in items]
-        rows = _epoch_sample(batching.pack(lengths, t, max_items=PAIRS_PER_ROW), n * b)
-        batches = [
-            batching.collate_packed_pairs(
-                [[items[i] for i in row] for row in rows[k * b : (k + 1) * b]],
-                t,
-                0,
-                False,
-                PAIRS_PER_ROW,
-            )
-            for k in range(n)
-        ]
+        packed = batching.pack(lengths, t, max_items=PAIRS_PER_ROW)
+        fills = [sum(sum(lengths[i]) for i in row) / (2 * t) for row in packed]
+    return items, packed, fills
+
+
+def counsel_jax_batches(task: str, shape: str, n: int) -> list[dict[str, np.ndarray]]:
+    """psycho_jax's `n` batches of `--data=counsel` examples, packed by the library: SFT rows of
+    several conversations (`batching.collate_sft`), pair rows of up to `PAIRS_PER_ROW` pairs
+    (`batching.collate_packed_pairs`); every batch `batch` rows of exactly `seq` tokens. The whole
+    epoch is packed and the `n * batch` rows are its rows at evenly spaced quantiles of their fill
+    (`quantile_sample`), so the timed rows fill as the epoch's do (`epoch_real_fraction`)."""
+    from psycho_jax.data import batching
+
+    b, t = SHAPES[shape]["batch"], SHAPES[shape]["seq"]
+    items, packed, fills = _packed_epoch(task, shape, n * b)
+    rows = [packed[i] for i in quantile_sample(fills, n * b)]
+    groups = [[[items[i] for i in row] for row in rows[k * b : (k + 1) * b]] for k in range(n)]
+    if task == "sft":
+        batches = [batching.collate_sft(g, t, 0) for g in groups]
+    else:
+        batches = [batching.collate_packed_pairs(g, t, 0, False, PAIRS_PER_ROW) for g in groups]
     if task == "dpo_pre":
         rng = np.random.default_rng(1)
         for batch in batches:
@@ -170,16 +181,34 @@ def counsel_jax_batches(task: str, shape: str, n: int) -> list[dict[str, np.ndar
     return batches
 
 
-def counsel_padded_batches(task: str, shape: str, n: int) -> list[dict[str, np.ndarray]]:
-    """The PyTorch peer's `n` batches of the same examples, `batch` examples (SFT) or pairs each,
-    right-padded to the batch's longest sequence (TRL's collators' default): [B,L] or [B,2,L]."""
+def _padded_epoch(task: str, shape: str, n: int):
+    """The peer's epoch: consecutive groups of `batch` examples, each group's sequences and its
+    real fraction when padded to its longest (real tokens / (sequences x longest))."""
     b = SHAPES[shape]["batch"]
     ex = _examples_for(task, shape, n * b)
-    rng = np.random.default_rng(1)
-    out = []
-    for k in range(n):
+    groups, fills = [], []
+    for k in range(len(ex) // b):
         group = ex[k * b : (k + 1) * b]
         seqs = [[np.concatenate([e[0], reply]) for reply in e[1:]] for e in group]
+        real = sum(len(x) for pair in seqs for x in pair)
+        groups.append((group, seqs))
+        fills.append(
+            real / (sum(len(pair) for pair in seqs) * max(len(x) for p in seqs for x in p))
+        )
+    return groups, fills
+
+
+def counsel_padded_batches(task: str, shape: str, n: int) -> list[dict[str, np.ndarray]]:
+    """The PyTorch peer's `n` batches of the same examples, `batch` examples (SFT) or pairs each,
+    right-padded to the batch's longest sequence (TRL's collators' default): [B,L] or [B,2,L].
+    The epoch's consecutive groups of `batch` examples at evenly spaced quantiles of their fill
+    (`quantile_sample`), as psycho_jax's rows are chosen."""
+    b = SHAPES[shape]["batch"]
+    groups, fills = _padded_epoch(task, shape, n)
+    rng = np.random.default_rng(1)
+    out = []
+    for k in quantile_sample(fills, n):
+        group, seqs = groups[k]
         longest = max(len(x) for pair in seqs for x in pair)
         lead = (b,) if task == "sft" else (b, 2)
         tokens = np.zeros(lead + (longest,), np.int32)
@@ -196,6 +225,17 @@ def counsel_padded_batches(task: str, shape: str, n: int) -> list[dict[str, np.n
             batch["ref_logps"] = rng.normal(-100.0, 1.0, size=(b, 2)).astype(np.float32)
         out.append(batch)
     return out
+
+
+def epoch_real_fraction(framework: str, task: str, shape: str, n: int) -> float:
+    """Real tokens / token slots over the whole epoch the batches are drawn from: psycho_jax's
+    packed rows, or the peer's padded batches (what the timed sample's `real_fraction` stands for)."""
+    if framework == "jax":
+        _, packed, fills = _packed_epoch(task, shape, n * SHAPES[shape]["batch"])
+        return float(np.mean(fills))
+    groups, fills = _padded_epoch(task, shape, n)
+    slots = [sum(len(p) for p in seqs) * max(len(x) for p in seqs for x in p) for _, seqs in groups]
+    return float(np.dot(fills, slots) / np.sum(slots))
 
 
 def real_tokens(batches: list[dict[str, np.ndarray]]) -> tuple[float, float]:
@@ -235,11 +275,13 @@ def _batches(args, counsel_fn) -> list[dict[str, np.ndarray]]:
 
 def _token_counts(args, batches) -> dict[str, float]:
     """`--data=counsel`: the real tokens a step trains on (mean over the batches, padding not
-    counted) and their fraction of the batch's token slots."""
+    counted), their fraction of the batches' token slots, and that fraction over the whole epoch
+    the batches are drawn from (how well the timed sample stands for it)."""
     if args.data != "counsel":
         return {}
     per_step, fill = real_tokens(batches)
-    return {"tokens_per_step": per_step, "real_fraction": fill}
+    epoch = epoch_real_fraction(args.framework, args.task, args.shape, args.steps)
+    return {"tokens_per_step": per_step, "real_fraction": fill, "epoch_real_fraction": epoch}
 
 
 def _time_windows(run_window, warmup_fn, args) -> dict[str, float]:

@@ -144,11 +144,14 @@ def test_counsel_batches_same_examples_packed_and_padded(task):
     for batch in jx:
         assert batch["tokens"].shape == lead + (t,)
         assert batch["segment_ids"].max() > 1  # several sequences share a row
-    for k, batch in enumerate(pt):
+    # The peer's batches are consecutive groups of the epoch's examples, chosen by their fill.
+    epoch = train_step.counsel_examples(task, "small", train_step.EPOCH_EXAMPLES)
+    _, fills = train_step._padded_epoch(task, "small", 3)
+    for k, batch in zip(train_step.quantile_sample(fills, 3), pt, strict=True):
         longest = batch["tokens"].shape[-1]
         assert batch["tokens"].shape == lead + (longest,) and longest <= t
         assert batch["attention_mask"][..., -1].any()  # padded to the batch's longest, no more
-        first = ex[k * b]  # the peer's batches are the examples in order
+        first = epoch[k * b]
         n = len(first[0]) + len(first[1])
         np.testing.assert_array_equal(
             batch["tokens"].reshape(-1, longest)[0, :n], np.concatenate(first[:2])
@@ -159,6 +162,18 @@ def test_counsel_batches_same_examples_packed_and_padded(task):
     real_pt, fill_pt = train_step.real_tokens(pt)
     assert real_jx == np.mean([x["attention_mask"].sum() for x in jx])
     assert fill_jx > fill_pt and real_jx > real_pt
+    # The timed sample fills as the whole epoch does, on both sides (quantile sampling).
+    assert abs(fill_jx - train_step.epoch_real_fraction("jax", task, "small", 3)) < 0.03
+    assert abs(fill_pt - train_step.epoch_real_fraction("torch", task, "small", 3)) < 0.03
+
+
+def test_quantile_sample_spreads_over_the_fill_distribution():
+    fills = [0.9, 0.1, 0.5, 0.3, 0.7, 0.2, 0.8, 0.4, 0.6, 1.0]
+    picks = train_step.quantile_sample(fills, 2)
+    assert picks == sorted(picks) and sorted(fills[i] for i in picks) == [0.3, 0.8]
+    assert len(set(train_step.quantile_sample(fills, 10))) == 10
+    with pytest.raises(ValueError, match="fewer than the 11"):
+        train_step.quantile_sample(fills, 11)
 
 
 @pytest.mark.slow
