@@ -260,8 +260,11 @@ def test_suite_tiny_counsel_data(tmp_path):
         assert jx["compiles"] == [1] and jx["cache_size"] == [1], task
         assert np.isfinite(jx["loss"]) and np.isfinite(pt["loss"]), task
         assert jx["real_fraction"] > pt["real_fraction"], task
+        for side in (jx, pt):  # the timed steps fill as the epoch they are drawn from
+            assert abs(side["real_fraction"] - side["epoch_real_fraction"]) < 0.05, task
         assert jx["tokens_per_step"] == pytest.approx(
             jx["real_fraction"] * slots["sft" if task == "sft" else "reward"]
         )
-    assert "Real tokens / token slots of a step" in proc.stdout
+    assert "Real tokens / token slots (--data=counsel" in proc.stdout
+    assert "timed steps / epoch" in proc.stdout
     assert "float32, counsel data" in proc.stdout
