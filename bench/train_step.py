@@ -182,20 +182,18 @@ def counsel_jax_batches(task: str, shape: str, n: int) -> list[dict[str, np.ndar
 
 
 def _padded_epoch(task: str, shape: str, n: int):
-    """The peer's epoch: consecutive groups of `batch` examples, each group's sequences and its
-    real fraction when padded to its longest (real tokens / (sequences x longest))."""
+    """The peer's epoch: consecutive groups of `batch` examples; each group's sequences, and its
+    real tokens and token slots when padded to its longest (sequences x longest)."""
     b = SHAPES[shape]["batch"]
     ex = _examples_for(task, shape, n * b)
-    groups, fills = [], []
+    groups, real, slots = [], [], []
     for k in range(len(ex) // b):
         group = ex[k * b : (k + 1) * b]
         seqs = [[np.concatenate([e[0], reply]) for reply in e[1:]] for e in group]
-        real = sum(len(x) for pair in seqs for x in pair)
         groups.append((group, seqs))
-        fills.append(
-            real / (sum(len(pair) for pair in seqs) * max(len(x) for p in seqs for x in p))
-        )
-    return groups, fills
+        real.append(sum(len(x) for pair in seqs for x in pair))
+        slots.append(sum(len(pair) for pair in seqs) * max(len(x) for p in seqs for x in p))
+    return groups, np.asarray(real), np.asarray(slots)
 
 
 def counsel_padded_batches(task: str, shape: str, n: int) -> list[dict[str, np.ndarray]]:
@@ -204,10 +202,10 @@ def counsel_padded_batches(task: str, shape: str, n: int) -> list[dict[str, np.n
     The epoch's consecutive groups of `batch` examples at evenly spaced quantiles of their fill
     (`quantile_sample`), as psycho_jax's rows are chosen."""
     b = SHAPES[shape]["batch"]
-    groups, fills = _padded_epoch(task, shape, n)
+    groups, real, slots = _padded_epoch(task, shape, n)
     rng = np.random.default_rng(1)
     out = []
-    for k in quantile_sample(fills, n):
+    for k in quantile_sample(real / slots, n):
         group, seqs = groups[k]
         longest = max(len(x) for pair in seqs for x in pair)
         lead = (b,) if task == "sft" else (b, 2)
@@ -233,9 +231,8 @@ def epoch_real_fraction(framework: str, task: str, shape: str, n: int) -> float:
     if framework == "jax":
         _, packed, fills = _packed_epoch(task, shape, n * SHAPES[shape]["batch"])
         return float(np.mean(fills))
-    groups, fills = _padded_epoch(task, shape, n)
-    slots = [sum(len(p) for p in seqs) * max(len(x) for p in seqs for x in p) for _, seqs in groups]
-    return float(np.dot(fills, slots) / np.sum(slots))
+    _, real, slots = _padded_epoch(task, shape, n)
+    return float(real.sum() / slots.sum())
 
 
 def real_tokens(batches: list[dict[str, np.ndarray]]) -> tuple[float, float]:

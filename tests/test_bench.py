@@ -146,8 +146,8 @@ def test_counsel_batches_same_examples_packed_and_padded(task):
         assert batch["segment_ids"].max() > 1  # several sequences share a row
     # The peer's batches are consecutive groups of the epoch's examples, chosen by their fill.
     epoch = train_step.counsel_examples(task, "small", train_step.EPOCH_EXAMPLES)
-    _, fills = train_step._padded_epoch(task, "small", 3)
-    for k, batch in zip(train_step.quantile_sample(fills, 3), pt, strict=True):
+    _, real, slots = train_step._padded_epoch(task, "small", 3)
+    for k, batch in zip(train_step.quantile_sample(real / slots, 3), pt, strict=True):
         longest = batch["tokens"].shape[-1]
         assert batch["tokens"].shape == lead + (longest,) and longest <= t
         assert batch["attention_mask"][..., -1].any()  # padded to the batch's longest, no more
