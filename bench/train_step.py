@@ -43,6 +43,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import argparse  # noqa: E402
 import ast  # noqa: E402
+import functools  # noqa: E402
 import json  # noqa: E402
 import pathlib  # noqa: E402
 import resource  # noqa: E402
@@ -130,6 +131,7 @@ def quantile_sample(fills: Sequence[float], k: int) -> list[int]:
     return sorted(int(order[int((j + 0.5) * len(order) / k)]) for j in range(k))
 
 
+@functools.lru_cache(maxsize=4)  # the batches and the epoch fill of one worker share one packing
 def _packed_epoch(task: str, shape: str, rows: int):
     """psycho_jax's epoch packed by the library: (items, rows, the real fraction of each row)."""
     from psycho_jax.data import batching
@@ -181,6 +183,7 @@ def counsel_jax_batches(task: str, shape: str, n: int) -> list[dict[str, np.ndar
     return batches
 
 
+@functools.lru_cache(maxsize=4)
 def _padded_epoch(task: str, shape: str, n: int):
     """The peer's epoch: consecutive groups of `batch` examples; each group's sequences, and its
     real tokens and token slots when padded to its longest (sequences x longest)."""
