@@ -24,6 +24,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.remat = "none"  # or "full", "dots"
     config.model.scan_layers = False
     config.model.head_chunk = 128  # positions per head chunk in training losses; 0: full logits
+    config.model.head_keep_mib = 512  # pair losses keep the head's probabilities up to this
     config.model.attention_blocks = 0  # causal query blocks of the CPU attention kernel
     config.hf_path = ""  # a local HF Llama directory; overrides the preset when set
     # Mesh (data, fsdp, tensor); -1 takes the remaining devices. Rules map logical axes to it.

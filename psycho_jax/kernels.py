@@ -359,7 +359,13 @@ _causal_attention.defvjp(_causal_forward, _causal_backward)
 
 
 def target_logprobs(
-    hidden: Array, w: Array, targets: Array, mask: Array, chunk: int, vocab_major: bool = False
+    hidden: Array,
+    w: Array,
+    targets: Array,
+    mask: Array,
+    chunk: int,
+    vocab_major: bool = False,
+    keep_probs: bool = False,
 ) -> Array:
     """log p(targets) under the output projection, computed in chunks of positions.
 
@@ -377,10 +383,14 @@ def target_logprobs(
       mask: [B,T] bool, the positions to score.
       chunk: positions per row per chunk (static).
       vocab_major: `w` is [V,D].
+      keep_probs: the forward pass also keeps each chunk's softmax probabilities ([n,B,C,V]
+        float32, n x C >= T: as much memory as the full logits) and the backward pass uses them
+        instead of recomputing the chunk's logits: three of the head's matmuls instead of four,
+        for a non-linear loss of the log-probs (DPO) where the batch's logits fit in memory.
     Returns:
       [B,T] float32 log-probabilities, 0 where `mask` is False.
     """
-    return _target_logprobs(hidden, w, targets, mask, chunk, vocab_major)
+    return _target_logprobs(hidden, w, targets, mask, chunk, vocab_major, keep_probs)
 
 
 class _Layout(NamedTuple):
@@ -416,7 +426,7 @@ def _chunk_logits(h, w, vocab_major):
     return jnp.einsum(eq, h, w.astype(h.dtype), preferred_element_type=jnp.float32)
 
 
-def _target_logprobs_forward(hidden, w, targets, mask, chunk, vocab_major):
+def _target_logprobs_forward(hidden, w, targets, mask, chunk, vocab_major, keep_probs):
     layout = _Layout.of(mask, chunk)
     hs, ts, ms = layout.split(hidden), layout.split(targets), layout.split(mask)
     active = jnp.any(ms, axis=(1, 2))  # [n]: some row has a target in the chunk
@@ -428,22 +438,37 @@ def _target_logprobs_forward(hidden, w, targets, mask, chunk, vocab_major):
             logits = _chunk_logits(h, w, vocab_major)
             lse = jax.nn.logsumexp(logits, axis=-1)
             picked = jnp.take_along_axis(logits, tgt[..., None], axis=-1, mode="clip")[..., 0]
-            return jnp.where(m, picked - lse, 0.0), lse
+            probs = jnp.exp(logits - lse[..., None]) if keep_probs else None
+            return jnp.where(m, picked - lse, 0.0), lse, probs
 
         zeros = jnp.zeros(m.shape, jnp.float32)
-        return None, jax.lax.cond(on, compute, lambda: (zeros, zeros))
+        skip = (
+            zeros,
+            zeros,
+            jnp.zeros(m.shape + (_vocab(w, vocab_major),), jnp.float32) if keep_probs else None,
+        )
+        return None, jax.lax.cond(on, compute, lambda: skip)
 
-    _, (logp, lse) = jax.lax.scan(body, None, (hs, ts, ms, active))
-    return layout.merge(logp), (hidden, w, targets, mask, lse)
+    _, (logp, lse, probs) = jax.lax.scan(body, None, (hs, ts, ms, active))
+    return layout.merge(logp), (hidden, w, targets, mask, lse, probs)
+
+
+def _vocab(w: Array, vocab_major: bool) -> int:
+    return w.shape[0] if vocab_major else w.shape[1]
 
 
 def _chunk_grads(logits, lse, h, w_dt, tgt, weight, vocab_major):
     """Gradients of sum(weight * log p(tgt)) for one chunk: dh [B,C,D] (h's dtype) and the
     chunk's float32 contribution to dw. logits [B,C,V] f32, lse/weight [B,C]."""
-    vocab = logits.shape[-1]
-    p = jnp.exp(logits - lse[..., None])
+    probs = jnp.exp(logits - lse[..., None])
+    return _chunk_grads_of_probs(probs, h, w_dt, tgt, weight, vocab_major)
+
+
+def _chunk_grads_of_probs(probs, h, w_dt, tgt, weight, vocab_major):
+    """`_chunk_grads` from the chunk's softmax probabilities [B,C,V] float32."""
+    vocab = probs.shape[-1]
     onehot = jnp.arange(vocab, dtype=tgt.dtype)[None, None, :] == tgt[..., None]
-    dlogits = (weight[..., None] * (onehot - p)).astype(h.dtype)
+    dlogits = (weight[..., None] * (onehot - probs)).astype(h.dtype)
     f32 = dict(preferred_element_type=jnp.float32)
     if vocab_major:
         dh = jnp.einsum("BCV,VD->BCD", dlogits, w_dt, **f32)
@@ -454,34 +479,37 @@ def _chunk_grads(logits, lse, h, w_dt, tgt, weight, vocab_major):
     return dh.astype(h.dtype), dw
 
 
-def _target_logprobs_backward(chunk, vocab_major, res, g):
-    hidden, w, targets, mask, lse = res
+def _target_logprobs_backward(chunk, vocab_major, keep_probs, res, g):
+    hidden, w, targets, mask, lse, probs = res
     layout = _Layout.of(mask, chunk)
     hs, ts, ms, gs = (layout.split(x) for x in (hidden, targets, mask, g))
     active = jnp.any(ms, axis=(1, 2))
     w_dt = after(w, g).astype(hidden.dtype)
 
     def body(dw, xs):
-        h, tgt, m, g_c, lse_c, on = xs
+        h, tgt, m, g_c, lse_c, p_c, on = xs
 
         def compute(dw):
-            logits = _chunk_logits(h, w_dt, vocab_major)  # recomputed: not held since the forward
-            dh, dw_c = _chunk_grads(
-                logits, lse_c, h, w_dt, tgt, jnp.where(m, g_c, 0.0), vocab_major
-            )
+            weight = jnp.where(m, g_c, 0.0)
+            if keep_probs:
+                dh, dw_c = _chunk_grads_of_probs(p_c, h, w_dt, tgt, weight, vocab_major)
+            else:  # recomputed: not held since the forward
+                logits = _chunk_logits(h, w_dt, vocab_major)
+                dh, dw_c = _chunk_grads(logits, lse_c, h, w_dt, tgt, weight, vocab_major)
             return dw + dw_c, dh
 
         return jax.lax.cond(on, compute, lambda dw: (dw, jnp.zeros_like(h)), dw)
 
-    dw, dhs = jax.lax.scan(body, jnp.zeros(w.shape, jnp.float32), (hs, ts, ms, gs, lse, active))
+    xs = (hs, ts, ms, gs, lse, probs, active)
+    dw, dhs = jax.lax.scan(body, jnp.zeros(w.shape, jnp.float32), xs)
     return layout.merge(dhs), dw.astype(w.dtype), None, None
 
 
 _target_logprobs = jax.custom_vjp(
-    lambda hidden, w, targets, mask, chunk, vocab_major: _target_logprobs_forward(
-        hidden, w, targets, mask, chunk, vocab_major
+    lambda hidden, w, targets, mask, chunk, vocab_major, keep_probs: _target_logprobs_forward(
+        hidden, w, targets, mask, chunk, vocab_major, False
     )[0],
-    nondiff_argnums=(4, 5),
+    nondiff_argnums=(4, 5, 6),
 )
 _target_logprobs.defvjp(_target_logprobs_forward, _target_logprobs_backward)
 
@@ -530,7 +558,7 @@ def _target_logprob_sum_backward(chunk, vocab_major, res, g):
 
 _target_logprob_sum = jax.custom_vjp(
     lambda hidden, w, targets, mask, chunk, vocab_major: jnp.sum(
-        _target_logprobs_forward(hidden, w, targets, mask, chunk, vocab_major)[0]
+        _target_logprobs_forward(hidden, w, targets, mask, chunk, vocab_major, False)[0]
     ),
     nondiff_argnums=(4, 5),
 )

@@ -71,6 +71,7 @@ def run_model_demo(config: ml_collections.ConfigDict, dry_run: bool = False) -> 
             remat=m.remat,
             scan_layers=m.scan_layers,
             head_chunk=m.head_chunk,
+            head_keep_mib=m.head_keep_mib,
             attention_blocks=m.attention_blocks,
         )
         cfg = model.config

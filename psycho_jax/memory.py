@@ -16,7 +16,9 @@ Next to it, an analytic estimate:
                layer boundary, L x T x D x bytes(dtype), plus one layer's working set recomputed in the
                backward pass (q, k, v, attention probabilities N x T x T float32, MLP 3 x T x F) and
                the logits C x V float32 twice (logits and their gradient, C = `model.head_chunk`
-               positions, or T with head_chunk=0); without remat every layer's working set is kept.
+               positions, or T with head_chunk=0), plus for DPO T x V float32 probabilities when the
+               micro-batch's fit in `model.head_keep_mib`; without remat every layer's working set is
+               kept.
 
 The two agree when the compiler does what the model says; the planner prints both and the test checks
 the 8B configs fit their hardware both ways.
@@ -124,6 +126,9 @@ def analytic_activations(c, cfg: LlamaConfig, task: tasks.Task, mesh) -> int:
     # (`kernels.target_logprobs`), or the whole sequence with `head_chunk=0`.
     head_t = min(cfg.head_chunk, t) if cfg.head_chunk else t
     logits = 2 * head_t * v * 4 / tp if task.name != "reward" else 0
+    global_rows = c.batch_size // c.grad_accum * 2
+    if task.name == "dpo" and cfg.head_chunk and global_rows * t * v * 4 <= cfg.head_keep_mib << 20:
+        logits += t * v * 4 / tp  # the chunks' probabilities, kept for the backward pass
     kept = L * layer if cfg.remat == "none" else L * t * d * act + layer
     per_row = kept + logits
     return int(rows * per_row)

@@ -82,6 +82,10 @@ class LlamaConfig:
       head_chunk: training log-probs (`Llama.target_logprobs`) apply the output projection to this
         many positions per row at a time and only to target positions (`kernels.target_logprobs`:
         no [B,T,V] logits in memory, prompt tokens skipped); 0 materialises the full logits.
+      head_keep_mib: for a non-linear loss of the log-probs (the pair losses), the chunked head
+        keeps its chunks' softmax probabilities for the backward pass, instead of recomputing
+        their logits there, when the batch's [B,T,V] float32 probabilities take at most this many
+        MiB (one of the head's four matmuls saved); 0 always recomputes (O(B x chunk x V) memory).
       attention_blocks: the "custom" kernel's self-attention (training, prefill without a cache)
         in this many causal query blocks (`kernels.causal_attention`: key blocks above the
         diagonal skipped); 1 computes every query x key score. Ignored unless T is a multiple.
@@ -111,6 +115,7 @@ class LlamaConfig:
     remat: Literal["none", "full", "dots"] = "none"
     scan_layers: bool = False
     head_chunk: int = 128
+    head_keep_mib: int = 512
     attention_blocks: int = 0
     initializer_range: float = 0.02
     lora_rank: int = 0
@@ -150,6 +155,8 @@ class LlamaConfig:
             errors.append(f"attention_blocks={self.attention_blocks} must be >= 0 (0: automatic)")
         if self.head_chunk < 0:
             errors.append(f"head_chunk={self.head_chunk} must be >= 0 (0: full logits)")
+        if self.head_keep_mib < 0:
+            errors.append(f"head_keep_mib={self.head_keep_mib} must be >= 0 (0: recompute)")
         if self.lora_rank < 0:
             errors.append(f"lora_rank={self.lora_rank} must be >= 0 (0: no adapters)")
         if self.lora_rank and self.lora_alpha <= 0:
@@ -702,7 +709,9 @@ class Llama(nnx.Module):
         mask = loss_mask.astype(jnp.bool_).at[:, 0].set(False)
         if not self.config.head_chunk:
             return jnp.where(mask, losses.token_logprobs(self.logits(hidden), tokens), 0.0)
-        logp = kernels.target_logprobs(*self._head_inputs(hidden, tokens, mask))
+        b, t = tokens.shape
+        keep = b * t * self.config.vocab_size * 4 <= self.config.head_keep_mib * 2**20
+        logp = kernels.target_logprobs(*self._head_inputs(hidden, tokens, mask), keep_probs=keep)
         return jnp.pad(logp[:, :-1], ((0, 0), (1, 0)))  # position t-1's prediction is token t's
 
     def target_logprob_sum(self, tokens: Array, loss_mask: Array, **kwargs: Any) -> Array:

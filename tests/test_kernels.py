@@ -278,10 +278,12 @@ def test_attention_backward_does_not_hold_probabilities_per_layer():
 
 @pytest.mark.parametrize("chunk", [1, 4, 64])
 @pytest.mark.parametrize("vocab_major", [False, True])
-def test_target_logprobs_matches_log_softmax(chunk, vocab_major):
+@pytest.mark.parametrize("keep_probs", [False, True])
+def test_target_logprobs_matches_log_softmax(chunk, vocab_major, keep_probs):
     """Chunked output projection + log-probs: values and gradients equal autodiff of the full
     log-softmax, with rows of no targets, targets anywhere in a row, and out-of-vocab ids (padding)
-    at masked positions."""
+    at masked positions; with the chunks' logits recomputed in the backward pass or their
+    probabilities kept from the forward pass."""
     rng = np.random.default_rng(4)
     b, t, d, v = 3, 11, 16, 37
     h = jnp.asarray(rng.standard_normal((b, t, d)), jnp.float32)
@@ -298,7 +300,7 @@ def test_target_logprobs_matches_log_softmax(chunk, vocab_major):
         return jnp.where(mask, picked, 0.0)
 
     def chunked(h, w_in):
-        return kernels.target_logprobs(h, w_in, targets, mask, chunk, vocab_major)
+        return kernels.target_logprobs(h, w_in, targets, mask, chunk, vocab_major, keep_probs)
 
     got = _value_and_grads(chunked, (h, w_in), ct, (0, 1))
     want = _value_and_grads(plain, (h, w_in), ct, (0, 1))
@@ -319,16 +321,49 @@ def test_target_logprobs_skips_chunks_without_targets():
     w = jnp.asarray(rng.standard_normal((d, v)) * 0.1, jnp.float32)
     targets = jnp.asarray(rng.integers(0, v, (b, t)), jnp.int32)
 
-    def run(chunk):
-        loss = lambda h, w: jnp.sum(kernels.target_logprobs(h, w, targets, mask, chunk))
+    def run(chunk, keep=False):
+        loss = lambda h, w: jnp.sum(
+            kernels.target_logprobs(h, w, targets, mask, chunk, False, keep)
+        )
         return jax.jit(jax.value_and_grad(loss, (0, 1)))(h, w)
 
-    value, (dh, dw) = run(16)
-    assert np.isfinite(float(value)) and np.all(np.isfinite(np.asarray(dw)))
-    assert np.all(np.asarray(dh)[:, : -t // 4] == 0.0)
-    assert np.all(np.isfinite(np.asarray(dh)))
+    for keep in (False, True):
+        value, (dh, dw) = run(16, keep)
+        assert np.isfinite(float(value)) and np.all(np.isfinite(np.asarray(dw)))
+        assert np.all(np.asarray(dh)[:, : -t // 4] == 0.0)
+        assert np.all(np.isfinite(np.asarray(dh)))
     _, (_, dw_one_chunk) = run(64)
     assert not np.all(np.isfinite(np.asarray(dw_one_chunk)))
+
+
+def test_target_logprobs_kept_probabilities_save_the_recomputed_matmul():
+    """`keep_probs` removes the backward pass's recomputation of each chunk's logits: the gradient
+    holds 3 matmuls (forward logits, dh, dw) instead of 4; `Llama` keeps them while the batch's
+    [B,T,V] float32 probabilities fit in `head_keep_mib` (and recomputes with 0)."""
+    from flax import nnx
+
+    from psycho_jax.model import Llama
+
+    b, t, d, v = 2, 8, 16, 64
+    h, w = jnp.ones((b, t, d)), jnp.ones((d, v))
+    targets, mask = jnp.zeros((b, t), jnp.int32), jnp.ones((b, t), bool)
+
+    def matmuls(fn, *args):
+        return str(jax.make_jaxpr(jax.grad(fn))(*args)).count("dot_general")
+
+    for keep, want in ((False, 4), (True, 3)):
+        loss = lambda h, keep=keep: jnp.sum(
+            kernels.target_logprobs(h, w, targets, mask, 4, False, keep)
+        )
+        assert matmuls(loss, h) == want, keep
+    tokens = jnp.ones((b, t), jnp.int32)
+    counts = {}
+    for mib in (0, 1):  # 2 x 8 x 64 float32 probabilities: 4 KiB
+        cfg = LlamaConfig.tiny(vocab_size=v, head_chunk=4, head_keep_mib=mib)
+        graphdef, params = nnx.split(Llama(cfg, rngs=nnx.Rngs(0)))
+        loss = lambda p, g=graphdef: jnp.sum(nnx.merge(g, p).target_logprobs(tokens, mask))
+        counts[mib] = matmuls(loss, params)
+    assert counts[0] == counts[1] + 1, counts
 
 
 @pytest.mark.parametrize("tied", [False, True])
@@ -347,8 +382,10 @@ def test_llama_target_logprobs_chunked_equals_full_logits(tied):
     loss_mask = jnp.zeros((b, t), jnp.int32).at[:, 7:].set(1).at[2, 4:].set(1)
     ct = jnp.asarray(rng.standard_normal((b, t)), jnp.float32)
     results = []
-    for chunk in (0, 3):
-        cfg = LlamaConfig.tiny(vocab_size=64, tie_embeddings=tied, head_chunk=chunk)
+    for chunk, keep_mib in ((0, 0), (3, 0), (3, 512)):
+        cfg = LlamaConfig.tiny(
+            vocab_size=64, tie_embeddings=tied, head_chunk=chunk, head_keep_mib=keep_mib
+        )
         model = Llama(cfg, rngs=nnx.Rngs(0))
         graphdef, params = nnx.split(model)
 
@@ -363,12 +400,13 @@ def test_llama_target_logprobs_chunked_equals_full_logits(tied):
 
         (value, logp), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
         results.append((value, logp, grads, jax.jit(jax.value_and_grad(total))(params)))
-    (v0, lp0, g0, s0), (v1, lp1, g1, s1) = results
-    assert np.all(np.asarray(lp1)[np.asarray(loss_mask) == 0] == 0.0)
-    assert np.all(np.asarray(lp1)[:, 0] == 0.0)
-    _close((v1, lp1), (v0, lp0))
-    _close(jax.tree.leaves(g1), jax.tree.leaves(g0), rtol=1e-4, atol=1e-5)
-    _close(jax.tree.leaves(s1), jax.tree.leaves(s0), rtol=1e-4, atol=1e-5)
+    (v0, lp0, g0, s0), *chunked = results
+    for v1, lp1, g1, s1 in chunked:  # logits recomputed in the backward pass, then kept
+        assert np.all(np.asarray(lp1)[np.asarray(loss_mask) == 0] == 0.0)
+        assert np.all(np.asarray(lp1)[:, 0] == 0.0)
+        _close((v1, lp1), (v0, lp0))
+        _close(jax.tree.leaves(g1), jax.tree.leaves(g0), rtol=1e-4, atol=1e-5)
+        _close(jax.tree.leaves(s1), jax.tree.leaves(s0), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(float(s0[0]), float(jnp.sum(lp0)), rtol=1e-6)
 
 
