@@ -406,6 +406,9 @@ def run_jax(args) -> dict:
     jax.monitoring.register_event_duration_secs_listener(on_event)
     with jax.set_mesh(mesh):
         timing = _time_windows(run, lambda: run(args.warmup), args)
+    if args.profile:  # one more step under the profiler (TensorBoard / Perfetto trace)
+        with jax.set_mesh(mesh), jax.profiler.trace(args.profile, create_perfetto_trace=True):
+            run(1)
     loss = float(holder["metrics"]["loss"])
     return dict(
         timing,
@@ -686,6 +689,9 @@ def main() -> None:
     )
     parser.add_argument("--set", action="append", default=[], help="psycho_jax config override k=v")
     parser.add_argument("--torch_threads", type=int, default=0, help="0: os.cpu_count()")
+    parser.add_argument(
+        "--profile", default="", help="jax: trace one extra step after timing into this directory"
+    )
     parser.add_argument("--json", default="")
     args = parser.parse_args()
     run = {"jax": run_jax, "torch": run_torch, "trl": run_trl}[args.framework]
