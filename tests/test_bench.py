@@ -1,8 +1,10 @@
 """The benchmark suite (bench/suite.py): its option parsing, FLOP counts and report on made-up
 numbers, and a smoke run of the whole suite on the tiny shape (every task, both frameworks, decode)."""
 
+import gzip
 import json
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -16,6 +18,7 @@ pytest.importorskip("trl")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
+import profile_summary  # noqa: E402
 import suite  # noqa: E402
 import train_step  # noqa: E402
 
@@ -174,6 +177,67 @@ def test_quantile_sample_spreads_over_the_fill_distribution():
     assert len(set(train_step.quantile_sample(fills, 10))) == 10
     with pytest.raises(ValueError, match="fewer than the 11"):
         train_step.quantile_sample(fills, 11)
+
+
+def _trace_event(name, ts, dur, tid=1):
+    return {"ph": "X", "name": name, "pid": 1, "tid": tid, "ts": ts, "dur": dur}
+
+
+def test_profile_summary_self_times_by_kind(tmp_path, capsys):
+    """Self times (an op's duration less its nested events'), the executor's events left out, only
+    XLA's threads, summed by kind; the CLI reads the newest trace under a directory."""
+    meta = [
+        {"ph": "M", "name": "thread_name", "pid": 1, "tid": t, "args": {"name": n}}
+        for t, n in ((1, "tf_XLAEigen/1"), (2, "tf_XLAPjRtCpuClient/2"), (3, "python"))
+    ]
+    events = [
+        _trace_event("ThunkExecutor::Execute", 0, 100),
+        _trace_event("ynn_fusion.1", 0, 40),
+        _trace_event("conditional", 40, 50),  # holds a matmul and a copy: 10 us of its own
+        _trace_event("ynn_fusion.7", 40, 30),
+        _trace_event("copy_bitcast_fusion.3", 70, 10),
+        _trace_event("all-gather.2", 90, 10),
+        _trace_event("ThunkExecutor::Execute (wait for completion)", 0, 100, tid=2),
+        _trace_event("Wait: pending_threads=1/2", 10, 5, tid=2),
+        _trace_event("ynn_fusion.9", 0, 1000, tid=3),  # not an XLA thread
+    ]
+    trace = {"traceEvents": meta + events}
+    times = profile_summary.self_times(trace)
+    assert dict(times) == {
+        "ynn_fusion.1": 40,
+        "conditional": 10,
+        "ynn_fusion.7": 30,
+        "copy_bitcast_fusion.3": 10,
+        "all-gather.2": 10,
+        "Wait: pending_threads=1/2": 5,
+    }
+    kinds = profile_summary.by_kind(times)
+    assert kinds == pytest.approx(
+        {"matmul": 70e-6, "collective": 10e-6, "wait": 5e-6, "movement": 10e-6, "other": 10e-6}
+    )
+    run = tmp_path / "plugins" / "profile" / "run1"
+    run.mkdir(parents=True)
+    with gzip.open(run / "host.trace.json.gz", "wt") as f:
+        json.dump(trace, f)
+    profile_summary.main([str(tmp_path), "--top=5"])
+    out = capsys.readouterr().out
+    assert "| matmul | 0.000 | 66.7% |" in out and "all-gather.2" in out
+
+
+@pytest.mark.slow
+def test_train_step_profile(tmp_path, capsys):
+    """`train_step.py --profile` traces a step of the real train step, and `profile_summary`
+    finds its matrix products in it."""
+    train_step.prepare(str(tmp_path), "tiny")
+    cmd = [sys.executable, str(ROOT / "bench" / "train_step.py"), "--framework=jax", "--task=sft"]
+    cmd += ["--shape=tiny", f"--model_dir={tmp_path}", "--warmup=1", "--steps=1", "--windows=1"]
+    cmd += [f"--profile={tmp_path / 'prof'}", f"--json={tmp_path / 'r.json'}"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    profile_summary.main([str(tmp_path / "prof")])
+    out = capsys.readouterr().out
+    share = float(re.search(r"\| matmul \| [\d.]+ \| ([\d.]+)% \|", out).group(1))
+    assert share > 0, out
 
 
 @pytest.mark.slow
