@@ -41,9 +41,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.remat = "none"
     c.model.scan_layers = False
     c.model.head_chunk = 128  # positions per row per output-projection chunk; 0: full logits
-    c.model.head_keep_mib = (
-        512  # pair losses keep the head's probabilities up to this; 0: recompute
-    )
+    c.model.head_keep_mib = 512  # DPO keeps the head's probabilities up to this; 0: recompute
     c.model.attention_blocks = 0  # causal query blocks of the CPU attention kernel; 0: automatic
     # A previous stage's workdir (its final checkpoint) or a Hugging Face directory; "" = random init.
     c.init_from = ""

@@ -126,8 +126,7 @@ def analytic_activations(c, cfg: LlamaConfig, task: tasks.Task, mesh) -> int:
     # (`kernels.target_logprobs`), or the whole sequence with `head_chunk=0`.
     head_t = min(cfg.head_chunk, t) if cfg.head_chunk else t
     logits = 2 * head_t * v * 4 / tp if task.name != "reward" else 0
-    global_rows = c.batch_size // c.grad_accum * 2
-    if task.name == "dpo" and cfg.head_chunk and global_rows * t * v * 4 <= cfg.head_keep_mib << 20:
+    if task.name == "dpo" and cfg.keeps_head_probs(c.batch_size // c.grad_accum * 2, t):
         logits += t * v * 4 / tp  # the chunks' probabilities, kept for the backward pass
     kept = L * layer if cfg.remat == "none" else L * t * d * act + layer
     per_row = kept + logits

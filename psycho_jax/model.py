@@ -122,6 +122,13 @@ class LlamaConfig:
     lora_alpha: float = 16.0
     lora_targets: tuple[str, ...] = LORA_TARGETS
 
+    def keeps_head_probs(self, rows: int, seq: int) -> bool:
+        """Whether the chunked head keeps a `rows` x `seq` batch's [B,T,V] float32 softmax
+        probabilities for a pair loss's backward pass (`head_keep_mib`) instead of recomputing them."""
+        return (
+            bool(self.head_chunk) and rows * seq * self.vocab_size * 4 <= self.head_keep_mib << 20
+        )
+
     def __post_init__(self):
         # A tuple even when read back from JSON (a list): the config must stay hashable.
         object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
@@ -709,8 +716,7 @@ class Llama(nnx.Module):
         mask = loss_mask.astype(jnp.bool_).at[:, 0].set(False)
         if not self.config.head_chunk:
             return jnp.where(mask, losses.token_logprobs(self.logits(hidden), tokens), 0.0)
-        b, t = tokens.shape
-        keep = b * t * self.config.vocab_size * 4 <= self.config.head_keep_mib * 2**20
+        keep = self.config.keeps_head_probs(*tokens.shape)
         logp = kernels.target_logprobs(*self._head_inputs(hidden, tokens, mask), keep_probs=keep)
         return jnp.pad(logp[:, :-1], ((0, 0), (1, 0)))  # position t-1's prediction is token t's
 
