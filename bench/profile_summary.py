@@ -7,10 +7,11 @@
 Reads the newest `*.trace.json.gz` under the directory, takes the events of XLA:CPU's threads
 (`tf_XLA*`: the intra-op pool and the client threads that run small ops inline), computes each
 op's self time (its duration less its nested events'), leaves out the executor's own events (their
-self time is waiting for the ops they launched) and sums the rest by kind: matrix products (YNNPACK fusions, dots), collectives (the mesh's all-gathers and
-reductions), waits, data movement (copies, transposes, concatenations, pads, slices) and the rest
-(element-wise fusions, reductions). With `--hlo` (an optimized-HLO dump, `XLA_FLAGS=--xla_dump_to=D
---xla_dump_hlo_as_text`) the top ops are listed with the JAX operation they came from.
+self time is waiting for the ops they launched) and sums the rest by kind: matrix products
+(YNNPACK fusions, dots), collectives (the mesh's all-gathers and reductions), waits, data movement
+(copies, transposes, concatenations, pads, slices) and the rest (element-wise fusions,
+reductions). With `--hlo` (an optimized-HLO dump, `XLA_FLAGS="--xla_dump_to=D
+--xla_dump_hlo_as_text"`) the top ops are listed with the JAX operation they came from.
 """
 
 from __future__ import annotations

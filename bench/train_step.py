@@ -694,6 +694,8 @@ def main() -> None:
     )
     parser.add_argument("--json", default="")
     args = parser.parse_args()
+    if args.profile and args.framework != "jax":
+        parser.error(f"--profile traces psycho_jax's step; --framework={args.framework}")
     run = {"jax": run_jax, "torch": run_torch, "trl": run_trl}[args.framework]
     result = run(args)
     tps = result.pop("tokens_per_step", None) or tokens_per_step(args.task, args.shape)
