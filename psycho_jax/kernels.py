@@ -202,6 +202,19 @@ def _rope_backward(res, dy):
 rope.defvjp(_rope_forward, _rope_backward)
 
 
+def materialized(x: Array) -> Array:
+    """`x` itself, computed once into its own buffer rather than fused into its consumers.
+
+    XLA fuses cheap element-wise producers into every consumer and recomputes them per element:
+    the [B,T,S] attention mask (iotas and segment-id compares) would be rebuilt inside each layer's
+    score fusions, forward and backward, broadcast over every head (~20% of the attention's time on
+    CPU). XLA:CPU drops `optimization_barrier`s before fusion, but a conditional on a value known
+    only at run time is a fusion boundary it keeps; `any(x != 0)` is that value, and the other
+    branch returns zeros, which is `x` whenever it is taken: the result equals `x` exactly.
+    """
+    return jax.lax.cond(jnp.any(x != 0), lambda: x, lambda: jnp.zeros_like(x))
+
+
 # ----------------------------------------------------------------------------- attention
 
 
@@ -253,11 +266,21 @@ def _attention_forward(q, k, v, mask):
     return _from_groups(o, t), (qg, kg, vg, mask, lse.reshape(b, kv, -1), o)
 
 
+def _attention_forward_rule(q, k, v, mask):
+    out, (qg, kg, vg, mask, lse, o) = _attention_forward(q, k, v, mask)
+    return out, (qg, kg, vg, _keys_first(mask), lse, o)
+
+
+def _keys_first(mask: Array) -> Array:
+    """[B,T,S] -> [B,S,T], the backward pass's layout, in its own buffer (see `materialized`)."""
+    return materialized(mask.transpose(0, 2, 1))
+
+
 def _attention_backward(res, dout):
     """Flash-attention's backward in the transposed [keys, queries] layout: the recomputed scores
     are a different product than the forward's (k q^T, not q k^T), so XLA cannot merge the two and
     keep the forward's [T,S] scores alive instead (XLA:CPU drops optimisation barriers before CSE)."""
-    qg, kg, vg, mask, lse, o = res
+    qg, kg, vg, mask_t, lse, o = res  # mask_t: [B,S,T]
     b, kv, gt, h = qg.shape
     t = dout.shape[1]
     dt = qg.dtype
@@ -268,7 +291,7 @@ def _attention_backward(res, dout):
     # layer's scores as soon as the forward pass ends and hold them all at once.
     qg = qg + (0.0 * delta[..., None]).astype(dt)
     s_t = jnp.einsum("BKSH,BKQH->BKSQ", kg, qg, **f32).reshape(b, kv, -1, gt // t, t)
-    s_t = jnp.where(mask.transpose(0, 2, 1)[:, None, :, None, :], s_t, jnp.finfo(jnp.float32).min)
+    s_t = jnp.where(mask_t[:, None, :, None, :], s_t, jnp.finfo(jnp.float32).min)
     p_t = jnp.exp(s_t.reshape(b, kv, -1, gt) - lse[:, :, None, :])  # [B,K,S,G*T]
     dv = jnp.einsum("BKSQ,BKQH->BKSH", p_t.astype(dt), do, **f32)
     dp_t = jnp.einsum("BKSH,BKQH->BKSQ", vg, do, **f32)
@@ -283,7 +306,7 @@ def _attention_backward(res, dout):
     )
 
 
-attention.defvjp(_attention_forward, _attention_backward)
+attention.defvjp(_attention_forward_rule, _attention_backward)
 
 
 def causal_attention(q: Array, k: Array, v: Array, mask: Array, blocks: int = 1) -> Array:
@@ -327,11 +350,11 @@ def _causal_forward(q, k, v, mask, blocks):
         outs.append(o)
         lses.append(lse)  # [B,K,G*c]
     out = outs[0] if blocks == 1 else jnp.concatenate(outs, axis=1)
-    return out, (q, k, v, mask, tuple(lses), out)
+    return out, (q, k, v, _keys_first(mask), tuple(lses), out)
 
 
 def _causal_backward(blocks, res, dout):
-    q, k, v, mask, lses, out = res
+    q, k, v, mask_t, lses, out = res
     kv, h = k.shape[2], q.shape[-1]
     scale = jnp.asarray(h**-0.5, q.dtype)
     dqs, dk, dv = [], jnp.zeros_like(k), jnp.zeros_like(v)
@@ -340,7 +363,7 @@ def _causal_backward(blocks, res, dout):
             _to_groups(q[:, lo:hi] * scale, kv),
             k[:, :hi].transpose(0, 2, 1, 3),
             v[:, :hi].transpose(0, 2, 1, 3),
-            mask[:, lo:hi, :hi],
+            mask_t[:, :hi, lo:hi],
             lse,
             _to_groups(out[:, lo:hi], kv),
         )

@@ -636,6 +636,7 @@ class Transformer(nnx.Module):
         if segment_ids is not None:
             mask &= segment_ids[:, :, None] == segment_ids[:, None, :]
         mask |= k_idx[None, None, :] == q_idx[None, :, None]
+        mask = kernels.materialized(mask)  # one buffer, not recomputed in every layer's fusions
 
         rope = kernels.rope_tables(positions, rope_frequencies(cfg))
         dt = jnp.dtype(cfg.dtype)

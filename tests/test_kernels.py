@@ -125,6 +125,38 @@ def test_attention_block_count_automatic_and_explicit():
         LlamaConfig.tiny(attention_blocks=-1)
 
 
+def test_materialized_is_the_identity_and_a_fusion_boundary():
+    """`materialized` returns its input exactly (an all-False mask and zeros included, gradients
+    passing through), and the Llama's attention masks stay single buffers in the compiled step:
+    one [B,T,T] mask for the whole stack and one keys-first copy per layer for the backward pass,
+    instead of mask arithmetic fused into every score fusion."""
+    import re
+
+    from flax import nnx
+
+    from psycho_jax.model import Llama
+
+    rng = np.random.default_rng(8)
+    for x in (
+        jnp.asarray(rng.random((2, 5, 5)) > 0.5),
+        jnp.zeros((2, 5, 5), jnp.bool_),
+        jnp.asarray(rng.standard_normal((3, 4)), jnp.float32).at[0].set(0.0),
+        jnp.zeros((3,), jnp.float32),
+    ):
+        np.testing.assert_array_equal(np.asarray(jax.jit(kernels.materialized)(x)), np.asarray(x))
+    w = jnp.asarray(rng.standard_normal((3, 4)), jnp.float32)
+    grad = jax.grad(lambda x: jnp.sum(kernels.materialized(x) * w))(jnp.ones((3, 4)))
+    np.testing.assert_array_equal(np.asarray(grad), np.asarray(w))
+
+    cfg = LlamaConfig.tiny(attention="custom")
+    model = Llama(cfg, rngs=nnx.Rngs(0))
+    tokens = jnp.ones((2, 16), jnp.int32)
+    step = jax.jit(nnx.grad(lambda m, t: jnp.sum(m(t)[0])))
+    hlo = step.lower(model, tokens).compile().as_text()
+    masks = re.findall(r"= \(pred\[2,16,16\]\{[\d,]*\}\) conditional\(", hlo)
+    assert len(masks) == 1 + cfg.n_layers, masks
+
+
 def test_llama_attention_blocks_same_logits_and_grads():
     from flax import nnx
 
