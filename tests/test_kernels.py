@@ -128,8 +128,9 @@ def test_attention_block_count_automatic_and_explicit():
 def test_materialized_is_the_identity_and_a_fusion_boundary():
     """`materialized` returns its input exactly (an all-False mask and zeros included, gradients
     passing through), and the Llama's attention masks stay single buffers in the compiled step:
-    one [B,T,T] mask for the whole stack and one keys-first copy per layer for the backward pass,
-    instead of mask arithmetic fused into every score fusion."""
+    one [B,T,T] mask for the whole stack, and per layer its keys-first copy and that copy repeated
+    per query head of a group for the backward pass, instead of mask arithmetic and 5-d broadcasts
+    fused into every score fusion."""
     import re
 
     from flax import nnx
@@ -153,8 +154,13 @@ def test_materialized_is_the_identity_and_a_fusion_boundary():
     tokens = jnp.ones((2, 16), jnp.int32)
     step = jax.jit(nnx.grad(lambda m, t: jnp.sum(m(t)[0])))
     hlo = step.lower(model, tokens).compile().as_text()
-    masks = re.findall(r"= \(pred\[2,16,16\]\{[\d,]*\}\) conditional\(", hlo)
-    assert len(masks) == 1 + cfg.n_layers, masks
+
+    def buffers(shape):
+        return re.findall(rf"= \(pred\[{shape}\]\{{[\d,]*\}}\) conditional\(", hlo)
+
+    assert len(buffers("2,16,16")) == 1 + cfg.n_layers  # [B,T,S] once, [B,S,T] per layer
+    group = cfg.n_heads // cfg.n_kv_heads
+    assert len(buffers(f"2,16,{16 * group}")) == cfg.n_layers  # [B,S,G*T] per layer (1 block)
 
 
 def test_llama_attention_blocks_same_logits_and_grads():
