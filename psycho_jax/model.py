@@ -90,7 +90,7 @@ class LlamaConfig:
         in this many causal query blocks (`kernels.causal_attention`: key blocks above the
         diagonal skipped); 1 computes every query x key score. Ignored unless T is a multiple.
         0 (default) = automatic (`attention_block_count`: blocks of at least 256 queries, at
-        most 8 blocks: 1 below 512 tokens, 2 at 512).
+        most 8 blocks, and 2 from 256 tokens: 1 below 256 tokens, 2 at 256 and 512).
       initializer_range: stddev of the normal initialiser (HF's default 0.02).
       lora_rank: R of the LoRA adapters; 0 = no adapters.
       lora_alpha: LoRA scale numerator: the update is (lora_alpha / lora_rank) * A @ B.
@@ -378,12 +378,13 @@ def resolve_attention(impl: str, cached: bool) -> str:
 
 def attention_block_count(cfg: LlamaConfig, t: int) -> int:
     """The causal query blocks of `cfg.attention_blocks` for a T-token self-attention: the
-    configured count, or with 0 the most blocks of at least 256 queries (at most 8) that divide T.
-    Paired CPU runs at 512 tokens (bench/RESULTS.md): 2 blocks +4-12% tokens/s over 1, for +2% peak
-    memory; 4 blocks of 128 no faster than 2."""
+    configured count, or with 0 the most blocks of at least 256 queries (at most 8) that divide T,
+    and 2 from 256 tokens on. Paired CPU runs (bench/RESULTS.md): at 512 tokens 2 blocks +4-12%
+    tokens/s over 1, for +2% peak memory, and 4 blocks of 128 no faster than 2; at 256 tokens 2
+    blocks of 128 +0-8% (median +4%) over 1, for +0.5% peak memory."""
     if cfg.attention_blocks:
         return cfg.attention_blocks
-    blocks = min(t // 256, 8)
+    blocks = max(min(t // 256, 8), 2 if t >= 256 else 1)
     while blocks > 1 and t % blocks:
         blocks -= 1
     return max(blocks, 1)

@@ -118,8 +118,10 @@ def test_attention_block_count_automatic_and_explicit():
 
     auto = LlamaConfig.tiny()
     assert auto.attention_blocks == 0  # the default is automatic
-    got = {t: attention_block_count(auto, t) for t in (32, 511, 512, 513, 768, 1024, 4096, 1 << 14)}
-    assert got == {32: 1, 511: 1, 512: 2, 513: 1, 768: 3, 1024: 4, 4096: 8, 1 << 14: 8}
+    lengths = (32, 255, 256, 300, 511, 512, 513, 768, 1024, 4096, 1 << 14)
+    got = {t: attention_block_count(auto, t) for t in lengths}
+    want = {32: 1, 255: 1, 256: 2, 300: 2, 511: 1, 512: 2, 513: 1, 768: 3, 1024: 4, 4096: 8}
+    assert got == {**want, 1 << 14: 8}
     assert attention_block_count(LlamaConfig.tiny(attention_blocks=3), 512) == 3
     with pytest.raises(ValueError, match="attention_blocks"):
         LlamaConfig.tiny(attention_blocks=-1)
