@@ -91,14 +91,14 @@ def _metrics(workdir: pathlib.Path) -> list[dict]:
     return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
-def _assert_metrics_close(one: list[dict], two: list[dict]) -> float:
+def _assert_metrics_close(one: list[dict], two: list[dict], rtol: float = RTOL) -> float:
     """Same lines, same values; returns the largest difference (relative above magnitude 1)."""
     worst = 0.0
     for a, b in zip(one, two, strict=True):
         assert a.keys() == b.keys()
         for k in a.keys() - TIMING:
             np.testing.assert_allclose(
-                b[k], a[k], rtol=RTOL, atol=TOL, err_msg=f"step {a['step']} {k}"
+                b[k], a[k], rtol=rtol, atol=TOL, err_msg=f"step {a['step']} {k}"
             )
             worst = max(worst, abs(b[k] - a[k]) / max(abs(a[k]), 1.0))
     return worst
@@ -188,7 +188,10 @@ def test_one_process_resumes_the_two_process_checkpoint(runs):
     one, two = _metrics(dirs[0]), _metrics(dirs[1])
     lines = lambda ms: [(m["step"], "eval/loss" in m) for m in ms]
     assert lines(two) == lines(one) and lines(one)[-3:] == [(4, False), (5, False), (5, True)]
-    worst_metric = _assert_metrics_close(one, two)
+    # Two trajectories from checkpoints that differ by float32 rounding (the two processes'
+    # reduction order: ~4e-7 in the parameters): two more steps move the gradient norm by up
+    # to ~7e-6 relative (measured), more than the same-trajectory tolerance RTOL allows.
+    worst_metric = _assert_metrics_close(one, two, rtol=2e-5)
     worst = _largest_param_difference(*dirs)
     assert worst <= TOL, f"largest parameter difference {worst:.3g} > {TOL}"
     print(
