@@ -211,7 +211,11 @@ def materialized(x: Array) -> Array:
     CPU). XLA:CPU drops `optimization_barrier`s before fusion, but a conditional on a value known
     only at run time is a fusion boundary it keeps; `any(x != 0)` is that value, and the other
     branch returns zeros, which is `x` whenever it is taken: the result equals `x` exactly.
+    On other backends `x` is returned as it is: the effect was measured on CPU only, and an XLA:GPU
+    conditional may copy its predicate to the host (a synchronisation per use).
     """
+    if jax.default_backend() != "cpu":
+        return x
     return jax.lax.cond(jnp.any(x != 0), lambda: x, lambda: jnp.zeros_like(x))
 
 
