@@ -384,10 +384,10 @@ def attention_block_count(cfg: LlamaConfig, t: int) -> int:
     blocks of 128 +0-8% (median +4%) over 1, for +0.5% peak memory."""
     if cfg.attention_blocks:
         return cfg.attention_blocks
-    blocks = max(min(t // 256, 8), 2 if t >= 256 else 1)
+    blocks = max(min(t // 256, 8), 2 if t >= 256 else 1)  # >= 1
     while blocks > 1 and t % blocks:
         blocks -= 1
-    return max(blocks, 1)
+    return blocks
 
 
 def attention(q: Array, k: Array, v: Array, mask: Array, impl: str) -> Array:
