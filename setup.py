@@ -30,6 +30,12 @@ setuptools.setup(
         "matplotlib>=3.8",
         "tensorboardX>=2.6",
         "tqdm",
+        "pandas>=2.0",
+        # Needed at run time by features we use, though nothing here imports them (transformers and
+        # pandas do not require them): chat templates (`apply_chat_template`) and Parquet files.
+        # tests/test_dependencies.py keeps this list and the imports in step.
+        "jinja2>=3.1",
+        "pyarrow>=15",
     ],
     extras_require={
         # Reference implementations for the parity tests: never imported by the library.
@@ -43,7 +49,15 @@ setuptools.setup(
             "nbclient>=0.10",
             "nbformat>=5.10",
             "ipykernel>=6.29",
+            # tests/test_data_sources.py builds a local TFDS dataset (the `tfds` extra).
+            "tensorflow-datasets>=4.9.8",
+            "array-record>=0.8",
+            "importlib_resources",
         ],
+        # Optional sources and loggers, imported lazily with an "install psycho_jax[x]" message.
+        # tfds needs importlib_resources (etils[epath]) at run time without requiring it.
+        "tfds": ["tensorflow-datasets>=4.9.8", "array-record>=0.8", "importlib_resources"],
+        "wandb": ["wandb>=0.17"],
         "tpu": ["jax[tpu]"],
         "cuda": ["jax[cuda12]"],
     },

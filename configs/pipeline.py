@@ -3,6 +3,9 @@
 
     python -m psycho_jax.pipeline --config=configs/pipeline.py:demo --workdir=/tmp/pipeline
 
+`smoke` is `demo` with a few steps per stage (every stage, the same code paths and report files, a
+few minutes on 2 cores): CI runs it in a venv made by `pip install -e .` alone.
+
 `demo` runs the tiny configs (`configs/sft.py:tiny`, `reward.py:tiny`, `dpo.py:tiny`,
 `online_dpo.py:tiny`) and `configs/evaluate.py` on the embedded sample data on CPU; override a stage
 with e.g. `--config.dpo.dpo.beta=0.2` or `--config.evaluate.num_prompts=50`.
@@ -23,7 +26,7 @@ def _stage(name: str, variant: str) -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    variant = {"demo": "tiny", None: "tiny"}.get(arg, arg)
+    variant = {"demo": "tiny", "smoke": "tiny", None: "tiny"}.get(arg, arg)
     c = ml_collections.ConfigDict()
     c.sft = _stage("sft", variant)
     c.reward = _stage("reward", variant)
@@ -39,4 +42,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.sft.num_steps, c.sft.eval_every = 120, 40
         c.reward.num_steps, c.reward.eval_every = 60, 30
         c.dpo.num_steps, c.dpo.eval_every = 60, 30
+    if arg == "smoke":  # every stage and report, a few steps each: minutes, not quality
+        c.sft.num_steps, c.sft.eval_every = 4, 2
+        c.reward.num_steps, c.reward.eval_every = 4, 2
+        c.dpo.num_steps, c.dpo.eval_every = 4, 2
+        c.online_dpo.online.rounds = 2
+        c.online_dpo.online.prompts_per_round = 8
+        c.online_dpo.online.samples_per_prompt = 2
+        c.online_dpo.online.steps_per_round = 2
+        c.online_dpo.online.eval_num_prompts = 8
+        c.online_dpo.online.sampling.max_new_tokens = 16
+        c.evaluate.num_prompts = 8
+        c.evaluate.num_crisis = 4
+        c.evaluate.sampling.max_new_tokens = 16
+        c.evaluate.n_boot = 200
     return c

@@ -11,6 +11,8 @@ from typing import Any
 
 import jax
 import ml_collections
+import tensorboardX
+import tqdm
 from absl import logging
 
 
@@ -23,22 +25,20 @@ class MetricsWriter:
         if not self.enabled:
             return
         self.jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
-        try:
-            from tensorboardX import SummaryWriter
-
-            self.tb = SummaryWriter(str(workdir / "tensorboard"))
-        except ImportError:  # pragma: no cover - tensorboardX is a dependency
-            logging.warning("tensorboardX is not installed: no TensorBoard event files")
+        self.tb = tensorboardX.SummaryWriter(str(workdir / "tensorboard"))
         if config.wandb_project:
-            import wandb
-
+            try:
+                import wandb  # optional: psycho_jax[wandb]
+            except ImportError:
+                raise ImportError(
+                    f"config.wandb_project={config.wandb_project!r} needs Weights & Biases: "
+                    "pip install 'psycho_jax[wandb]' (or set --config.wandb_project='')"
+                ) from None
             self.wandb = wandb.init(
                 project=config.wandb_project, config=config.to_dict(), dir=str(workdir)
             )
         if sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total_steps, desc=config.task, dynamic_ncols=True)
+            self.bar = tqdm.tqdm(total=total_steps, desc=config.task, dynamic_ncols=True)
 
     def progress(self, step: int, metrics: dict[str, Any]) -> None:
         """Advances the progress bar (metrics stay on device: nothing is fetched here)."""

@@ -7,6 +7,10 @@ A source is named by a string (`parse_source`), so configs and command lines can
     hf:Psychotherapy-LLM/PsychoCounsel-Preference:train
                                           `datasets.load_dataset(name, split=...)`; a local
                                           directory of data files works the same way, offline
+    tfds:counsel_pairs:train              `tfds.data_source(name, split=...)`: a prepared TensorFlow
+                                          Datasets dataset in ArrayRecord format (random access, the
+                                          grain-native path); `$TFDS_DATA_DIR` or
+                                          `~/tensorflow_datasets`; needs `pip install psycho_jax[tfds]`
     sample:preference_train               a file shipped in `psycho_jax/data/sample/`
     counselchat:/path/counsel_chat.csv:train:sft   CounselChat SFT (`:pairs` for weak preferences)
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import pathlib
 from collections.abc import Sequence
 from typing import Any
@@ -37,9 +42,10 @@ class Source:
     """One source of examples.
 
     Attributes:
-        kind: "file", "hf", "sample" or "counselchat".
-        location: path, hub name (or local directory), or sample file name.
-        split: dataset split (hf, counselchat); None: the only/default one.
+        kind: "file", "hf", "tfds", "sample" or "counselchat".
+        location: path, hub name (or local directory), TFDS name (`name[/config][:version]`), or
+            sample file name.
+        split: dataset split (hf, tfds, counselchat); None: the only/default one.
         weight: relative share in a mixture.
         format: row format, or None to detect from the columns.
         counselchat_mode: "sft" or "pairs" (counselchat only).
@@ -72,6 +78,13 @@ def parse_source(spec: str) -> Source:
     if kind == "hf":
         name, _, split = rest.partition(":")
         return Source("hf", name, split or None, weight)
+    if kind == "tfds":  # name[/config][:version][:split]; a version is digits and dots, or "*"
+        name, *tail = rest.split(":")
+        if tail and (tail[0] == "*" or tail[0].replace(".", "").isdigit()):
+            name = f"{name}:{tail.pop(0)}"
+        if len(tail) > 1:
+            raise ValueError(f"source {spec!r}: expected tfds:NAME[/CONFIG][:VERSION][:SPLIT]")
+        return Source("tfds", name, tail[0] if tail else None, weight)
     if kind == "sample":
         return Source("sample", rest, None, weight)
     if kind == "counselchat":
@@ -189,12 +202,78 @@ def hf_splits(name: str, **kwargs: Any) -> list[str]:
     return sorted(datasets.load_dataset(name, **kwargs))
 
 
+def read_tfds(name: str, split: str | None = None, data_dir: str | None = None) -> list[dict]:
+    """Rows of a prepared TensorFlow Datasets dataset through `tfds.data_source` (ArrayRecord files,
+    read by random access as grain reads them). `name` is `name[/config][:version]`; text comes back
+    as `str`, numbers as Python scalars, a `Sequence` of dicts (a conversation's `messages`) as a
+    list of dicts. With no split, a dataset with one split gives it, more splits are an error.
+    `data_dir` defaults to `$TFDS_DATA_DIR` as set now (tfds itself reads it once, at import), then
+    tfds's default. Nothing is downloaded: prepare the dataset first
+    (`tfds build NAME --file_format=array_record`).
+    """
+    data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or None
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        raise ImportError(
+            f"source tfds:{name} needs TensorFlow Datasets: pip install 'psycho_jax[tfds]'"
+        ) from None
+    try:
+        if split is None:
+            splits = sorted(tfds.builder(name, data_dir=data_dir).info.splits)
+            if len(splits) != 1:
+                raise DataError(
+                    name, None, None, f"has splits {splits}; name one (tfds:{name}:SPLIT)"
+                )
+            split = splits[0]
+        ds = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+    except DataError:
+        raise
+    except Exception as e:  # not prepared, unknown name or split, not ArrayRecord
+        raise DataError(
+            f"tfds:{name}",
+            None,
+            None,
+            f"tfds.data_source failed ({type(e).__name__}: {e}); the dataset must be prepared in "
+            f"ArrayRecord format under data_dir={data_dir or 'tfds default'} "
+            f"(tfds build {name.split(':')[0]} --file_format=array_record)",
+        ) from e
+    rows = []
+    for start in range(0, len(ds), 1024):  # batched random access: one read per chunk of records
+        rows.extend(
+            _plain_tfds(r) for r in ds.__getitems__(range(start, min(start + 1024, len(ds))))
+        )
+    return rows
+
+
+def _plain_tfds(value: Any, nested: bool = False) -> Any:
+    """A decoded TFDS example -> plain Python: bytes -> str, numpy -> lists/scalars, and a dict of
+    equal-length lists (how TFDS returns a `Sequence` of dicts) -> a list of dicts."""
+    if isinstance(value, dict):
+        out = {k: _plain_tfds(v, nested=True) for k, v in value.items()}
+        lengths = {len(v) if isinstance(v, list) else -1 for v in out.values()}
+        if nested and out and len(lengths) == 1 and lengths != {-1}:
+            return [dict(zip(out, items)) for items in zip(*out.values())]
+        return out
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.ndarray):
+        return [_plain_tfds(v) for v in value.tolist()] if value.ndim else _plain_tfds(value.item())
+    if isinstance(value, np.generic):
+        return _plain_tfds(value.item())
+    if isinstance(value, list):
+        return [_plain_tfds(v) for v in value]
+    return value
+
+
 def read_rows(source: Source) -> tuple[str, list[dict[str, Any]]]:
     """(display name, rows) of a file, hf or sample source."""
     if source.kind == "file":
         return source.location, read_file(source.location)
     if source.kind == "hf":
         return source.name, read_hf(source.location, source.split)
+    if source.kind == "tfds":
+        return source.name, read_tfds(source.location, source.split)
     if source.kind == "sample":
         from psycho_jax.data.sample_gen import sample_path
 
