@@ -10,6 +10,9 @@
 # training the 8B model needs ~130 GB for its float32 parameters, gradients and Adam state alone, so the
 # llama3_8b configs are sized for 16 devices: use tpu_pod.sh or slurm_gpu.sh for them.
 set -euo pipefail
+# die, quote, join_quoted, run, set_env
+# shellcheck source=launch/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 usage() {
   cat <<'EOF'
@@ -27,46 +30,6 @@ Runs `python -m MODULE ARGS...` on one GPU. ARGS are passed through exactly.
   --dry_run              print the commands, run nothing (also DRY_RUN=1)
   -h, --help             this message
 EOF
-}
-
-# A bad command line: the reason, the synopsis, exit status 2.
-die() {
-  echo "single_gpu.sh: $*" >&2
-  usage | sed '/^$/q' >&2
-  echo "(launch/single_gpu.sh --help for every option)" >&2
-  exit 2
-}
-
-# Quotes one word for a POSIX shell: bare when it is safe, else in single quotes.
-quote() {
-  local safe='^[A-Za-z0-9_./:=,@%+-]+$'
-  if [[ $1 =~ $safe ]]; then
-    printf '%s' "$1"
-  else
-    printf "'%s'" "${1//\'/\'\\\'\'}"
-  fi
-}
-
-join_quoted() {
-  local out="" word
-  for word in "$@"; do
-    out+="${out:+ }$(quote "$word")"
-  done
-  printf '%s' "$out"
-}
-
-# Prints a command as `+ cmd`, then runs it unless this is a dry run.
-run() {
-  echo "+ $(join_quoted "$@")"
-  if [[ $DRY_RUN != 1 ]]; then
-    "$@"
-  fi
-}
-
-# Prints `+ export NAME=VALUE` and exports it.
-set_env() {
-  echo "+ export $1=$(quote "$2")"
-  export "$1=$2"
 }
 
 # On one GPU there are no collectives, so the multi-GPU flags of slurm_gpu.sh do nothing here; what

@@ -20,6 +20,12 @@
 #SBATCH --signal=TERM@300
 #SBATCH --output=%x-%j.out
 set -euo pipefail
+# die, quote, join_quoted, run, set_env. sbatch runs a copy of this script from its spool directory:
+# then the helpers are those of the checkout sbatch was called from.
+LAUNCH_DIR=$(dirname "${BASH_SOURCE[0]}")
+[[ -f $LAUNCH_DIR/common.sh ]] || LAUNCH_DIR=${SLURM_SUBMIT_DIR:-.}/launch
+# shellcheck source=launch/common.sh
+source "$LAUNCH_DIR/common.sh"
 
 # Used outside an allocation (--dry_run); keep equal to the #SBATCH lines above.
 DEFAULT_NODES=2
@@ -49,46 +55,6 @@ SLURM_PROCID, SLURM_STEP_NODELIST, ...) and finds the coordinator itself. ARGS (
   --dry_run              print the environment and the srun command, run nothing (also DRY_RUN=1)
   -h, --help             this message
 EOF
-}
-
-# A bad command line: the reason, the synopsis, exit status 2.
-die() {
-  echo "slurm_gpu.sh: $*" >&2
-  usage | sed '/^$/q' >&2
-  echo "(launch/slurm_gpu.sh --help for every option)" >&2
-  exit 2
-}
-
-# Quotes one word for a POSIX shell: bare when it is safe, else in single quotes.
-quote() {
-  local safe='^[A-Za-z0-9_./:=,@%+-]+$'
-  if [[ $1 =~ $safe ]]; then
-    printf '%s' "$1"
-  else
-    printf "'%s'" "${1//\'/\'\\\'\'}"
-  fi
-}
-
-join_quoted() {
-  local out="" word
-  for word in "$@"; do
-    out+="${out:+ }$(quote "$word")"
-  done
-  printf '%s' "$out"
-}
-
-# Prints a command as `+ cmd`, then runs it unless this is a dry run.
-run() {
-  echo "+ $(join_quoted "$@")"
-  if [[ $DRY_RUN != 1 ]]; then
-    "$@"
-  fi
-}
-
-# Prints `+ export NAME=VALUE` and exports it (srun passes the environment on to every task).
-set_env() {
-  echo "+ export $1=$(quote "$2")"
-  export "$1=$2"
 }
 
 # ----------------------------------------------------------------------------------------------------

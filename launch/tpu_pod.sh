@@ -11,6 +11,9 @@
 # nothing (no gcloud needed). Run it from a machine that stays up (tmux, a small VM): the run streams
 # over ssh, and a dropped ssh session ends the remote processes.
 set -euo pipefail
+# die, quote, join_quoted, run, set_env
+# shellcheck source=launch/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 usage() {
   cat <<'EOF'
@@ -54,41 +57,6 @@ the script owns --workdir.
   --dry_run              print the commands, run nothing (also DRY_RUN=1)
   -h, --help             this message
 EOF
-}
-
-# A bad command line: the reason, the synopsis, exit status 2.
-die() {
-  echo "tpu_pod.sh: $*" >&2
-  usage | sed '/^$/q' >&2
-  echo "(launch/tpu_pod.sh --help for every option)" >&2
-  exit 2
-}
-
-# Quotes one word for a POSIX shell: bare when it is safe, else in single quotes.
-quote() {
-  local safe='^[A-Za-z0-9_./:=,@%+-]+$'
-  if [[ $1 =~ $safe ]]; then
-    printf '%s' "$1"
-  else
-    printf "'%s'" "${1//\'/\'\\\'\'}"
-  fi
-}
-
-# Joins its arguments into one shell command line.
-join_quoted() {
-  local out="" word
-  for word in "$@"; do
-    out+="${out:+ }$(quote "$word")"
-  done
-  printf '%s' "$out"
-}
-
-# Prints a command as `+ cmd`, then runs it unless this is a dry run.
-run() {
-  echo "+ $(join_quoted "$@")"
-  if [[ $DRY_RUN != 1 ]]; then
-    "$@"
-  fi
 }
 
 # Prints a query as `+ cmd` and stores its output in the variable named $1: '' in a dry run, or when

@@ -122,12 +122,15 @@ def test_bash_parses_script(script):
     assert os.access(LAUNCH / script, os.X_OK), f"chmod +x launch/{script}"
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("script", [*SCRIPTS, "common.sh"])
 def test_shellcheck_is_clean(script):
     if shutil.which("shellcheck") is None:
         pytest.skip("shellcheck is not installed (Debian/Ubuntu: apt-get install shellcheck)")
-    proc = subprocess.run(
-        ["shellcheck", "--shell=bash", str(LAUNCH / script)], capture_output=True, text=True
+    proc = subprocess.run(  # -x: follow `source launch/common.sh` (paths from the repository root)
+        ["shellcheck", "--shell=bash", "-x", str(LAUNCH / script)],
+        capture_output=True,
+        text=True,
+        cwd=LAUNCH.parent,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -550,3 +553,19 @@ def test_single_gpu_dry_run_without_install(tools):
     assert cmds[-1] == [
         str(ROOT / ".venv/bin/python"), "-m", "psycho_jax.pipeline", "--config=configs/pipeline.py:demo",
     ]  # fmt: skip
+
+
+def test_slurm_script_run_from_the_spool_finds_the_shared_helpers(tools, tmp_path):
+    """sbatch runs a copy of the script from its spool directory: the helpers it sources
+    (launch/common.sh) come from the checkout sbatch was called from."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    shutil.copy(LAUNCH / "slurm_gpu.sh", spool / "slurm_script")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}}
+    env |= {"PATH": f"{tools}{os.pathsep}{os.environ['PATH']}", "SLURM_SUBMIT_DIR": str(ROOT)}
+    proc = subprocess.run(
+        ["bash", str(spool / "slurm_script"), "--dry_run", "--nodes=1", "--", "--config=c"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "+ srun" in proc.stdout
