@@ -39,7 +39,7 @@ def _sentences() -> tuple[list[str], str]:
         texts = pd.read_csv(csv).answerText.astype(str).tolist()
         source = "CounselChat answers"
     else:
-        from psycho_jax.data.sample_gen import load_sample
+        from psycho_jax.data.shipped import load_sample
 
         rows = load_sample("preference_train")
         texts = [r[k] for r in rows for k in ("chosen", "rejected", "question")]

@@ -27,7 +27,7 @@ import ml_collections
 from flax import nnx
 
 from psycho_jax import losses
-from psycho_jax.data.sample_gen import PRINCIPLES
+from psycho_jax.data.formats import PRINCIPLES
 
 Array = jax.Array
 Batch = dict[str, Array]

@@ -32,6 +32,8 @@ import tokenizers
 import transformers
 from tokenizers import decoders, models, pre_tokenizers, processors, trainers
 
+from psycho_jax.data import shipped
+
 LLAMA3_NUM_BASE_TOKENS = 128_000
 """Size of the base (BPE) vocabulary of Meta's Llama 3 `tokenizer.model`."""
 NUM_SPECIAL_TOKENS = 256
@@ -372,10 +374,8 @@ SAMPLE_VOCAB_SIZE = 2048
 
 
 def _sample_texts() -> Iterable[str]:
-    from psycho_jax.data import sample_gen
-
     for name in ("preference_train", "sft_train"):
-        for row in sample_gen.load_sample(name):
+        for row in shipped.load_sample(name):
             if "messages" in row:
                 yield from (m["content"] for m in row["messages"])
             else:

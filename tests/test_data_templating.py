@@ -140,7 +140,7 @@ def test_llama3_pair_exact_shared_prompt(llama3):
 
 
 def test_small_tokenizer_masks_match_generation_markers(small):
-    from psycho_jax.data.sample_gen import load_sample
+    from psycho_jax.data.shipped import load_sample
 
     rows = load_sample("sft_train")[:40]
     convs = formats.parse_rows(rows, "conversation", "sft_train.jsonl")

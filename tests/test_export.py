@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from psycho_jax import checkpoint, train  # noqa: E402
-from psycho_jax.data import sample_gen  # noqa: E402
+from psycho_jax.data import shipped  # noqa: E402
 from psycho_jax.export import export  # noqa: E402
 from psycho_jax.model import Llama, RewardModel  # noqa: E402
 
@@ -62,7 +62,7 @@ def stages(tmp_path_factory):
     train.train_and_evaluate(load_config("sft", num_steps=2, checkpoint_every=1), root / "sft")
     # The reward statistics pass scores every training reply: 32 pairs keep it short.
     pairs = root / "pairs.jsonl"
-    rows = sample_gen.load_sample("preference_train")[:32]
+    rows = shipped.load_sample("preference_train")[:32]
     pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
     rm = {}
     for head in (True, False):

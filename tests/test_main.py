@@ -68,5 +68,5 @@ def test_every_command_line_module_imports_together():
     """Flags are defined only when a module runs as a program: importing all CLIs never clashes."""
     import importlib
 
-    for name in ("main", "pipeline", "export", "data.audit", "tokenizer", "data.sample_gen"):
+    for name in ("main", "pipeline", "export", "data.audit", "tokenizer"):
         importlib.import_module(f"psycho_jax.{name}")

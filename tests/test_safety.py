@@ -5,7 +5,7 @@ import collections
 import pytest
 
 from psycho_jax import safety
-from psycho_jax.data.sample_gen import load_sample
+from psycho_jax.data.shipped import load_sample
 
 
 @pytest.fixture(scope="module")

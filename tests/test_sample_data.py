@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from psycho_jax.data import sample_gen
-from psycho_jax.data.sample_gen import (
+from tools import sample_gen
+from tools.sample_gen import (
     CHOSEN_MODELS,
     CRISIS_RISKS,
     FILES,

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from psycho_jax.data import formats
+from psycho_jax.data import formats, shipped
 from psycho_jax.data.formats import DataError, Example, OnError, SkipCounter
 
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
@@ -275,9 +275,7 @@ def read_rows(source: Source) -> tuple[str, list[dict[str, Any]]]:
     if source.kind == "tfds":
         return source.name, read_tfds(source.location, source.split)
     if source.kind == "sample":
-        from psycho_jax.data.sample_gen import sample_path
-
-        path = sample_path(source.location)
+        path = shipped.sample_path(source.location)
         return path.name, read_file(path)
     raise ValueError(f"source kind {source.kind!r} has no plain rows")
 

@@ -1,11 +1,12 @@
-"""Generator for the small counseling dataset shipped inside the package.
+"""Generator for the small counseling dataset shipped inside the package (a tool, not part of it:
+the package only reads the files, through `psycho_jax.data.shipped`).
 
 The files under ``psycho_jax/data/sample/`` let the whole pipeline (SFT, Bradley-Terry reward
 model, DPO, evaluation) run offline on a tiny model. They are synthetic: every client message and
 every reply fragment below was written for this project, and this module combines them with a
 fixed seed, so running it twice gives byte-identical files::
 
-    python -m psycho_jax.data.sample_gen --out psycho_jax/data/sample
+    python tools/sample_gen.py --out psycho_jax/data/sample
 
 Files written (see ``psycho_jax/data/sample/README.md`` for the full description):
 
@@ -41,6 +42,9 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from psycho_jax.data.formats import PRINCIPLES
+from psycho_jax.data.shipped import FILES, SAMPLE_DIR, load_sample, sample_path
+
 __all__ = [
     "CHOSEN_MODELS",
     "CRISIS_RISKS",
@@ -60,17 +64,6 @@ __all__ = [
     "sample_path",
     "style_of",
 ]
-
-PRINCIPLES: tuple[str, ...] = (
-    "empathy",
-    "relevance",
-    "clarity",
-    "safety",
-    "exploration",
-    "autonomy",
-    "staging",
-)
-"""The seven PsychoCounsel principles, in the order of the rating columns."""
 
 SEED = 20250131
 """Default seed: the shipped files are exactly ``generate(out, seed=SEED)``."""
@@ -107,19 +100,6 @@ CRISIS_RISKS: dict[str, str] = {
     "abuse": "abuse",
 }
 """Crisis topic -> ``risk`` value in ``crisis.jsonl``."""
-
-FILES: tuple[str, ...] = (
-    "preference_train.jsonl",
-    "preference_test.jsonl",
-    "sft_train.jsonl",
-    "sft_test.jsonl",
-    "eval_prompts.jsonl",
-    "crisis.jsonl",
-)
-"""Every generated file (the README beside them is written by hand)."""
-
-SAMPLE_DIR = pathlib.Path(__file__).resolve().parent / "sample"
-"""Directory of the shipped sample files (``psycho_jax/data/sample``)."""
 
 # Row counts per topic (15 topics) and per crisis risk (3 risks).
 _N_PREF_TRAIN = 200
@@ -3061,29 +3041,8 @@ def generate(out: str | pathlib.Path, seed: int = SEED) -> dict[str, int]:
     return {name: len(rows) for name, rows in contents.items()}
 
 
-def sample_path(name: str) -> pathlib.Path:
-    """Path of a shipped sample file, e.g. ``sample_path("preference_train.jsonl")``.
-
-    ``name`` may omit the ``.jsonl`` suffix (``sample_path("crisis")``); ``"README.md"`` works too.
-    Raises ``FileNotFoundError`` for a file that is not shipped.
-    """
-    path = SAMPLE_DIR / name
-    if not path.suffix:
-        path = path.with_suffix(".jsonl")
-    if not path.is_file():
-        shipped = sorted(p.name for p in SAMPLE_DIR.glob("*")) if SAMPLE_DIR.is_dir() else []
-        raise FileNotFoundError(f"no sample file {name!r} in {SAMPLE_DIR}; shipped: {shipped}")
-    return path
-
-
-def load_sample(name: str) -> list[dict[str, Any]]:
-    """Rows of a shipped ``.jsonl`` sample file (see :func:`sample_path`)."""
-    with sample_path(name).open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def main(argv: Sequence[str] | None = None) -> None:
-    """Command line: ``python -m psycho_jax.data.sample_gen --out DIR [--seed N]``."""
+    """Command line: ``python tools/sample_gen.py --out DIR [--seed N]``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=pathlib.Path, default=SAMPLE_DIR, help="output directory")
     parser.add_argument("--seed", type=int, default=SEED, help="random seed")
