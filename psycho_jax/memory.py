@@ -214,9 +214,3 @@ def device_memory_gb(hardware: str) -> float:
         if name.lower() in hardware.lower():
             return gb
     raise ValueError(f"unknown hardware {hardware!r}; known: {', '.join(HARDWARE_GB)}")
-
-
-def devices_needed(c: ml_collections.ConfigDict) -> int:
-    """How many devices the config's mesh needs (its -1 axis counts as 1, or `c.num_devices`)."""
-    n = math.prod(s for s in c.mesh if s != -1)
-    return max(n, c.get("num_devices", 0) or 0, 1)

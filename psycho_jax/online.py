@@ -217,10 +217,3 @@ def _log(path: pathlib.Path, row: dict, done: dict) -> None:
     if jax.process_index() == 0:
         with path.open("a") as f:
             f.write(json.dumps(row) + "\n")
-
-
-def resolve_policy(path: str | pathlib.Path) -> str:
-    """The directory holding an online-DPO run's final policy (or `path` itself)."""
-    path = pathlib.Path(path)
-    marker = path / "policy"
-    return str(path / marker.read_text().strip()) if marker.is_file() else str(path)

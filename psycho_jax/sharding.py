@@ -145,15 +145,6 @@ def init_sharded(
     return model
 
 
-def shard_model(
-    model: nnx.Module, mesh: Mesh, rules: Sequence[tuple[str, Any]] = DEFAULT_RULES
-) -> nnx.Module:
-    """Places an existing model's variables on `mesh` according to the rules (in place)."""
-    state = nnx.state(model)
-    nnx.update(model, jax.device_put(state, state_shardings(state, mesh, rules)))
-    return model
-
-
 def sharded_fraction(model_or_state: nnx.Module | nnx.State) -> float:
     """Share of parameter bytes whose sharding splits them over more than one device."""
     state = model_or_state if isinstance(model_or_state, nnx.State) else nnx.state(model_or_state)
