@@ -10,11 +10,10 @@ from typing import Any
 
 import ml_collections
 
-from psycho_jax import sharding
+from psycho_jax import losses, sharding
 from psycho_jax.model import LORA_TARGETS, LlamaConfig
 
 TASKS = ("sft", "reward", "dpo", "online_dpo")
-DPO_LOSSES = ("sigmoid", "ipo", "hinge", "robust", "simpo", "orpo")
 MARGINS = ("none", "constant", "ratings")
 SCHEDULES = ("cosine", "linear", "constant")
 REFERENCES = ("live", "precomputed")
@@ -278,15 +277,15 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> No
                 "base of each round), or set dpo.reference=precomputed",
             )
     if c.task in ("dpo", "online_dpo"):
-        if c.dpo.loss_type not in DPO_LOSSES:
-            raise _fail("dpo.loss_type", c.dpo.loss_type, ", ".join(DPO_LOSSES))
+        if c.dpo.loss_type not in losses.LOSS_TYPES:
+            raise _fail("dpo.loss_type", c.dpo.loss_type, ", ".join(losses.LOSS_TYPES))
         if c.dpo.beta <= 0:
             raise _fail("dpo.beta", c.dpo.beta, "beta > 0")
         if not 0 <= c.dpo.label_smoothing < 0.5:
             raise _fail("dpo.label_smoothing", c.dpo.label_smoothing, "0 <= label_smoothing < 0.5")
         if c.dpo.reference not in REFERENCES:
             raise _fail("dpo.reference", c.dpo.reference, ", ".join(REFERENCES))
-        needs_ref = c.dpo.loss_type not in ("simpo", "orpo")
+        needs_ref = losses.needs_reference(c.dpo.loss_type)
         if needs_ref and not (c.dpo.reference_from or c.init_from):
             raise _fail(
                 "dpo.reference_from",

@@ -219,6 +219,12 @@ def _check_loss_type(loss_type: str) -> None:
         raise ValueError(f"loss_type={loss_type!r}; valid: {', '.join(LOSS_TYPES)}")
 
 
+def needs_reference(loss_type: str) -> bool:
+    """Whether `preference_loss(loss_type=...)` reads reference log-probs (all but SimPO and ORPO)."""
+    _check_loss_type(loss_type)
+    return loss_type not in _REFERENCE_FREE
+
+
 def wants_average_logps(loss_type: str) -> bool:
     """Whether `preference_loss(loss_type=...)` reads per-token average log-probs instead of sums.
 

@@ -320,7 +320,7 @@ def make_task(cfg: ml_collections.ConfigDict) -> Task:
         labels = 1 + (len(PRINCIPLES) if cfg.reward.principle_head else 0)
         return Task("reward", _pairs, make_reward_loss(cfg), num_labels=labels)
     if cfg.task == "dpo":
-        live = cfg.dpo.reference == "live" and cfg.dpo.loss_type not in ("simpo", "orpo")
+        live = cfg.dpo.reference == "live" and losses.needs_reference(cfg.dpo.loss_type)
         return Task("dpo", _pairs, make_dpo_loss(cfg), needs_reference=live)
     raise ValueError(f"config.task={cfg.task!r}; valid: sft, reward, dpo")
 

@@ -27,8 +27,8 @@ from jax.experimental import multihost_utils
 from psycho_jax import checkpoint as ckpt_lib
 from psycho_jax import config as config_lib
 from psycho_jax import lora as lora_lib
+from psycho_jax import losses, sharding, tasks
 from psycho_jax import reference as reference_lib
-from psycho_jax import sharding, tasks
 from psycho_jax import tokenizer as tokenizer_lib
 from psycho_jax.data import training as data_lib
 from psycho_jax.metrics_writer import MetricsWriter
@@ -474,7 +474,7 @@ def train_and_evaluate(
 
     # The DPO reference, after a resume's restore (a LoRA model's base is then in `state.rest`).
     reference, ref_tables = None, {}
-    if task.name == "dpo" and c.dpo.loss_type not in ("simpo", "orpo"):
+    if task.name == "dpo" and losses.needs_reference(c.dpo.loss_type):
         if model.config.lora_rank and c.dpo.reference_from in ("", c.init_from):
             # The frozen base: the policy's own graph and base weights with zero adapters, exactly
             # the base's numbers and no second copy of the weights.

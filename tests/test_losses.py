@@ -496,6 +496,9 @@ def test_bad_arguments_raise_naming_valid_values():
         True,
         True,
     ]
+    assert [t for t in losses.LOSS_TYPES if not losses.needs_reference(t)] == ["simpo", "orpo"]
+    with pytest.raises(ValueError, match="loss_type"):
+        losses.needs_reference("dpo")
 
 
 @pytest.mark.parametrize("loss_type", losses.LOSS_TYPES)
