@@ -11,7 +11,7 @@ from typing import Any
 import ml_collections
 
 from psycho_jax import losses, sharding
-from psycho_jax.model import LORA_TARGETS, LlamaConfig
+from psycho_jax.model import LORA_TARGETS, PRESETS, LlamaConfig
 
 TASKS = ("sft", "reward", "dpo", "online_dpo")
 MARGINS = ("none", "constant", "ratings")
@@ -205,10 +205,8 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> No
     """Checks the config once at start-up; the error names the key and the valid values."""
     if c.task not in TASKS:
         raise _fail("task", c.task, ", ".join(TASKS))
-    if c.model.preset not in ("tiny", "llama3_1b", "llama3_3b", "llama3_8b", "llama3_70b"):
-        raise _fail(
-            "model.preset", c.model.preset, "tiny, llama3_1b, llama3_3b, llama3_8b, llama3_70b"
-        )
+    if c.model.preset not in PRESETS:
+        raise _fail("model.preset", c.model.preset, ", ".join(PRESETS))
     for key in ("batch_size", "grad_accum", "num_steps", "data.max_len", "log_every"):
         value = c[key] if "." not in key else c[key.split(".")[0]][key.split(".")[1]]
         if value <= 0:

@@ -266,10 +266,13 @@ class LlamaConfig:
 
     @classmethod
     def preset(cls, name: str, **kw: Any) -> LlamaConfig:
-        presets = ("tiny", "llama3_1b", "llama3_3b", "llama3_8b", "llama3_70b")
-        if name not in presets:
-            raise ValueError(f"Unknown LlamaConfig preset {name!r}; valid: {', '.join(presets)}")
+        if name not in PRESETS:
+            raise ValueError(f"Unknown LlamaConfig preset {name!r}; valid: {', '.join(PRESETS)}")
         return getattr(cls, name)(**kw)
+
+
+PRESETS = ("tiny", "llama3_1b", "llama3_3b", "llama3_8b", "llama3_70b")
+"""The names `LlamaConfig.preset` knows (its classmethods of the same names)."""
 
 
 # ----------------------------------------------------------------------------- building blocks
