@@ -1,0 +1,145 @@
+"""Real-shaped counseling data end to end: therapist-first transcripts with odd speaker names and
+per-turn labels, long sessions cut into windows, eval splits of any size (never the sample)."""
+
+import functools
+import importlib.util
+import json
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from psycho_jax import sharding, tasks, train
+from psycho_jax.data import training as data_training
+from psycho_jax.model import Llama, LlamaConfig
+from psycho_jax.tokenizer import sample_tokenizer
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+STRATEGIES = ("Question", "Reflection of feelings", "Affirmation")
+
+
+def _config(task="sft", **overrides):
+    spec = importlib.util.spec_from_file_location(f"cfg_{task}", ROOT / "configs" / f"{task}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    c = module.get_config("tiny")
+    c.model.dim, c.model.head_dim, c.model.ffn_dim = 64, 16, 128
+    c.batch_size, c.num_steps, c.eval_every, c.eval_batches, c.log_every = 8, 2, 2, 0, 1
+    for key, value in overrides.items():
+        node = c
+        *path, last = key.split("__")
+        for p in path:
+            node = node[p]
+        node[last] = value
+    return c
+
+
+def write_sessions(path: pathlib.Path, n: int, turns: int = 7, long_every: int = 0) -> None:
+    """ESConv/MI-shaped sessions: the Supporter (or Therapist) opens, Seeker/Client answers,
+    sometimes twice in a row, the seeker has the last word; strategies on supporter turns."""
+    rows = []
+    for i in range(n):
+        helper, person = ("Supporter", "Seeker") if i % 2 else ("Therapist", "Client")
+        k = turns if not (long_every and i % long_every == 0) else 120
+        msgs = []
+        for t in range(k):
+            if t % 2 == 0:
+                msgs.append(
+                    {
+                        "speaker": helper,
+                        "content": f"Session {i}, turn {t}: what feels hardest right now?",
+                        "label": STRATEGIES[(i + t) % 3],
+                    }
+                )
+            else:
+                msgs.append({"speaker": person, "content": f"I can't sleep before exams ({t})."})
+                if t == 3:
+                    msgs.append({"speaker": person, "content": "And my family worries."})
+        msgs.append({"speaker": person, "content": "Thanks, goodbye."})
+        rows.append({"id": f"s{i}", "messages": msgs})
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+
+
+@pytest.mark.slow
+def test_sft_on_transcripts_with_windows_labels_and_an_eval_split_of_3(tmp_path, caplog):
+    write_sessions(tmp_path / "train.jsonl", 12, long_every=4)
+    write_sessions(tmp_path / "eval.jsonl", 3)
+    c = _config(
+        data__train=str(tmp_path / "train.jsonl"),
+        data__eval=str(tmp_path / "eval.jsonl"),
+        data__merge_consecutive=True,
+        data__windows=True,
+        data__label_prefix=True,
+        data__max_len=128,
+        eval_batch_size=16,
+    )
+    tok = sample_tokenizer()
+    loader = data_training.make_loader(c, tok, "train", "sft", process_index=0, process_count=1)
+    assert len(loader.examples) > 12  # the 120-turn sessions became several windows
+    assert loader.label_vocab == tuple(sorted(STRATEGIES))
+    batch = next(iter(loader))
+    assert batch["turn_label"].shape == batch["tokens"].shape
+    assert ((batch["turn_label"] > 0) <= (batch["loss_mask"] > 0)).all()
+    assert (batch["turn_label"] > 0).any()
+    text = tok.decode(loader.examples[0].tokens)
+    assert "[Question] " in text or "[Affirmation] " in text or "[Reflection of feelings] " in text
+    evaluation = data_training.make_loader(c, tok, "eval", "sft", epochs=1)
+    assert {e.index for e in evaluation.examples} == {0, 1, 2}
+    assert evaluation.num_steps == 1  # 3 sessions' windows, batch of 16: padded, not dropped
+
+    final = train.train_and_evaluate(c, tmp_path / "w")
+    assert final["eval/examples"] == len(evaluation.examples) and np.isfinite(final["eval/loss"])
+
+
+def test_eval_batches_padded_weighted_like_one_batch(tmp_path):
+    """11 pairs in batches of 8 (8 + 3 and 5 empty rows) give the metrics of one batch of 16."""
+    rows = [
+        {
+            "prompt": f"I feel alone since the move ({i}).",
+            "chosen": "That sounds lonely. What do you miss most?",
+            "rejected": "Make new friends." + " Really." * (i % 4),
+        }
+        for i in range(11)
+    ]
+    (tmp_path / "pairs.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    tok = sample_tokenizer()
+    model = Llama(
+        LlamaConfig.tiny(vocab_size=len(tok), dim=64, head_dim=16, ffn_dim=128), rngs=nnx.Rngs(0)
+    )
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    metrics = {}
+    for eval_batch_size in (8, 16):
+        c = _config(
+            "dpo",
+            data__train=str(tmp_path / "pairs.jsonl"),
+            data__eval=str(tmp_path / "pairs.jsonl"),
+            eval_batch_size=eval_batch_size,
+            dpo__loss_type="simpo",
+        )
+        task = tasks.make_task(c)
+        loader = data_training.make_loader(c, tok, "eval", "dpo", epochs=1)
+        assert loader.num_steps == (2 if eval_batch_size == 8 else 1)
+        eval_fn = jax.jit(functools.partial(train.eval_step, graphdef=graphdef, task=task))
+        state = train.TrainState(step=0, params=params, rest=rest, opt_state=None, skipped=0)
+        mesh = sharding.make_mesh((1, -1, 1))
+        with jax.set_mesh(mesh):
+            metrics[eval_batch_size] = train.evaluate(eval_fn, state, None, iter(loader), mesh)
+    a, b = metrics[8], metrics[16]
+    assert a["eval/examples"] == b["eval/examples"] == 11
+    for k in b:
+        np.testing.assert_allclose(a[k], b[k], rtol=2e-5, atol=1e-6, err_msg=k)
+
+
+@pytest.mark.slow
+def test_sample_eval_never_stands_in_for_user_data(tmp_path, caplog):
+    write_sessions(tmp_path / "train.jsonl", 8)
+    c = _config(data__train=str(tmp_path / "train.jsonl"), data__merge_consecutive=True)
+    assert c.data.eval.startswith("sample:")
+    assert data_training.eval_spec(c) == ""
+    with caplog.at_level("WARNING"):
+        final = train.train_and_evaluate(c, tmp_path / "w")
+    assert not any(k.startswith("eval/") for k in final)
+    msgs = [r.getMessage() for r in caplog.records if "no evaluation" in r.getMessage()]
+    assert len(msgs) == 1 and "embedded sample" in msgs[0]
