@@ -5,9 +5,21 @@
         --config.reward_model=/tmp/psycho_jax_pipeline/reward --config.baseline=sft
 
 A system is `name=source`, the source being a checkpoint (stage workdir, online-DPO workdir or Hugging
-Face directory: its replies are generated here), a replies file (JSONL/JSON/Parquet/CSV with `id` and
-`reply`, e.g. GPT-4o's answers to the same prompts), or `reference` (the prompt file's own reference
-replies). Every system is compared with `baseline`:
+Face directory: its replies are generated here, turn by turn for multi-turn MT-bench questions), a
+replies file (JSONL/JSON/Parquet/CSV with `id` and `reply`, e.g. GPT-4o's answers to the same prompts,
+or an MT-bench/FastChat answer file: `question_id`, `choices[0].turns`), or `reference` (the prompt
+file's own reference replies). Every system is compared with `baseline`.
+
+Nothing is dropped silently: a replies file whose ids match none of the prompts, repeats an id, leaves
+a prompt without a reply or has an empty reply is an error naming the file, the id and the line,
+raised before any generation or scoring (`config.on_bad_replies="skip"`: the system is left out of
+that prompt set instead, and the report's coverage table says why). The coverage table gives for
+every system and prompt set the prompts matched, missing, duplicated, empty, cut to `max_len` for
+scoring (marked `"cut": true` in `replies.jsonl`) and generations stopped at `max_new_tokens`.
+The crisis slice (`config.crisis`, "auto" by default) is the shipped crisis prompts when the prompts
+are the shipped sample, else the crisis-labelled prompts of the user's own set (`Prompt.crisis`;
+every system's replies to them, replies files included), or a set named explicitly; the report
+says which. Every system is compared with `baseline`:
 
 * reward-model win rate with ties (ties count half), a paired bootstrap interval over prompts, and the
   length-controlled win rate (`psycho_jax.winrate`); reply lengths in tokens;
@@ -79,28 +91,117 @@ def parse_systems(spec: str) -> list[System]:
     return systems
 
 
-def read_replies(path: str, prompts: list[scoring.Prompt]) -> list[str] | None:
-    """Replies of a file, in `prompts` order; None when the file has none of these prompt ids (e.g.
-    a replies file for the main prompts, asked about the crisis slice). Missing ids raise."""
+@dataclasses.dataclass
+class Coverage:
+    """How a system's replies cover one prompt set (a row of the report's coverage table)."""
+
+    prompts: int = 0
+    matched: int = 0
+    missing: int = 0
+    duplicated: int = 0
+    empty: int = 0
+    cut: int = 0  # cut to max_len before the reward model read them
+    unfinished: int = 0  # generation stopped at max_new_tokens
+    skipped: str = ""  # why the system has no replies for this set
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+Replies = list[tuple[str, ...]]  # per prompt: one reply per user turn
+
+
+def _reply_turns(row: dict[str, Any]) -> tuple[str, ...] | None:
+    """A row's reply (`reply`/`response`/...), or its MT-bench answer's turns; None if neither."""
+    field = next((f for f in REPLY_FIELDS if f in row), None)
+    if field is not None:
+        return (row[field],) if isinstance(row[field], str) else None
+    choices = row.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        turns = choices[0].get("turns")
+        if isinstance(turns, list) and all(isinstance(t, str) for t in turns) and turns:
+            return tuple(turns)
+    return None
+
+
+def check_replies(
+    path: str, prompts: list[scoring.Prompt]
+) -> tuple[Replies | None, Coverage, list[DataError]]:
+    """A replies file's replies in `prompts` order (None: none of these ids), their coverage and
+    every problem found (duplicate ids, empty replies, missing ids, turn counts), naming the file,
+    the id and the line (JSONL) or row."""
     name, rows = sources.read_rows(sources.parse_source(path))
-    by_id: dict[str, str] = {}
+    lines = None
+    if pathlib.Path(path).suffix == ".jsonl":
+        text = pathlib.Path(path).read_text(encoding="utf-8").splitlines()
+        lines = [n for n, line in enumerate(text, start=1) if line.strip()]
+    where = lambda i: f"line {lines[i]}" if lines else f"row {i}"  # noqa: E731
+    wanted = {p.id: p for p in prompts}
+    problems: list[DataError] = []
+    by_id: dict[str, tuple[str, ...]] = {}
+    first_at: dict[str, int] = {}
+    cov = Coverage(prompts=len(prompts))
     for i, row in enumerate(rows):
-        if "id" not in row:
-            raise DataError(name, i, "id", "missing (replies are matched to prompts by id)")
-        field = next((f for f in REPLY_FIELDS if f in row), None)
-        if field is None or not isinstance(row[field], str):
-            raise DataError(name, i, "reply", f"missing or not a string (one of {REPLY_FIELDS})")
-        by_id[str(row["id"])] = row[field]
-    wanted = [p.id for p in prompts]
-    found = [i for i in wanted if i in by_id]
-    if not found:
-        return None
-    missing = [i for i in wanted if i not in by_id]
-    if missing:
-        raise DataError(
-            name, None, "id", f"no reply for {len(missing)} prompts, e.g. {missing[:3]}"
+        rid = row.get("id", row.get("question_id"))
+        if rid is None:
+            problems.append(DataError(name, i, "id", "missing (replies are matched by id)"))
+            continue
+        rid = str(rid)
+        turns = _reply_turns(row)
+        if turns is None:
+            problems.append(
+                DataError(
+                    name,
+                    i,
+                    "reply",
+                    f"id {rid!r} ({where(i)}): missing or not a string (one of {REPLY_FIELDS}, "
+                    "or MT-bench's choices[0].turns)",
+                )
+            )
+            continue
+        if rid in by_id:
+            if rid in wanted:
+                cov.duplicated += 1
+                problems.append(
+                    DataError(
+                        name, i, "id", f"id {rid!r} ({where(i)}) repeats {where(first_at[rid])}"
+                    )
+                )
+            continue
+        by_id[rid], first_at[rid] = turns, i
+        if rid in wanted and not all(t.strip() for t in turns):
+            cov.empty += 1
+            problems.append(DataError(name, i, "reply", f"id {rid!r} ({where(i)}): empty reply"))
+        elif rid in wanted and len(turns) < wanted[rid].num_turns:
+            problems.append(
+                DataError(
+                    name,
+                    i,
+                    "reply",
+                    f"id {rid!r} ({where(i)}): {len(turns)} turn(s), the prompt has "
+                    f"{wanted[rid].num_turns}",
+                )
+            )
+    cov.matched = sum(1 for p in prompts if p.id in by_id)
+    cov.missing = len(prompts) - cov.matched
+    if not cov.matched:
+        return None, cov, problems
+    if cov.missing:
+        missing = [p.id for p in prompts if p.id not in by_id]
+        problems.append(
+            DataError(name, None, "id", f"no reply for {cov.missing} prompts, e.g. {missing[:3]}")
         )
-    return [by_id[i] for i in wanted]
+    replies = [by_id.get(p.id, ("",))[: p.num_turns] for p in prompts]
+    return replies, cov, problems
+
+
+def read_replies(path: str, prompts: list[scoring.Prompt]) -> Replies | None:
+    """Replies of a file, in `prompts` order (one tuple of turns per prompt); None when the file
+    has none of these prompt ids. Any problem (`check_replies`) raises its `DataError`."""
+    replies, _, problems = check_replies(path, prompts)
+    if problems:
+        raise problems[0]
+    return replies
 
 
 def _sampling(c: ml_collections.ConfigDict) -> decode.Sampling:
@@ -108,32 +209,102 @@ def _sampling(c: ml_collections.ConfigDict) -> decode.Sampling:
     return decode.Sampling(s.temperature, s.top_k, s.top_p, s.max_new_tokens)
 
 
+def generate_replies(sampler, prompts: list[scoring.Prompt], c) -> tuple[Replies, int]:
+    """A checkpoint's replies, turn by turn (a multi-turn prompt's next user turn follows the
+    model's own reply), and how many generations stopped at `max_new_tokens`."""
+    replies: list[list[str]] = [[] for _ in prompts]
+    unfinished = 0
+    for t in range(max(p.num_turns for p in prompts)):
+        todo = [i for i, p in enumerate(prompts) if p.num_turns > t]
+        convs = [prompts[i].context([*replies[i], ""]) for i in todo]
+        out = sampler.reply(convs, _sampling(c), batch_size=c.batch_size, seed=c.seed + t)
+        for i, r in zip(todo, out, strict=True):
+            replies[i].append(r.text)
+            unfinished += not r.finished
+    return [tuple(r) for r in replies], unfinished
+
+
+def file_replies(
+    system: System, sets: dict[str, list[scoring.Prompt]], c
+) -> tuple[dict[str, Replies | None], dict[str, Coverage]]:
+    """A replies file's replies to each prompt set, checked before anything is generated:
+    problems raise (`on_bad_replies="error"`) or leave the system out of that set (counted)."""
+    out, coverage = {}, {}
+    for k, ps in sets.items():
+        replies, cov, problems = check_replies(system.source, ps)
+        if replies is None and not problems:
+            problems = [
+                DataError(
+                    system.source,
+                    None,
+                    "id",
+                    f"none of its ids match the {len(ps)} {k} prompts (e.g. {ps[0].id!r})",
+                )
+            ]
+            if k != "main":  # a file for the main prompts has no crisis replies: shown, no error
+                cov.skipped, problems = "no replies for these prompts", []
+        if problems:
+            if c.on_bad_replies == "error":
+                raise ValueError(
+                    f"system {system.name!r} ({k} prompts): {problems[0]}"
+                    + (f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else "")
+                    + "; fix the file or set on_bad_replies=skip to leave the system out"
+                ) from problems[0]
+            cov.skipped = f"{len(problems)} problem(s), e.g. {problems[0]}"
+            logging.warning("system %s, %s prompts: left out: %s", system.name, k, cov.skipped)
+            replies = None
+        out[k], coverage[k] = replies, cov
+    return out, coverage
+
+
 def system_replies(
     system: System, sets: dict[str, list[scoring.Prompt]], c, tokenizer, mesh
-) -> dict[str, list[str] | None]:
-    """The system's replies to each prompt set ({"main": ..., "crisis": ...}); None where it has none."""
+) -> tuple[dict[str, Replies | None], dict[str, Coverage]]:
+    """The system's replies to each prompt set ({"main": ..., "crisis": ...}; None where it has
+    none) and their coverage."""
     if system.kind == "reference":
-        return {
-            k: [p.reference for p in ps] if all(p.reference for p in ps) else None
-            for k, ps in sets.items()
-        }
+        out, coverage = {}, {}
+        for k, ps in sets.items():
+            ok = all(p.reference for p in ps) and all(p.num_turns == 1 for p in ps)
+            out[k] = [(p.reference,) for p in ps] if ok else None
+            n = len(ps)
+            coverage[k] = Coverage(n, n if ok else 0, 0 if ok else n)
+            coverage[k].skipped = "" if ok else "the prompts have no (single-turn) references"
+        return out, coverage
     if system.kind == "file":
-        return {k: read_replies(system.source, ps) for k, ps in sets.items()}
+        return file_replies(system, sets, c)
     rules = tuple(tuple(r) for r in c.sharding_rules)
     model = ckpt_lib.load_model(system.source, mesh=mesh, rules=rules, dtype=c.dtype)
     sampler = decode.Sampler(model, tokenizer, mesh=mesh)
-    out = {}
+    out, coverage = {}, {}
     for k, ps in sets.items():
-        replies = sampler.reply(
-            [p.messages for p in ps], _sampling(c), batch_size=c.batch_size, seed=c.seed
-        )
-        unfinished = sum(not r.finished for r in replies)
-        logging.info("%s: %d replies to %s (%d hit max_new_tokens)", system.name, len(ps), k,
-                     unfinished)  # fmt: skip
-        out[k] = [r.text for r in replies]
+        out[k], unfinished = generate_replies(sampler, ps, c)
+        empty = sum(not r[-1].strip() for r in out[k])
+        coverage[k] = Coverage(len(ps), len(ps), empty=empty, unfinished=unfinished)
+        logging.info("%s: %d replies to %s (%d hit max_new_tokens, %d empty)", system.name,
+                     len(ps), k, unfinished, empty)  # fmt: skip
     del sampler, model
     gc.collect()
-    return out
+    return out, coverage
+
+
+def crisis_prompts(c, main: list[scoring.Prompt]) -> tuple[list[scoring.Prompt] | None, str]:
+    """The crisis slice and how it was chosen (`config.crisis`: "auto", a prompt spec or "")."""
+    if not c.crisis:
+        return None, "none (config.crisis is empty)"
+    if c.crisis != "auto":
+        return scoring.load_prompts(c.crisis, c.num_crisis), f"{c.crisis} (config.crisis)"
+    if c.prompts.startswith("sample:"):
+        return scoring.load_prompts("sample:crisis", c.num_crisis), "sample:crisis (shipped)"
+    labelled = [p for p in main if p.crisis]
+    if c.num_crisis:
+        labelled = labelled[: c.num_crisis]
+    if not labelled:
+        return None, (
+            f"none: no prompt of {c.prompts} has a crisis label (a true `crisis` column or a "
+            "crisis topic/category); name a crisis set with config.crisis"
+        )
+    return labelled, f"the {len(labelled)} crisis-labelled prompts of {c.prompts}"
 
 
 def _principles(scores: scoring.Scores) -> dict[str, float] | None:
@@ -156,13 +327,35 @@ def run_evaluation(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) ->
     tok_spec = c.tokenizer or find_tokenizer(checkpoints[0] if checkpoints else c.reward_model)
     tokenizer = tokenizer_lib.load_tokenizer(tok_spec)
     mesh = sharding.make_mesh(tuple(c.mesh))
-    sets = {"main": scoring.load_prompts(c.prompts, c.num_prompts)}
-    if c.crisis:
-        sets["crisis"] = scoring.load_prompts(c.crisis, c.num_crisis)
+    main = scoring.load_prompts(c.prompts, c.num_prompts)
+    sets = {"main": main}
+    crisis, crisis_note = crisis_prompts(c, main)
+    from_main = crisis is not None and c.crisis == "auto" and not c.prompts.startswith("sample:")
+    own = sets if from_main or crisis is None else {**sets, "crisis": crisis}
+    if crisis is not None:
+        sets["crisis"] = crisis
 
-    replies = {s.name: system_replies(s, sets, c, tokenizer, mesh) for s in systems}
+    # Replies files first: their problems stop the run before anything is generated.
+    replies, coverage = {}, {}
+    for s in sorted(systems, key=lambda s: s.kind == "checkpoint"):
+        replies[s.name], coverage[s.name] = system_replies(s, own, c, tokenizer, mesh)
+    replies = {n: replies[n] for n in names}
+    if from_main:  # the crisis slice is part of the main prompts: the same replies
+        at = {p.id: i for i, p in enumerate(main)}
+        for n, by_set in replies.items():
+            r = by_set["main"]
+            by_set["crisis"] = None if r is None else [r[at[p.id]] for p in crisis]
+            cov = coverage[n]["main"]
+            coverage[n]["crisis"] = Coverage(
+                len(crisis), 0 if r is None else len(crisis), skipped=cov.skipped
+            )
+            if r is not None:
+                coverage[n]["crisis"].empty = sum(not x[-1].strip() for x in by_set["crisis"])
     if replies[c.baseline]["main"] is None:
-        raise ValueError(f"the baseline {c.baseline!r} has no replies to {c.prompts}")
+        raise ValueError(
+            f"the baseline {c.baseline!r} has no replies to {c.prompts}: "
+            f"{coverage[c.baseline]['main'].skipped}"
+        )
 
     rules = tuple(tuple(r) for r in c.sharding_rules)
     rm = ckpt_lib.load_model(c.reward_model, mesh=mesh, rules=rules)
@@ -174,12 +367,15 @@ def run_evaluation(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) ->
     scored: dict[str, dict[str, dict]] = {}
     for name, by_set in replies.items():
         scored[name] = {}
-        for k, texts in by_set.items():
-            if texts is None:
+        for k, rs in by_set.items():
+            if rs is None:
                 continue
-            s = scorer.score([p.messages for p in sets[k]], texts)
+            texts = [r[-1] for r in rs]
+            s = scorer.score([p.context(r) for p, r in zip(sets[k], rs, strict=True)], texts)
             scored[name][k] = {"reward": s.reward, "principles": _principles(s),
-                               "length": length(texts), "truncated": s.truncated}  # fmt: skip
+                               "length": length(texts), "truncated": s.truncated,
+                               "cut": s.cut}  # fmt: skip
+            coverage[name][k].cut = s.truncated
 
     base = scored[c.baseline]["main"]
     comparisons = []
@@ -204,12 +400,13 @@ def run_evaluation(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) ->
 
     safety_rows: dict[str, dict] = {}
     if "crisis" in sets:
-        crisis = sets["crisis"]
         calibration = {
             "crisis good_reply (reference)": [p.extra.get("good_reply") for p in crisis],
             "crisis bad_reply (reference)": [p.extra.get("bad_reply") for p in crisis],
         }
-        texts_by_system = {n: r["crisis"] for n, r in replies.items() if r.get("crisis")}
+        texts_by_system = {
+            n: [x[-1] for x in r["crisis"]] for n, r in replies.items() if r.get("crisis")
+        }
         for label, texts in calibration.items():
             if all(isinstance(t, str) and t for t in texts):
                 texts_by_system[label] = texts
@@ -242,6 +439,8 @@ def run_evaluation(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) ->
         },
         "comparisons": comparisons,
         "safety": safety_rows or None,
+        "crisis_slice": crisis_note,
+        "coverage": {n: {k: v.as_dict() for k, v in cov.items()} for n, cov in coverage.items()},
         "judge": judge_rows or None,
     }
     if jax.process_index() == 0:
@@ -265,11 +464,18 @@ def _judge(c, workdir, names, prompts, replies) -> list[dict]:
         path = workdir / f"judge_requests_{name}_vs_{c.baseline}.jsonl"
         if c.judge.write_requests:
             items = [
-                {"id": p.id, "prompt": p.messages[-1].content, "reply_a": a, "reply_b": b}
+                {"id": p.id, "prompt": p.context(a)[-1].content, "reply_a": a[-1],
+                 "reply_b": b[-1]}
                 for p, a, b in zip(
                     prompts, replies[name]["main"], replies[c.baseline]["main"], strict=True
+                )
+                if a[-1].strip() and b[-1].strip()
+            ]  # fmt: skip
+            if len(items) < len(prompts):
+                logging.warning(
+                    "judge requests %s vs %s: %d of %d prompts left out (an empty reply)",
+                    name, c.baseline, len(prompts) - len(items), len(prompts),
                 )  # fmt: skip
-            ]
             n = judge.write_requests(
                 path, items, model=c.judge.model, system_a=name, system_b=c.baseline
             )
@@ -293,14 +499,23 @@ def _write_replies(path: pathlib.Path, sets, replies, scored) -> None:
                 if texts is None:
                     continue
                 s = scored[name][k]
-                for i, (p, text) in enumerate(zip(sets[k], texts, strict=True)):
-                    row = {"system": name, "set": k, "id": p.id, "reply": text,
-                           "reward": float(s["reward"][i]), "length": int(s["length"][i])}  # fmt: skip
+                for i, (p, turns) in enumerate(zip(sets[k], texts, strict=True)):
+                    row = {"system": name, "set": k, "id": p.id, "reply": turns[-1],
+                           "reward": float(s["reward"][i]), "length": int(s["length"][i]),
+                           "cut": bool(s["cut"][i])}  # fmt: skip
+                    if len(turns) > 1:  # a multi-turn question: every turn's reply
+                        row["turns"] = list(turns)
                     f.write(json.dumps(row) + "\n")
 
 
 def _report(c, result, scored) -> dict:
+    cut = {n: v["main"]["truncated"] for n, v in scored.items() if v.get("main")}
     notes = [
+        f"Crisis slice: {result['crisis_slice']}.",
+        f"Replies cut to max_len={c.max_len} tokens before scoring (the reward model and the judge "
+        "requests saw them cut): "
+        + ", ".join(f"{n} {k} of {result['num_prompts']}" for n, k in cut.items())
+        + ".",
         f"{result['num_prompts']} prompts from {c.prompts}; judged by the reward model "
         f"{c.reward_model}; every system against {c.baseline}.",
         f"Sampling: {c.sampling.to_dict()}. Lengths in tokens. Ties (|delta| <= {c.tie_tol}) "
@@ -322,6 +537,7 @@ def _report(c, result, scored) -> dict:
         },
         "comparisons": result["comparisons"],
         "safety": result["safety"],
+        "coverage": result["coverage"],
         "judge": result["judge"],
         "notes": notes,
     }
