@@ -8,8 +8,8 @@ Prompt rows may carry the client's message as `prompt` or `question` (PsychoCoun
 `messages` (ending with the user's turn), or be MT-bench questions (`question_id`, `turns`: the
 user's messages, asked one after another, `category`); `id`, `topic` and a `reference` reply are
 kept when present. A row without a usable prompt raises a `DataError` naming the file, row and field.
-A prompt is a crisis prompt (`Prompt.crisis`) when its row says so: a true `crisis` column, or a
-topic/category naming suicide, self-harm, abuse or a crisis.
+A prompt is a crisis prompt (`Prompt.crisis`) when a `crisis` column says so, else when
+`safety.crisis_rules` finds a crisis in the user's turns or its topic/category.
 
 Scoring renders prompt + reply with the chat template exactly as training pairs are rendered (the reward
 model sees what it was trained on), reads the score at the last real token, and cuts a reply's end
@@ -29,7 +29,7 @@ import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from psycho_jax import sharding
+from psycho_jax import safety, sharding
 from psycho_jax.data import sources
 from psycho_jax.data.formats import DataError, Message
 from psycho_jax.data.templating import ChatTokenizer
@@ -60,14 +60,16 @@ class Prompt:
 
     @property
     def crisis(self) -> bool:
+        """A true `crisis` column decides; else `safety.crisis_rules` on the user's turns and the
+        topic/category (the chat's check too)."""
         flag = self.extra.get("crisis")
         if isinstance(flag, str):
             flag = flag.strip().lower() in ("1", "true", "yes")
-        labels = f"{self.topic} {self.extra.get('category', '')}".lower()
-        return bool(flag) or any(w in labels for w in CRISIS_WORDS)
-
-
-CRISIS_WORDS = ("crisis", "suicid", "self_harm", "self-harm", "selfharm", "abuse", "emergency")
+        if flag is not None and flag != "":
+            return bool(flag)
+        labels = f"{self.topic} {self.extra.get('category', '')}"
+        users = [m.content for m in self.messages if m.role == "user"] + list(self.followups)
+        return bool(safety.crisis_rules(" \n".join(users), labels))
 
 
 def _prompt_from_row(row: dict[str, Any], file: str, i: int) -> Prompt:

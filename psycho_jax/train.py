@@ -447,6 +447,23 @@ def reward_statistics(state: TrainState, graphdef, batches: Iterator[Batch], mes
     return state.replace(rest=_on_mesh(rest, mesh))
 
 
+def principle_head_if_rated(c: ml_collections.ConfigDict, tokenizer) -> ml_collections.ConfigDict:
+    """The config, with `reward.principle_head` off (and said once) when the training pairs carry
+    no per-principle ratings: such a head would never train, and its scores would mean nothing."""
+    if c.task != "reward" or not c.reward.principle_head:
+        return c
+    if data_lib.make_loader(c, tokenizer, "train", "reward").with_ratings:
+        return c
+    logging.warning(
+        "reward.principle_head: the training pairs (%s) carry no per-principle ratings, so the "
+        "principle head is off (it would never train)",
+        c.data.train,
+    )
+    c = c.copy_and_resolve_references()
+    c.reward.principle_head = False
+    return c
+
+
 def train_and_evaluate(
     c: ml_collections.ConfigDict, workdir: str | pathlib.Path
 ) -> dict[str, float]:
@@ -466,8 +483,9 @@ def train_and_evaluate(
         return online.run_online_dpo(c, workdir)
     ckpt_lib.check_workdir(workdir)
     mesh = sharding.make_mesh(tuple(c.mesh))
-    task = tasks.make_task(c)
     tokenizer = tokenizer_lib.load_tokenizer(c.tokenizer)
+    c = principle_head_if_rated(c, tokenizer)
+    task = tasks.make_task(c)
     ckpt = ckpt_lib.Checkpointer(workdir, c)
     resume_step = ckpt.latest_step()
     if resume_step is not None and not ckpt.has_train_state(resume_step):

@@ -143,3 +143,21 @@ def test_sample_eval_never_stands_in_for_user_data(tmp_path, caplog):
     assert not any(k.startswith("eval/") for k in final)
     msgs = [r.getMessage() for r in caplog.records if "no evaluation" in r.getMessage()]
     assert len(msgs) == 1 and "embedded sample" in msgs[0]
+
+
+def test_principle_head_only_with_rated_pairs(tmp_path, caplog):
+    rows = [
+        {"prompt": f"I feel alone ({i}).", "chosen": "That sounds lonely.", "rejected": "Go out."}
+        for i in range(10)
+    ]
+    (tmp_path / "pairs.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    tok = sample_tokenizer()
+    c = _config("reward", data__train=str(tmp_path / "pairs.jsonl"))
+    assert c.reward.principle_head
+    with caplog.at_level("WARNING"):
+        off = train.principle_head_if_rated(c, tok)
+    assert not off.reward.principle_head and c.reward.principle_head  # the caller's is unchanged
+    assert tasks.make_task(off).num_labels == 1
+    assert any("no per-principle ratings" in r.getMessage() for r in caplog.records)
+    rated = _config("reward")  # the shipped sample pairs carry ratings
+    assert train.principle_head_if_rated(rated, tok).reward.principle_head
