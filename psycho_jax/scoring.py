@@ -135,7 +135,8 @@ def load_prompts(spec: str, limit: int = 0) -> list[Prompt]:
 
 @dataclasses.dataclass(frozen=True)
 class Scores:
-    """Reward-model scores of n replies: `reward` [n] (the scalar head, raw), `principles` [n,7] (the
+    """Reward-model scores of n replies: `reward` [n] (the scalar head; raw, or `(r - mean) / std`
+    for a checkpoint with `normalize_reward: true` in config.json), `principles` [n,7] (the
     principle head's ratings mapped back to 1..5, or None), `truncated` replies cut to fit."""
 
     reward: np.ndarray
@@ -160,6 +161,9 @@ class RewardScorer:
         if not isinstance(model, RewardModel):
             raise TypeError(f"RewardScorer needs a RewardModel, got {type(model).__name__}")
         self.num_labels = model.num_labels
+        # A checkpoint served normalised (`normalize_reward: true`, OpenRLHF) is scored so too.
+        self.normalize = bool(getattr(model, "normalize_reward", False))
+        self.stats = (float(model.reward_mean[...]), float(model.reward_std[...]))
         self.graphdef, self.state = nnx.split(model)
         self.chat = ChatTokenizer(tokenizer)
         self.mesh = mesh or sharding.make_mesh((1, 1, 1), devices=jax.local_devices()[:1])
@@ -204,6 +208,8 @@ class RewardScorer:
             rewards.append(out[:, 0])
             principles.append(out[:, 1:])
         reward = np.concatenate(rewards) if rewards else np.zeros(0)
+        if self.normalize:
+            reward = (reward - self.stats[0]) / self.stats[1]
         head = None
         if self.num_labels > 1 and rewards:
             head = np.concatenate(principles) * 2.0 + 3.0  # trained on (rating - 3) / 2

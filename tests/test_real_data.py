@@ -161,3 +161,70 @@ def test_principle_head_only_with_rated_pairs(tmp_path, caplog):
     assert any("no per-principle ratings" in r.getMessage() for r in caplog.records)
     rated = _config("reward")  # the shipped sample pairs carry ratings
     assert train.principle_head_if_rated(rated, tok).reward.principle_head
+
+
+def test_openrlhf_value_head_normalize_reward_and_token_ids(tmp_path):
+    """An OpenRLHF-style reward checkpoint: head `value_head`, `normalize_reward: true`, its own
+    pad/bos/eos ids; loads, scores normalised, and saves back runnable by transformers."""
+    from safetensors.numpy import load_file, save_file
+
+    from psycho_jax import hf, scoring
+    from psycho_jax.data.formats import Message
+    from psycho_jax.model import RewardModel
+
+    tok = sample_tokenizer()
+    cfg = LlamaConfig.tiny(vocab_size=len(tok), dim=64, head_dim=16, ffn_dim=128)
+    rm = RewardModel(cfg, rngs=nnx.Rngs(3))
+    src = tmp_path / "openrlhf"
+    hf.save_llama(rm, src)
+    tensors = load_file(str(src / "model.safetensors"))
+    tensors["value_head.weight"] = tensors.pop("score.weight")
+    save_file(tensors, str(src / "model.safetensors"))
+    config = json.loads((src / "config.json").read_text())
+    config.update(value_head_prefix="value_head", normalize_reward=True, mean=1.5, std=2.0,
+                  pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                  eos_token_id=tok.eos_token_id)  # fmt: skip
+    (src / "config.json").write_text(json.dumps(config))
+
+    loaded = hf.load_llama(src)
+    assert isinstance(loaded, RewardModel) and loaded.normalize_reward
+    prompts = [(Message("user", "I feel alone."),)] * 2
+    replies = ["That sounds lonely.", "Go out more."]
+    tokens, mask = _encode(tok, prompts, replies)
+    raw = np.asarray(rm(tokens, attention_mask=mask)[:, 0], np.float64)
+    scores = scoring.RewardScorer(loaded, tok, max_len=64).score(prompts, replies)
+    np.testing.assert_allclose(scores.reward, (raw - 1.5) / 2.0, rtol=1e-4, atol=1e-5)
+
+    out = tmp_path / "saved"
+    hf.save_llama(loaded, out)
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["pad_token_id"] == tok.pad_token_id and saved["eos_token_id"] == tok.eos_token_id
+    assert saved["normalize_reward"] is True
+    torch = pytest.importorskip("torch")
+    import transformers
+
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(out)
+    ids = [
+        tok.encode("I feel alone.", add_special_tokens=False),
+        tok.encode("Hi", add_special_tokens=False),
+    ]
+    t = max(map(len, ids))
+    batch = torch.tensor([x + [tok.pad_token_id] * (t - len(x)) for x in ids])
+    assert model(batch, attention_mask=(batch != tok.pad_token_id).long()).logits.shape == (2, 1)
+
+
+def _encode(tok, prompts, replies):
+    """Tokens and mask of prompt + reply as the scorer renders them (right padded)."""
+    from psycho_jax.data.templating import ChatTokenizer
+
+    ct = ChatTokenizer(tok)
+    rows = [
+        ct.encode(ct.render([*(m.as_dict() for m in p), {"role": "assistant", "content": r}]))
+        for p, r in zip(prompts, replies)
+    ]
+    t = max(map(len, rows))
+    tokens = np.full((len(rows), t), tok.pad_token_id, np.int32)
+    mask = np.zeros((len(rows), t), bool)
+    for i, r in enumerate(rows):
+        tokens[i, : len(r)], mask[i, : len(r)] = r, True
+    return tokens, mask
