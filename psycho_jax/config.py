@@ -12,6 +12,7 @@ import ml_collections
 
 from psycho_jax import sharding
 from psycho_jax.data.formats import parse_role_map
+from psycho_jax.data.templating import DEFAULT_MAX_LEN
 from psycho_jax.model import LORA_TARGETS, LlamaConfig
 
 TASKS = ("sft", "reward", "dpo", "online_dpo")
@@ -61,7 +62,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict()
     c.data.train = "sample:sft_train"  # "sample:<file>", a local file/dir, or a hub dataset name
     c.data.eval = "sample:sft_test"
-    c.data.max_len = 320
+    c.data.max_len = DEFAULT_MAX_LEN
     c.data.packing = False  # SFT: pack conversations into rows of max_len
     # Reward/DPO: > 1 packs up to this many pairs into each row of max_len (batch_size then
     # counts rows, each holding a varying number of pairs); 1: one pair per row, bucketed length.

@@ -58,6 +58,8 @@ from psycho_jax.data.formats import (
     handle,
 )
 
+DEFAULT_MAX_LEN = 320
+"""The configs' `data.max_len` (and the audit's default `--max_len`)."""
 Policy = Literal["keep_last_turns", "skip", "error"]
 POLICIES = ("keep_last_turns", "skip", "error")
 
