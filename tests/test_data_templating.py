@@ -517,3 +517,29 @@ def test_windows_cut_one_turn_longer_than_a_window(small):
     assert skips.events["conversation: cut a turn longer than a window"] == 1
     total, kept = skips.assistant_tokens
     assert kept < total and all(w.loss_mask.sum() > 0 for w in windows)
+
+
+def test_template_not_turn_by_turn_falls_back_and_says_so():
+    """A template that numbers the turns is not a prefix plus one piece per turn: the slow path
+    renders each candidate, windows are not available (counted), an assistant opening with no
+    system message is context only (counted)."""
+    tok = tk.sample_tokenizer()
+    header, gen = "' + message['role'] + '<|end_header_id|>", "'<|start_header_id|>assistant<|end"
+    assert header in tok.chat_template and gen in tok.chat_template
+    tok.chat_template = tok.chat_template.replace(
+        header, "' + message['role'] + loop.index|string + '<|end_header_id|>"
+    ).replace(gen, "'<|start_header_id|>assistant' + (messages|length + 1)|string + '<|end")
+    ct = templating.ChatTokenizer(tok)
+    conv = _conv(
+        ("assistant", "Hello, what brings you?"), ("user", "Stress."), ("assistant", "Tell me.")
+    )
+    assert templating._split_turns(ct, conv) is None
+    skips = formats.SkipCounter()
+    out = templating.tokenize_session(ct, conv, templating.Truncation(512, windows=True), skips)
+    assert len(out) == 1 and out[0].loss_mask.sum() > 0
+    assert (
+        skips.events["conversation: template not turn by turn, no windows (keep_last_turns)"] == 1
+    )
+    assert skips.events["conversation: opening assistant turn kept as context only (chat template)"]
+    text = tok.decode(out[0].tokens[out[0].loss_mask])
+    assert "Tell me." in text and "Hello" not in text

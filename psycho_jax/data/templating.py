@@ -442,6 +442,8 @@ def _tokenize_conversation_slow(
         messages, dropped = shorter, dropped + 1
     if dropped:
         skips.count("conversation: dropped oldest turns to fit max_len")
+    if messages[0].role == "assistant":
+        skips.count("conversation: opening assistant turn kept as context only (chat template)")
     if len(ids) > trunc.max_len:
         ids, mask = ids[: trunc.max_len], mask[: trunc.max_len]
         if mask.sum() < trunc.min_reply_tokens:
@@ -464,8 +466,8 @@ def _conversation_ids(
     ct.check_bos(ids, conv, "messages")
     mask = np.zeros(len(ids), np.bool_)
     for j, m in enumerate(msgs):
-        if m["role"] != "assistant":
-            continue
+        if m["role"] != "assistant" or j == 0:  # an opening with no turn before it: context
+            continue  # (transformers cannot render the empty conversation before it)
         field = f"messages[{j + len(conv.messages) - len(messages)}]"
         before = _render(ct, conv, field, msgs[:j], gen=True)
         upto = _render(ct, conv, field, msgs[: j + 1])
