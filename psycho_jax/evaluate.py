@@ -464,8 +464,8 @@ def _judge(c, workdir, names, prompts, replies) -> list[dict]:
         path = workdir / f"judge_requests_{name}_vs_{c.baseline}.jsonl"
         if c.judge.write_requests:
             items = [
-                {"id": p.id, "prompt": p.context(a)[-1].content, "reply_a": a[-1],
-                 "reply_b": b[-1]}
+                {"id": p.id, "prompt": _judge_prompt(p), "reply_a": _judge_reply(a),
+                 "reply_b": _judge_reply(b)}
                 for p, a, b in zip(
                     prompts, replies[name]["main"], replies[c.baseline]["main"], strict=True
                 )
@@ -488,6 +488,20 @@ def _judge(c, workdir, names, prompts, replies) -> list[dict]:
             )  # fmt: skip
             out.append(res.summary())
     return out
+
+
+def _judge_prompt(p: scoring.Prompt) -> Any:
+    """What the judge reads as the prompt: the last user turn, or for a multi-turn question
+    every user turn (each system's replies follow, turn by turn)."""
+    if p.num_turns == 1:
+        return p.messages[-1].content
+    return [m.as_dict() for m in p.messages] + [{"role": "user", "content": u} for u in p.followups]
+
+
+def _judge_reply(turns: tuple[str, ...]) -> str:
+    if len(turns) == 1:
+        return turns[0]
+    return "\n\n".join(f"[reply to user turn {k}] {t}" for k, t in enumerate(turns, start=1))
 
 
 def _write_replies(path: pathlib.Path, sets, replies, scored) -> None:

@@ -267,3 +267,6 @@ def test_mt_bench_end_to_end_with_coverage_and_crisis_labels(models, tmp_path):
     report_md = (out / "report.md").read_text()
     assert "## Coverage" in report_md and "dup" in report_md and "Crisis slice:" in report_md
     assert f"cut to max_len={c.max_len}" in report_md
+    request = json.loads((out / "judge_requests_policy_vs_gptx.jsonl").read_text().splitlines()[0])
+    judged = request["body"]["messages"][1]["content"]
+    assert "What should I do tonight?" in judged and "[reply to user turn 2]" in judged
