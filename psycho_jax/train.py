@@ -398,6 +398,8 @@ def evaluate(
         for k, v in totals.items()
     }
     out = {f"eval/{k}": float(v) for k, v in tasks.finalize(means).items()}
+    if jax.process_count() > 1:  # each host counted its own rows
+        examples = float(np.sum(multihost_utils.process_allgather(np.float64(examples))))
     out["eval/examples"] = examples
     return out
 
