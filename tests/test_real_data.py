@@ -228,3 +228,51 @@ def _encode(tok, prompts, replies):
     for i, r in enumerate(rows):
         tokens[i, : len(r)], mask[i, : len(r)] = r, True
     return tokens, mask
+
+
+def test_esconv_and_annomi_shapes_load_without_reshaping(tmp_path):
+    """ESConv as published (a JSON list, `dialog` turns with `speaker` and an `annotation`
+    strategy) and AnnoMI as published (a CSV row per utterance) load as conversations."""
+    from psycho_jax.data import formats, sources
+
+    esconv = [
+        {
+            "emotion_type": "anxiety",
+            "problem_type": "job crisis",
+            "dialog": [
+                {"speaker": "supporter", "annotation": {"strategy": "Question"},
+                 "content": "Hi, how are you feeling?"},
+                {"speaker": "seeker", "annotation": {}, "content": "Worried about my job."},
+                {"speaker": "seeker", "annotation": {}, "content": "Layoffs are coming."},
+                {"speaker": "supporter", "annotation": {"strategy": "Reflection of feelings"},
+                 "content": "That uncertainty sounds scary."},
+                {"speaker": "seeker", "annotation": {}, "content": "Thanks."},
+            ],
+        }
+    ]  # fmt: skip
+    (tmp_path / "ESConv.json").write_text(json.dumps(esconv))
+    skips = formats.SkipCounter()
+    opts = formats.ConversationOptions(merge_consecutive=True)
+    (conv,) = sources.load_source(str(tmp_path / "ESConv.json"), skips=skips, options=opts)
+    assert [m.role for m in conv.messages] == ["assistant", "user", "assistant"]
+    assert [m.label for m in conv.messages] == ["Question", None, "Reflection of feelings"]
+    assert skips.events["conversation: dropped trailing user turn(s) with no reply"] == 1
+
+    import pandas as pd
+
+    rows = []
+    for t, (quality, n) in enumerate((("high", 7), ("low", 4))):
+        for u in range(n):
+            who = "therapist" if u % 2 == 0 else "client"
+            rows.append({"mi_quality": quality, "transcript_id": t, "utterance_id": u,
+                         "interlocutor": who, "utterance_text": f"{who} says {u}",
+                         "main_therapist_behaviour": "question" if who == "therapist" else ""})  # fmt: skip
+    frame = pd.DataFrame(rows).sample(frac=1, random_state=0)  # utterance order restored by id
+    frame.to_csv(tmp_path / "AnnoMI-simple.csv", index=False)
+    convs = sources.load_source(str(tmp_path / "AnnoMI-simple.csv"))
+    assert len(convs) == 2
+    by_id = {c.id: c for c in convs}
+    assert [m.content for m in by_id["0"].messages] == [
+        f"{'therapist' if u % 2 == 0 else 'client'} says {u}" for u in range(7)
+    ]
+    assert by_id["1"].messages[-1].role == "assistant"  # the client's last word is trimmed

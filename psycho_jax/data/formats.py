@@ -42,7 +42,7 @@ PSYCHOCOUNSEL_META_COLUMNS = ("ID", "prefID", "chosen_model", "rejected_model")
 RATING_COLUMNS = tuple(f"{side}_{p}_rating" for side in ("chosen", "rejected") for p in PRINCIPLES)
 
 OnError = Literal["raise", "skip"]
-Format = Literal["conversation", "preference", "psychocounsel"]
+Format = Literal["conversation", "preference", "psychocounsel", "utterances"]
 
 
 ROLE_ALIASES = {
@@ -60,8 +60,12 @@ ROLE_ALIASES = {
     "sys": "system",
 }
 """Speaker names of public counseling transcripts and chat dumps, and the role each plays."""
-ROLE_KEYS = ("role", "speaker", "from")  # where a message's speaker may be
-CONTENT_KEYS = ("content", "text", "value", "utterance")  # and its text
+ROLE_KEYS = ("role", "speaker", "from", "interlocutor")  # where a message's speaker may be
+CONTENT_KEYS = ("content", "text", "value", "utterance", "utterance_text")  # and its text
+LABEL_KEYS = ("label", "strategy")  # a per-turn label (ESConv: also annotation.strategy)
+MESSAGES_KEYS = ("messages", "dialog", "dialogue", "conversations")  # a row's list of turns
+SESSION_KEYS = ("transcript_id", "session_id", "conversation_id", "dialog_id", "dialogue_id")
+ORDER_KEYS = ("utterance_id", "turn_id", "turn", "timestamp")  # order within a session
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,8 +269,10 @@ def detect_format(columns: Iterable[str], file: str = "<rows>") -> Format:
         DataError: the columns fit no known format; the message lists what each format needs.
     """
     cols = set(columns)
-    if "messages" in cols:
+    if cols & set(MESSAGES_KEYS):
         return "conversation"
+    if cols & set(SESSION_KEYS) and cols & set(ROLE_KEYS) and cols & set(CONTENT_KEYS):
+        return "utterances"  # one row per utterance (AnnoMI-style transcripts)
     if "prompt" in cols:
         return "preference"
     if cols & {"question", "chosen", "rejected"}:  # check_columns then names what is missing
@@ -275,7 +281,9 @@ def detect_format(columns: Iterable[str], file: str = "<rows>") -> Format:
         file,
         None,
         None,
-        f"unknown format for columns {sorted(cols)}: expected 'messages' (conversations), "
+        f"unknown format for columns {sorted(cols)}: expected 'messages' (conversations; or "
+        f"{list(MESSAGES_KEYS[1:])}), one row per utterance ({list(SESSION_KEYS)} with a "
+        "speaker and a text column), "
         "'prompt'/'chosen'/'rejected' (preference pairs) or PsychoCounsel-Preference's "
         "'question'/'chosen'/'rejected'",
     )
@@ -285,7 +293,8 @@ def check_columns(columns: Iterable[str], fmt: Format, file: str) -> None:
     """Raises a `DataError` naming the missing columns of a table in format `fmt`."""
     cols = set(columns)
     need = {
-        "conversation": ("messages",),
+        "conversation": (),
+        "utterances": (),
         "preference": ("prompt", "chosen", "rejected"),
         "psychocounsel": PSYCHOCOUNSEL_TEXT_COLUMNS,
     }[fmt]
@@ -314,6 +323,16 @@ def _text(row: Mapping[str, Any], key: str, file: str, i: int, field: str | None
 
 def _field(m: Mapping[str, Any], keys: Sequence[str]) -> str:
     return next((k for k in keys if k in m), keys[0])
+
+
+def _label(m: Mapping[str, Any]) -> str | None:
+    value = next((m[k] for k in LABEL_KEYS if m.get(k) not in (None, "")), None)
+    annotation = m.get("annotation")
+    if value is None and isinstance(annotation, Mapping):  # ESConv: {"strategy": "Question"}
+        value = annotation.get("strategy") or None
+    if isinstance(value, float) and math.isnan(value):  # an empty CSV cell
+        return None
+    return None if value is None else str(value)
 
 
 def _messages(
@@ -352,8 +371,7 @@ def _messages(
             raise DataError(file, i, f"{f}.{rkey}", "a system message must come first")
         ckey = _field(m, CONTENT_KEYS)
         content = _text(m, ckey, file, i, f"{f}.{ckey}")
-        label = m.get("label")
-        label = None if label is None or label == "" else str(label)
+        label = _label(m)
         if out and out[-1].role == role and role != "system" and opts.merge_consecutive:
             prev = out[-1]
             labels = [x for x in (prev.label, label) if x]
@@ -474,12 +492,12 @@ def parse_conversation(
     opts: ConversationOptions | None = None,
     skips: SkipCounter | None = None,
 ) -> Conversation:
-    """A `{"messages": [...]}` row. Raises `DataError` naming the field on any problem."""
-    if "messages" not in row:
-        raise DataError(file, i, "messages", "missing field")
-    messages = _messages(
-        row["messages"], file, i, "messages", last="assistant", opts=opts, skips=skips
-    )
+    """A `{"messages": [...]}` row (or `dialog`, `dialogue`, `conversations`). Raises `DataError`
+    naming the field on any problem."""
+    key = _field(row, MESSAGES_KEYS)
+    if key not in row:
+        raise DataError(file, i, key, "missing field")
+    messages = _messages(row[key], file, i, key, last="assistant", opts=opts, skips=skips)
     return Conversation(messages, _id(row, file, i), file, i)
 
 
@@ -531,6 +549,29 @@ def parse_psychocounsel(
     )
 
 
+def group_utterances(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One `{"id", "messages"}` row per session of a one-row-per-utterance table (AnnoMI-style:
+    `transcript_id`, `interlocutor`, `utterance_text`, ...), sessions in order of first
+    appearance, utterances by `utterance_id` / `turn_id` / ... when present, else file order;
+    the session's other columns that never change within it are kept (e.g. `mi_quality`)."""
+    sessions: dict[Any, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        key = row[_field(row, SESSION_KEYS)]
+        sessions.setdefault(key, []).append(row)
+    out = []
+    for key, utterances in sessions.items():
+        order = next((k for k in ORDER_KEYS if k in utterances[0]), None)
+        if order and all(isinstance(u.get(order), int | float) for u in utterances):
+            utterances = sorted(utterances, key=lambda u: u[order])
+        shared = {
+            k: v
+            for k, v in utterances[0].items()
+            if all(u.get(k) == v for u in utterances) and k not in SESSION_KEYS
+        }
+        out.append({**shared, "id": str(key), "messages": list(utterances)})
+    return out
+
+
 PARSERS = {
     "conversation": parse_conversation,
     "preference": parse_preference,
@@ -548,6 +589,8 @@ def parse_rows(
     options: ConversationOptions | None = None,
 ) -> list[Example]:
     """Parses and validates rows of one format; bad rows raise or are counted in `skips`."""
+    if fmt == "utterances":
+        rows, fmt = group_utterances(rows), "conversation"
     parse = PARSERS[fmt]
     out: list[Example] = []
     for i, row in enumerate(rows):
