@@ -10,7 +10,10 @@ Three row formats, detected from the columns (`detect_format`):
   `text`/`value`/`utterance`; a session may open with the assistant (the therapist's opening is
   context and a target like every assistant turn); trailing user turns are dropped (counted);
   consecutive turns of one speaker are merged when `merge_consecutive` is set (counted), else an
-  error; a per-turn `label` (e.g. an ESConv strategy) is kept on the message.
+  error; a per-turn `label` (e.g. an ESConv strategy) is kept on the message. The turns may be
+  under `dialog`/`dialogue`/`conversations` (ESConv), or the table may hold one row per utterance
+  (`"utterances"`: AnnoMI-style `transcript_id`, `interlocutor`, `utterance_text`), grouped into
+  sessions by `group_utterances`.
 - `"preference"`: `{"prompt": str | messages, "chosen": str | [assistant message],
   "rejected": ..., "id"?, "margin"?, "chosen_<p>_rating"?, "rejected_<p>_rating"?}` (TRL's
   explicit-prompt format, plain or conversational). A message-list prompt must end with `user`.
