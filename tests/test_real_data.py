@@ -159,10 +159,18 @@ def test_principle_head_only_with_rated_pairs(tmp_path, caplog):
     assert not off.reward.principle_head and c.reward.principle_head  # the caller's is unchanged
     assert tasks.make_task(off).num_labels == 1
     assert any("no per-principle ratings" in r.getMessage() for r in caplog.records)
-    rated = _config("reward")  # the shipped sample pairs carry ratings
+    from psycho_jax.data.formats import PRINCIPLES
+
+    for r in rows:
+        r.update({f"{s}_{p}_rating": 4 if s == "chosen" else 2 for s in ("chosen", "rejected")
+                  for p in PRINCIPLES})  # fmt: skip
+        r["prompt"] += " (rated)"
+    (tmp_path / "rated.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    rated = _config("reward", data__train=str(tmp_path / "rated.jsonl"))
     assert train.principle_head_if_rated(rated, tok).reward.principle_head
 
 
+@pytest.mark.slow
 def test_openrlhf_value_head_normalize_reward_and_token_ids(tmp_path):
     """An OpenRLHF-style reward checkpoint: head `value_head`, `normalize_reward: true`, its own
     pad/bos/eos ids; loads, scores normalised, and saves back runnable by transformers."""
