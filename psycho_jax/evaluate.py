@@ -39,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import json
+import math
 import pathlib
 from typing import Any
 
@@ -193,10 +194,22 @@ def crisis_prompts(c, main: list[scoring.Prompt]) -> tuple[list[scoring.Prompt] 
     return labelled, f"the {len(labelled)} crisis-labelled prompts of {c.prompts}"
 
 
-def _principles(scores: scoring.Scores) -> dict[str, float] | None:
-    if scores.principles is None:
+def _principles(scores: scoring.Scores, trained: bool) -> dict[str, float] | None:
+    if scores.principles is None or not trained:
         return None
     return dict(zip(PRINCIPLES, map(float, scores.principles.mean(axis=0)), strict=True))
+
+
+def principle_head_trained(reward_model: str) -> bool:
+    """Whether a reward model's principle head learned anything: a stage workdir's
+    `final_metrics.json` has finite `principle_accuracy/*` (pairs with ratings); a Hugging Face
+    directory is taken as trained."""
+    path = pathlib.Path(reward_model) / "final_metrics.json"
+    if not path.is_file():
+        return True
+    metrics = json.loads(path.read_text())
+    values = [v for k, v in metrics.items() if k.startswith("principle_accuracy/")]
+    return bool(values) and all(isinstance(v, int | float) and math.isfinite(v) for v in values)
 
 
 def run_evaluation(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
@@ -250,6 +263,12 @@ def run_evaluation(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) ->
     )
     length = lambda texts: np.asarray([len(tokenizer.encode(t, add_special_tokens=False))
                                        for t in texts], np.float64)  # fmt: skip
+    head_trained = principle_head_trained(c.reward_model)
+    if scorer.num_labels > 1 and not head_trained:
+        logging.warning(
+            "%s: its principle head never trained (no rated pairs): no per-principle scores",
+            c.reward_model,
+        )
     scored: dict[str, dict[str, dict]] = {}
     for name, by_set in replies.items():
         scored[name] = {}
@@ -258,7 +277,7 @@ def run_evaluation(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) ->
                 continue
             texts = [r[-1] for r in rs]
             s = scorer.score([p.context(r) for p, r in zip(sets[k], rs, strict=True)], texts)
-            scored[name][k] = {"reward": s.reward, "principles": _principles(s),
+            scored[name][k] = {"reward": s.reward, "principles": _principles(s, head_trained),
                                "length": length(texts), "truncated": s.truncated,
                                "cut": s.cut}  # fmt: skip
             coverage[name][k].cut = s.truncated

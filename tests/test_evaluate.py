@@ -270,3 +270,15 @@ def test_mt_bench_end_to_end_with_coverage_and_crisis_labels(models, tmp_path):
     request = json.loads((out / "judge_requests_policy_vs_gptx.jsonl").read_text().splitlines()[0])
     judged = request["body"]["messages"][1]["content"]
     assert "What should I do tonight?" in judged and "[reply to user turn 2]" in judged
+
+
+def test_principle_scores_only_from_a_head_that_trained(tmp_path):
+    stage = tmp_path / "rm"
+    stage.mkdir()
+    (stage / "final_metrics.json").write_text('{"loss": 0.5, "principle_accuracy/empathy": NaN}')
+    assert not evaluate.principle_head_trained(str(stage))
+    (stage / "final_metrics.json").write_text('{"loss": 0.5}')
+    assert not evaluate.principle_head_trained(str(stage))
+    (stage / "final_metrics.json").write_text('{"principle_accuracy/empathy": 0.8}')
+    assert evaluate.principle_head_trained(str(stage))
+    assert evaluate.principle_head_trained(str(tmp_path / "hf_dir"))  # no metrics: HF directory
