@@ -81,17 +81,13 @@ def _truncation(
     full_lengths: dict[int, int],
     ct: templating.ChatTokenizer,
     max_lens: Sequence[int],
+    assistant_total: int = 0,
 ) -> dict[str, Any]:
     """Rows each policy changes at each max_len (exact: long rows are re-tokenized), and for
-    conversations the share of assistant tokens that stay targets under keep_last_turns and
-    under `data.windows`."""
+    conversations the share of the `assistant_total` assistant tokens (of every row, uncut) that
+    stay targets under keep_last_turns and under `data.windows`."""
     out = {}
     conversations = bool(examples) and isinstance(examples[0], Conversation)
-    everything = SkipCounter()
-    if conversations:  # assistant tokens of every tokenizable row, none cut
-        templating.tokenize_examples(
-            examples, ct, templating.Truncation(10**9), on_error="skip", skips=everything
-        )
     for max_len in max_lens:
         long_rows = [i for i, n in full_lengths.items() if n > max_len]
         keep = SkipCounter()
@@ -105,7 +101,7 @@ def _truncation(
             "keep_last_turns_skips": keep.total_skipped,
         }
         if conversations:
-            total = everything.assistant_tokens[0]
+            total = assistant_total
             lost = keep.assistant_tokens[0] - keep.assistant_tokens[1]
             windows = SkipCounter()
             wtrunc = templating.Truncation(max_len, "keep_last_turns", windows=True)
@@ -184,7 +180,7 @@ def audit_split(
                 if len(where[kind]) < _MAX_EXAMPLES and e.id not in where[kind]:
                     where[kind].append(e.id)
     report["pii"] = {"hits": dict(hits), "ids": dict(where)}
-    report["truncation"] = _truncation(examples, full, ct, max_lens)
+    report["truncation"] = _truncation(examples, full, ct, max_lens, skips.assistant_tokens[0])
     return report, arrays
 
 
