@@ -543,3 +543,4 @@ def test_template_not_turn_by_turn_falls_back_and_says_so():
     assert skips.events["conversation: opening assistant turn kept as context only (chat template)"]
     text = tok.decode(out[0].tokens[out[0].loss_mask])
     assert "Tell me." in text and "Hello" not in text
+    assert skips.assistant_tokens == [out[0].loss_mask.sum()] * 2

@@ -428,13 +428,15 @@ def _tokenize_conversation_slow(
     """`tokenize_conversation` for templates that are not a prefix plus one piece per turn:
     renders the conversation again for each exchange it drops (no windows)."""
     messages = conv.messages
-    dropped = 0
+    dropped, total = 0, None
     while True:
         ids, mask = _conversation_ids(ct, conv, messages)
+        total = int(mask.sum()) if total is None else total  # of the whole conversation
         if len(ids) <= trunc.max_len:
             break
         if trunc.policy != "keep_last_turns":
             _too_long(conv, trunc, len(ids), "messages", skips)
+            skips.count_assistant_tokens(total, 0)
             return None
         shorter = _drop_oldest_exchange(messages)
         if shorter is None:
@@ -452,8 +454,10 @@ def _tokenize_conversation_slow(
                 f"{trunc.max_len}",
                 f"{conv.file}: row {conv.row}",
             )
+            skips.count_assistant_tokens(total, 0)
             return None
         skips.count("conversation: cut the end to fit max_len")
+    skips.count_assistant_tokens(total, int(mask.sum()))
     return TokenizedConversation(ids, mask, index)
 
 
