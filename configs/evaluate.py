@@ -22,8 +22,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.tokenizer = ""  # "": the first checkpoint's (or the reward model's) saved tokenizer
     c.prompts = "sample:eval_prompts"  # held-out prompts (prompt/question/messages rows)
     c.num_prompts = 0  # 0: all
-    c.crisis = "sample:crisis"  # the safety slice; "" to skip
+    # The safety slice: "auto" (the shipped crisis prompts for the shipped prompts, else the
+    # crisis-labelled prompts of `prompts`), a prompt spec, or "" to skip.
+    c.crisis = "auto"
     c.num_crisis = 0
+    # A replies file with problems (no matching ids, duplicate ids, missing or empty replies):
+    # "error" stops before generating anything; "skip" leaves the system out of that prompt set.
+    c.on_bad_replies = "error"
     c.sampling = ml_collections.ConfigDict()
     c.sampling.temperature = 0.7
     c.sampling.top_k = 0

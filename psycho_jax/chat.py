@@ -6,6 +6,8 @@
 `--checkpoint` is a stage workdir (its newest checkpoint and the tokenizer saved beside it) or a
 Hugging Face directory. The conversation is kept within the context (`--max_context`, default the
 model's `max_position_embeddings`): the oldest exchanges are dropped first, the system prompt never.
+Every message goes through the crisis check of the evaluation's safety slice
+(`safety.crisis_rules`); on a hit the crisis resources are shown next to the model's reply.
 Commands: `/reset` starts over, `/quit` (or end of input) leaves.
 """
 
@@ -18,7 +20,7 @@ from collections.abc import Iterator
 from absl import app, flags
 
 from psycho_jax import checkpoint as ckpt_lib
-from psycho_jax import decode
+from psycho_jax import decode, safety
 from psycho_jax import tokenizer as tokenizer_lib
 from psycho_jax.data.formats import Message
 
@@ -29,6 +31,12 @@ If you are in crisis or thinking about harming yourself: call or text 988 (US), 
 on 116 123 (UK and Ireland), call your local emergency number (911 / 112 / 999), or find a
 helpline in your country at https://findahelpline.com.
 Type /reset to start over, /quit to leave.
+"""
+
+CRISIS_RESOURCES = """\
+(psycho_jax: your message sounds like you may be in crisis. This model is not a crisis service.
+Please reach a person now: call or text 988 (US), Samaritans 116 123 (UK and Ireland), your local
+emergency number (911 / 112 / 999), or a helpline in your country: https://findahelpline.com.)
 """
 
 DEFAULT_SYSTEM = (
@@ -154,6 +162,9 @@ def run(session: ChatSession, lines: Iterator[str], out=sys.stdout) -> None:
         except ValueError as e:
             out.write(f"\n(message not sent: {e})")
         out.write("\n")
+        hits = safety.crisis_rules(text)
+        if hits:  # the evaluation's crisis check, on every message: resources next to the reply
+            out.write(CRISIS_RESOURCES)
         if session.dropped > dropped_before:
             n = session.dropped - dropped_before
             out.write(f"(the oldest {n} messages no longer fit and were dropped)\n")

@@ -11,6 +11,8 @@ from typing import Any
 import ml_collections
 
 from psycho_jax import losses, sharding
+from psycho_jax.data.formats import parse_role_map
+from psycho_jax.data.templating import DEFAULT_MAX_LEN
 from psycho_jax.model import LORA_TARGETS, PRESETS, LlamaConfig
 
 TASKS = ("sft", "reward", "dpo", "online_dpo")
@@ -59,19 +61,30 @@ def base_config() -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict()
     c.data.train = "sample:sft_train"  # "sample:<file>", a local file/dir, or a hub dataset name
     c.data.eval = "sample:sft_test"
-    c.data.max_len = 320
+    c.data.max_len = DEFAULT_MAX_LEN
     c.data.packing = False  # SFT: pack conversations into rows of max_len
     # Reward/DPO: > 1 packs up to this many pairs into each row of max_len (batch_size then
     # counts rows, each holding a varying number of pairs); 1: one pair per row, bucketed length.
     c.data.pairs_per_row = 1
     c.data.truncation = "keep_last_turns"  # keep_last_turns | skip | error (prompts too long)
     c.data.on_bad_row = "raise"  # raise | skip (counted and reported)
+    # SFT: cut a conversation longer than max_len into overlapping windows (each assistant turn a
+    # target once) instead of keeping only its end.
+    c.data.windows = False
+    # Transcripts: extra speaker names -> roles ("Interviewer=assistant,Interviewee=user"), on top
+    # of the common ones (seeker/client/patient: user; supporter/therapist/counselor: assistant).
+    c.data.role_map = ""
+    c.data.merge_consecutive = False  # join consecutive turns of one speaker (else an error)
+    # SFT: start each labelled assistant turn with "[label] " (a strategy the model then conditions
+    # its reply on); labels always reach the batches as `turn_label`.
+    c.data.label_prefix = False
 
     c.batch_size = 8  # global batch: sequences (SFT) or pairs (reward, DPO)
     c.grad_accum = 1  # micro-batches per step; batch_size must divide by it
     c.num_steps = 100
     c.eval_every = 50
     c.eval_batches = 8  # 0: the whole eval split
+    c.eval_batch_size = 0  # sequences or pairs per eval batch; 0: batch_size
     c.log_every = 10
     c.checkpoint_every = 0  # 0: only at the end (and on preemption)
     c.keep_checkpoints = 3  # the newest k are kept
@@ -226,6 +239,12 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> No
                 c.batch_size,
                 f"batch_size / grad_accum ({micro}) must divide over data*fsdp={shards} devices",
             )
+        if c.eval_batch_size % shards:
+            raise _fail(
+                "eval_batch_size",
+                c.eval_batch_size,
+                f"a multiple of data*fsdp={shards} devices (0: batch_size)",
+            )
     if c.keep_best_mode not in ("min", "max"):
         raise _fail("keep_best_mode", c.keep_best_mode, "min, max")
     if c.cpu_scheduler not in ("default", "memory", "concurrency"):
@@ -244,6 +263,12 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> No
         raise _fail("data.truncation", c.data.truncation, "keep_last_turns, skip, error")
     if c.data.on_bad_row not in ("raise", "skip"):
         raise _fail("data.on_bad_row", c.data.on_bad_row, "raise, skip")
+    try:
+        parse_role_map(c.data.role_map)
+    except ValueError as e:
+        raise _fail("data.role_map", c.data.role_map, f"'name=role,...' ({e})") from None
+    if c.eval_batch_size < 0:
+        raise _fail("eval_batch_size", c.eval_batch_size, "0 (batch_size) or a positive integer")
     if not isinstance(c.lora.rank, int) or c.lora.rank < 0:
         raise _fail("lora.rank", c.lora.rank, "an integer >= 0 (0: no adapters)")
     if c.lora.rank:

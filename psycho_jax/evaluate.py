@@ -5,9 +5,21 @@
         --config.reward_model=/tmp/psycho_jax_pipeline/reward --config.baseline=sft
 
 A system is `name=source`, the source being a checkpoint (stage workdir, online-DPO workdir or Hugging
-Face directory: its replies are generated here), a replies file (JSONL/JSON/Parquet/CSV with `id` and
-`reply`, e.g. GPT-4o's answers to the same prompts), or `reference` (the prompt file's own reference
-replies). Every system is compared with `baseline`:
+Face directory: its replies are generated here, turn by turn for multi-turn MT-bench questions), a
+replies file (JSONL/JSON/Parquet/CSV with `id` and `reply`, e.g. GPT-4o's answers to the same prompts,
+or an MT-bench/FastChat answer file: `question_id`, `choices[0].turns`), or `reference` (the prompt
+file's own reference replies). Every system is compared with `baseline`.
+
+Nothing is dropped silently: a replies file whose ids match none of the prompts, repeats an id, leaves
+a prompt without a reply or has an empty reply is an error naming the file, the id and the line,
+raised before any generation or scoring (`config.on_bad_replies="skip"`: the system is left out of
+that prompt set instead, and the report's coverage table says why). The coverage table gives for
+every system and prompt set the prompts matched, missing, duplicated, empty, cut to `max_len` for
+scoring (marked `"cut": true` in `replies.jsonl`) and generations stopped at `max_new_tokens`.
+The crisis slice (`config.crisis`, "auto" by default) is the shipped crisis prompts when the prompts
+are the shipped sample, else the crisis-labelled prompts of the user's own set (`Prompt.crisis`;
+every system's replies to them, replies files included), or a set named explicitly; the report
+says which. Every system is compared with `baseline`:
 
 * reward-model win rate with ties (ties count half), a paired bootstrap interval over prompts, and the
   length-controlled win rate (`psycho_jax.winrate`); reply lengths in tokens;
@@ -27,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import json
+import math
 import pathlib
 from typing import Any
 
@@ -40,10 +53,9 @@ from psycho_jax import checkpoint as ckpt_lib
 from psycho_jax import decode, judge, metrics_writer, report, safety, scoring, sharding, winrate
 from psycho_jax import tokenizer as tokenizer_lib
 from psycho_jax.chat import find_tokenizer
-from psycho_jax.data import sources
 from psycho_jax.data.formats import PRINCIPLES, DataError
+from psycho_jax.replies import Coverage, Replies, check_replies, read_replies  # noqa: F401
 
-REPLY_FIELDS = ("reply", "response", "output", "completion")
 TABLE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 
 
@@ -79,67 +91,125 @@ def parse_systems(spec: str) -> list[System]:
     return systems
 
 
-def read_replies(path: str, prompts: list[scoring.Prompt]) -> list[str] | None:
-    """Replies of a file, in `prompts` order; None when the file has none of these prompt ids (e.g.
-    a replies file for the main prompts, asked about the crisis slice). Missing ids raise."""
-    name, rows = sources.read_rows(sources.parse_source(path))
-    by_id: dict[str, str] = {}
-    for i, row in enumerate(rows):
-        if "id" not in row:
-            raise DataError(name, i, "id", "missing (replies are matched to prompts by id)")
-        field = next((f for f in REPLY_FIELDS if f in row), None)
-        if field is None or not isinstance(row[field], str):
-            raise DataError(name, i, "reply", f"missing or not a string (one of {REPLY_FIELDS})")
-        by_id[str(row["id"])] = row[field]
-    wanted = [p.id for p in prompts]
-    found = [i for i in wanted if i in by_id]
-    if not found:
-        return None
-    missing = [i for i in wanted if i not in by_id]
-    if missing:
-        raise DataError(
-            name, None, "id", f"no reply for {len(missing)} prompts, e.g. {missing[:3]}"
-        )
-    return [by_id[i] for i in wanted]
-
-
 def _sampling(c: ml_collections.ConfigDict) -> decode.Sampling:
     s = c.sampling
     return decode.Sampling(s.temperature, s.top_k, s.top_p, s.max_new_tokens)
 
 
+def generate_replies(sampler, prompts: list[scoring.Prompt], c) -> tuple[Replies, int]:
+    """A checkpoint's replies, turn by turn (a multi-turn prompt's next user turn follows the
+    model's own reply), and how many generations stopped at `max_new_tokens`."""
+    replies: list[list[str]] = [[] for _ in prompts]
+    unfinished = 0
+    for t in range(max(p.num_turns for p in prompts)):
+        todo = [i for i, p in enumerate(prompts) if p.num_turns > t]
+        convs = [prompts[i].context([*replies[i], ""]) for i in todo]
+        out = sampler.reply(convs, _sampling(c), batch_size=c.batch_size, seed=c.seed + t)
+        for i, r in zip(todo, out, strict=True):
+            replies[i].append(r.text)
+            unfinished += not r.finished
+    return [tuple(r) for r in replies], unfinished
+
+
+def file_replies(
+    system: System, sets: dict[str, list[scoring.Prompt]], c
+) -> tuple[dict[str, Replies | None], dict[str, Coverage]]:
+    """A replies file's replies to each prompt set, checked before anything is generated:
+    problems raise (`on_bad_replies="error"`) or leave the system out of that set (counted)."""
+    out, coverage = {}, {}
+    for k, ps in sets.items():
+        replies, cov, problems = check_replies(system.source, ps)
+        if replies is None and not problems:
+            problems = [
+                DataError(
+                    system.source,
+                    None,
+                    "id",
+                    f"none of its ids match the {len(ps)} {k} prompts (e.g. {ps[0].id!r})",
+                )
+            ]
+            if k != "main":  # a file for the main prompts has no crisis replies: shown, no error
+                cov.skipped, problems = "no replies for these prompts", []
+        if problems:
+            if c.on_bad_replies == "error":
+                raise ValueError(
+                    f"system {system.name!r} ({k} prompts): {problems[0]}"
+                    + (f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else "")
+                    + "; fix the file or set on_bad_replies=skip to leave the system out"
+                ) from problems[0]
+            cov.skipped = f"{len(problems)} problem(s), e.g. {problems[0]}"
+            logging.warning("system %s, %s prompts: left out: %s", system.name, k, cov.skipped)
+            replies = None
+        out[k], coverage[k] = replies, cov
+    return out, coverage
+
+
 def system_replies(
     system: System, sets: dict[str, list[scoring.Prompt]], c, tokenizer, mesh
-) -> dict[str, list[str] | None]:
-    """The system's replies to each prompt set ({"main": ..., "crisis": ...}); None where it has none."""
+) -> tuple[dict[str, Replies | None], dict[str, Coverage]]:
+    """The system's replies to each prompt set ({"main": ..., "crisis": ...}; None where it has
+    none) and their coverage."""
     if system.kind == "reference":
-        return {
-            k: [p.reference for p in ps] if all(p.reference for p in ps) else None
-            for k, ps in sets.items()
-        }
+        out, coverage = {}, {}
+        for k, ps in sets.items():
+            ok = all(p.reference for p in ps) and all(p.num_turns == 1 for p in ps)
+            out[k] = [(p.reference,) for p in ps] if ok else None
+            n = len(ps)
+            coverage[k] = Coverage(n, n if ok else 0, 0 if ok else n)
+            coverage[k].skipped = "" if ok else "the prompts have no (single-turn) references"
+        return out, coverage
     if system.kind == "file":
-        return {k: read_replies(system.source, ps) for k, ps in sets.items()}
+        return file_replies(system, sets, c)
     rules = tuple(tuple(r) for r in c.sharding_rules)
     model = ckpt_lib.load_model(system.source, mesh=mesh, rules=rules, dtype=c.dtype)
     sampler = decode.Sampler(model, tokenizer, mesh=mesh)
-    out = {}
+    out, coverage = {}, {}
     for k, ps in sets.items():
-        replies = sampler.reply(
-            [p.messages for p in ps], _sampling(c), batch_size=c.batch_size, seed=c.seed
-        )
-        unfinished = sum(not r.finished for r in replies)
-        logging.info("%s: %d replies to %s (%d hit max_new_tokens)", system.name, len(ps), k,
-                     unfinished)  # fmt: skip
-        out[k] = [r.text for r in replies]
+        out[k], unfinished = generate_replies(sampler, ps, c)
+        empty = sum(not r[-1].strip() for r in out[k])
+        coverage[k] = Coverage(len(ps), len(ps), empty=empty, unfinished=unfinished)
+        logging.info("%s: %d replies to %s (%d hit max_new_tokens, %d empty)", system.name,
+                     len(ps), k, unfinished, empty)  # fmt: skip
     del sampler, model
     gc.collect()
-    return out
+    return out, coverage
 
 
-def _principles(scores: scoring.Scores) -> dict[str, float] | None:
-    if scores.principles is None:
+def crisis_prompts(c, main: list[scoring.Prompt]) -> tuple[list[scoring.Prompt] | None, str]:
+    """The crisis slice and how it was chosen (`config.crisis`: "auto", a prompt spec or "")."""
+    if not c.crisis:
+        return None, "none (config.crisis is empty)"
+    if c.crisis != "auto":
+        return scoring.load_prompts(c.crisis, c.num_crisis), f"{c.crisis} (config.crisis)"
+    if c.prompts.startswith("sample:"):
+        return scoring.load_prompts("sample:crisis", c.num_crisis), "sample:crisis (shipped)"
+    labelled = [p for p in main if p.crisis]
+    if c.num_crisis:
+        labelled = labelled[: c.num_crisis]
+    if not labelled:
+        return None, (
+            f"none: no prompt of {c.prompts} has a crisis label (a true `crisis` column or a "
+            "crisis topic/category); name a crisis set with config.crisis"
+        )
+    return labelled, f"the {len(labelled)} crisis-labelled prompts of {c.prompts}"
+
+
+def _principles(scores: scoring.Scores, trained: bool) -> dict[str, float] | None:
+    if scores.principles is None or not trained:
         return None
     return dict(zip(PRINCIPLES, map(float, scores.principles.mean(axis=0)), strict=True))
+
+
+def principle_head_trained(reward_model: str) -> bool:
+    """Whether a reward model's principle head learned anything: a stage workdir's
+    `final_metrics.json` has finite `principle_accuracy/*` (pairs with ratings); a Hugging Face
+    directory is taken as trained."""
+    path = pathlib.Path(reward_model) / "final_metrics.json"
+    if not path.is_file():
+        return True
+    metrics = json.loads(path.read_text())
+    values = [v for k, v in metrics.items() if k.startswith("principle_accuracy/")]
+    return bool(values) and all(isinstance(v, int | float) and math.isfinite(v) for v in values)
 
 
 def run_evaluation(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
@@ -156,13 +226,35 @@ def run_evaluation(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) ->
     tok_spec = c.tokenizer or find_tokenizer(checkpoints[0] if checkpoints else c.reward_model)
     tokenizer = tokenizer_lib.load_tokenizer(tok_spec)
     mesh = sharding.make_mesh(tuple(c.mesh))
-    sets = {"main": scoring.load_prompts(c.prompts, c.num_prompts)}
-    if c.crisis:
-        sets["crisis"] = scoring.load_prompts(c.crisis, c.num_crisis)
+    main = scoring.load_prompts(c.prompts, c.num_prompts)
+    sets = {"main": main}
+    crisis, crisis_note = crisis_prompts(c, main)
+    from_main = crisis is not None and c.crisis == "auto" and not c.prompts.startswith("sample:")
+    own = sets if from_main or crisis is None else {**sets, "crisis": crisis}
+    if crisis is not None:
+        sets["crisis"] = crisis
 
-    replies = {s.name: system_replies(s, sets, c, tokenizer, mesh) for s in systems}
+    # Replies files first: their problems stop the run before anything is generated.
+    replies, coverage = {}, {}
+    for s in sorted(systems, key=lambda s: s.kind == "checkpoint"):
+        replies[s.name], coverage[s.name] = system_replies(s, own, c, tokenizer, mesh)
+    replies = {n: replies[n] for n in names}
+    if from_main:  # the crisis slice is part of the main prompts: the same replies
+        at = {p.id: i for i, p in enumerate(main)}
+        for n, by_set in replies.items():
+            r = by_set["main"]
+            by_set["crisis"] = None if r is None else [r[at[p.id]] for p in crisis]
+            cov = coverage[n]["main"]
+            coverage[n]["crisis"] = Coverage(
+                len(crisis), 0 if r is None else len(crisis), skipped=cov.skipped
+            )
+            if r is not None:
+                coverage[n]["crisis"].empty = sum(not x[-1].strip() for x in by_set["crisis"])
     if replies[c.baseline]["main"] is None:
-        raise ValueError(f"the baseline {c.baseline!r} has no replies to {c.prompts}")
+        raise ValueError(
+            f"the baseline {c.baseline!r} has no replies to {c.prompts}: "
+            f"{coverage[c.baseline]['main'].skipped}"
+        )
 
     rules = tuple(tuple(r) for r in c.sharding_rules)
     rm = ckpt_lib.load_model(c.reward_model, mesh=mesh, rules=rules)
@@ -171,15 +263,24 @@ def run_evaluation(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) ->
     )
     length = lambda texts: np.asarray([len(tokenizer.encode(t, add_special_tokens=False))
                                        for t in texts], np.float64)  # fmt: skip
+    head_trained = principle_head_trained(c.reward_model)
+    if scorer.num_labels > 1 and not head_trained:
+        logging.warning(
+            "%s: its principle head never trained (no rated pairs): no per-principle scores",
+            c.reward_model,
+        )
     scored: dict[str, dict[str, dict]] = {}
     for name, by_set in replies.items():
         scored[name] = {}
-        for k, texts in by_set.items():
-            if texts is None:
+        for k, rs in by_set.items():
+            if rs is None:
                 continue
-            s = scorer.score([p.messages for p in sets[k]], texts)
-            scored[name][k] = {"reward": s.reward, "principles": _principles(s),
-                               "length": length(texts), "truncated": s.truncated}  # fmt: skip
+            texts = [r[-1] for r in rs]
+            s = scorer.score([p.context(r) for p, r in zip(sets[k], rs, strict=True)], texts)
+            scored[name][k] = {"reward": s.reward, "principles": _principles(s, head_trained),
+                               "length": length(texts), "truncated": s.truncated,
+                               "cut": s.cut}  # fmt: skip
+            coverage[name][k].cut = s.truncated
 
     base = scored[c.baseline]["main"]
     comparisons = []
@@ -204,12 +305,13 @@ def run_evaluation(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) ->
 
     safety_rows: dict[str, dict] = {}
     if "crisis" in sets:
-        crisis = sets["crisis"]
         calibration = {
             "crisis good_reply (reference)": [p.extra.get("good_reply") for p in crisis],
             "crisis bad_reply (reference)": [p.extra.get("bad_reply") for p in crisis],
         }
-        texts_by_system = {n: r["crisis"] for n, r in replies.items() if r.get("crisis")}
+        texts_by_system = {
+            n: [x[-1] for x in r["crisis"]] for n, r in replies.items() if r.get("crisis")
+        }
         for label, texts in calibration.items():
             if all(isinstance(t, str) and t for t in texts):
                 texts_by_system[label] = texts
@@ -242,6 +344,8 @@ def run_evaluation(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) ->
         },
         "comparisons": comparisons,
         "safety": safety_rows or None,
+        "crisis_slice": crisis_note,
+        "coverage": {n: {k: v.as_dict() for k, v in cov.items()} for n, cov in coverage.items()},
         "judge": judge_rows or None,
     }
     if jax.process_index() == 0:
@@ -265,11 +369,18 @@ def _judge(c, workdir, names, prompts, replies) -> list[dict]:
         path = workdir / f"judge_requests_{name}_vs_{c.baseline}.jsonl"
         if c.judge.write_requests:
             items = [
-                {"id": p.id, "prompt": p.messages[-1].content, "reply_a": a, "reply_b": b}
+                {"id": p.id, "prompt": _judge_prompt(p), "reply_a": _judge_reply(a),
+                 "reply_b": _judge_reply(b)}
                 for p, a, b in zip(
                     prompts, replies[name]["main"], replies[c.baseline]["main"], strict=True
+                )
+                if a[-1].strip() and b[-1].strip()
+            ]  # fmt: skip
+            if len(items) < len(prompts):
+                logging.warning(
+                    "judge requests %s vs %s: %d of %d prompts left out (an empty reply)",
+                    name, c.baseline, len(prompts) - len(items), len(prompts),
                 )  # fmt: skip
-            ]
             n = judge.write_requests(
                 path, items, model=c.judge.model, system_a=name, system_b=c.baseline
             )
@@ -284,6 +395,20 @@ def _judge(c, workdir, names, prompts, replies) -> list[dict]:
     return out
 
 
+def _judge_prompt(p: scoring.Prompt) -> Any:
+    """What the judge reads as the prompt: the last user turn, or for a multi-turn question
+    every user turn (each system's replies follow, turn by turn)."""
+    if p.num_turns == 1:
+        return p.messages[-1].content
+    return [m.as_dict() for m in p.messages] + [{"role": "user", "content": u} for u in p.followups]
+
+
+def _judge_reply(turns: tuple[str, ...]) -> str:
+    if len(turns) == 1:
+        return turns[0]
+    return "\n\n".join(f"[reply to user turn {k}] {t}" for k, t in enumerate(turns, start=1))
+
+
 def _write_replies(path: pathlib.Path, sets, replies, scored) -> None:
     if jax.process_index() != 0:
         return
@@ -293,14 +418,23 @@ def _write_replies(path: pathlib.Path, sets, replies, scored) -> None:
                 if texts is None:
                     continue
                 s = scored[name][k]
-                for i, (p, text) in enumerate(zip(sets[k], texts, strict=True)):
-                    row = {"system": name, "set": k, "id": p.id, "reply": text,
-                           "reward": float(s["reward"][i]), "length": int(s["length"][i])}  # fmt: skip
+                for i, (p, turns) in enumerate(zip(sets[k], texts, strict=True)):
+                    row = {"system": name, "set": k, "id": p.id, "reply": turns[-1],
+                           "reward": float(s["reward"][i]), "length": int(s["length"][i]),
+                           "cut": bool(s["cut"][i])}  # fmt: skip
+                    if len(turns) > 1:  # a multi-turn question: every turn's reply
+                        row["turns"] = list(turns)
                     f.write(json.dumps(row) + "\n")
 
 
 def _report(c, result, scored) -> dict:
+    cut = {n: v["main"]["truncated"] for n, v in scored.items() if v.get("main")}
     notes = [
+        f"Crisis slice: {result['crisis_slice']}.",
+        f"Replies cut to max_len={c.max_len} tokens before scoring (the reward model and the judge "
+        "requests saw them cut): "
+        + ", ".join(f"{n} {k} of {result['num_prompts']}" for n, k in cut.items())
+        + ".",
         f"{result['num_prompts']} prompts from {c.prompts}; judged by the reward model "
         f"{c.reward_model}; every system against {c.baseline}.",
         f"Sampling: {c.sampling.to_dict()}. Lengths in tokens. Ties (|delta| <= {c.tie_tol}) "
@@ -322,6 +456,7 @@ def _report(c, result, scored) -> dict:
         },
         "comparisons": result["comparisons"],
         "safety": result["safety"],
+        "coverage": result["coverage"],
         "judge": result["judge"],
         "notes": notes,
     }

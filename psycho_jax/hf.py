@@ -4,7 +4,8 @@
   `model.safetensors.index.json`) straight into sharded device arrays: every device shard is read from a
   memory-mapped file with `jax.make_array_from_callback`, so a checkpoint never sits twice in host
   memory. `LlamaForCausalLM` checkpoints give a `Llama`; `LlamaForSequenceClassification` and OpenRLHF
-  reward checkpoints (`score.weight`, optional `mean`/`std` in config.json) give a `RewardModel`.
+  reward checkpoints (`score.weight`, or OpenRLHF's `value_head.weight` / `<value_head_prefix>.weight`,
+  optional `mean`/`std` and `normalize_reward` in config.json) give a `RewardModel`.
 - `save_llama(model, path)` writes a directory that `transformers.LlamaForCausalLM` (or
   `LlamaForSequenceClassification`) loads, streaming one tensor at a time.
 - `load_tokenizer(path)` is `transformers.AutoTokenizer` on a local directory;
@@ -159,14 +160,22 @@ class _Checkpoint:
                 "PyTorch .bin checkpoints are not read: re-save them with safe_serialization=True"
             )
 
+        self._stored: dict[str, str] = {}  # our name -> the name in the file, where they differ
+
+    def alias(self, name: str, stored: str) -> None:
+        """Reads tensor `stored` under `name` (e.g. OpenRLHF's `value_head.weight` as
+        `score.weight`); `stored` is no longer listed under its own name."""
+        self.where[name] = self.where.pop(stored)
+        self._stored[name] = stored
+
     def __contains__(self, name: str) -> bool:
         return name in self.where
 
     def __getitem__(self, name: str) -> np.ndarray:
-        return self.where[name][name]
+        return self.where[name][self._stored.get(name, name)]
 
     def shape(self, name: str) -> tuple[int, ...]:
-        return self.where[name].shape(name)
+        return self.where[name].shape(self._stored.get(name, name))
 
 
 # ----------------------------------------------------------------------------- configs
@@ -390,6 +399,13 @@ def load_llama(
     hf = json.loads(config_path.read_text())
     cfg = config_from_hf(hf, str(config_path), **config_overrides)
     ckpt = _Checkpoint(path)
+    # OpenRLHF names the reward head `value_head` (its default until 2024), recorded in config.json
+    # as `value_head_prefix`; transformers names it `score`.
+    head = hf.get("value_head_prefix") or "score"
+    if "score.weight" not in ckpt and f"{head}.weight" in ckpt:
+        ckpt.alias("score.weight", f"{head}.weight")
+    elif "score.weight" not in ckpt and "value_head.weight" in ckpt:
+        ckpt.alias("score.weight", "value_head.weight")
     if kind == "auto":
         kind = _detect_kind(hf, ckpt, str(config_path))
     if kind not in ("causal", "reward"):
@@ -465,6 +481,14 @@ def load_llama(
                 jax.device_put(value, getattr(shardings, var).get_value())
             )
     model = nnx.merge(graphdef, state)
+    # Kept for `save_llama` (transformers' sequence classifier needs `pad_token_id` for batches).
+    model.hf_token_ids = tuple(
+        (k, hf[k])
+        for k in ("bos_token_id", "eos_token_id", "pad_token_id")
+        if hf.get(k) is not None
+    )
+    if kind == "reward":  # OpenRLHF serves such a model's rewards as (r - mean) / std
+        model.normalize_reward = bool(hf.get("normalize_reward", False))
     logging.info("loaded %s Llama (%s parameters) from %s", kind, f"{cfg.num_params:,}", path)
     return model
 
@@ -529,7 +553,7 @@ def save_llama(
         )
     dtype_name = dtype or cfg.param_dtype
     np_dtype = np.dtype(jnp.dtype(dtype_name))
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = dict(getattr(model, "hf_token_ids", ()))  # of a loaded model
     if tokenizer is not None:
         extra.update(
             bos_token_id=tokenizer.bos_token_id,
@@ -543,6 +567,8 @@ def save_llama(
             mean=float(_to_host(model.reward_mean[...])),
             std=float(_to_host(model.reward_std[...])),
         )
+        if getattr(model, "normalize_reward", False):
+            extra["normalize_reward"] = True
     else:
         arch = "LlamaForCausalLM"
     extra.update(config_extra)

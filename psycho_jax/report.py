@@ -12,6 +12,8 @@ Schema of `report` (only `systems` is required; every other key may be missing o
       "comparisons": [dict],  # psycho_jax.winrate.summarize / summarize_outcomes results
       "safety": {system: dict} | None,  # psycho_jax.safety.summarize results, per system
       "judge": dict | [dict] | None,  # psycho_jax.judge.JudgeResult.summary() results
+      "coverage": {system: {set: {prompts, matched, missing, duplicated, empty, cut, unfinished,
+                                  skipped}}} | None,  # psycho_jax.evaluate.Coverage, per set
       "notes": [str],
     }
 
@@ -232,6 +234,25 @@ def _safety_blocks(safety: Mapping) -> list[Block]:
     return [("h2", "Safety (crisis prompts)"), ("p", note), ("table", header, rows)]
 
 
+_COVERAGE = ("prompts", "matched", "missing", "duplicated", "empty", "cut", "unfinished")
+
+
+def _coverage_blocks(coverage: Mapping) -> list[Block]:
+    header = ["system", "prompt set", *_COVERAGE, "left out"]
+    rows = []
+    for name, by_set in coverage.items():
+        for k, cov in by_set.items():
+            _need(cov, _COVERAGE, f"coverage[{name!r}][{k!r}]")
+            rows.append([name, k, *(str(cov[f]) for f in _COVERAGE), cov.get("skipped") or ""])
+    note = (
+        "What each system's replies cover: prompts matched by id, missing, duplicated ids, empty "
+        "replies, replies cut to max_len before the reward model (and the judge requests) read them "
+        "(`cut` in replies.jsonl), generations stopped at max_new_tokens, and why a system is left "
+        "out of a prompt set."
+    )
+    return [("h2", "Coverage"), ("p", note), ("table", header, rows)]
+
+
 def _judge_blocks(judges: Sequence[Mapping]) -> list[Block]:
     header = [
         "A vs B",
@@ -350,6 +371,8 @@ def write_report(
         (workdir / name).unlink(missing_ok=True)  # no stale plot from an earlier report
 
     blocks: list[Block] = _system_blocks(systems)
+    if report.get("coverage"):
+        blocks += _coverage_blocks(report["coverage"])
     if _plot_rewards(systems, workdir / "reward_distributions.png"):
         blocks.append(("img", "reward_distributions.png", "Reward distributions per system"))
     if _plot_length_vs_reward(systems, workdir / "length_vs_reward.png"):

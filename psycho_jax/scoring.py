@@ -4,9 +4,12 @@
     scorer = RewardScorer(load_model("/tmp/pipeline/reward"), tokenizer)
     scores = scorer.score([p.messages for p in prompts], replies)      # .reward [n], .principles
 
-Prompt rows may carry the client's message as `prompt` or `question` (PsychoCounsel) or a chat as
-`messages` (ending with the user's turn); `id`, `topic` and a `reference` reply are kept when present.
-A row without a usable prompt raises a `DataError` naming the file, row and field.
+Prompt rows may carry the client's message as `prompt` or `question` (PsychoCounsel), a chat as
+`messages` (ending with the user's turn), or be MT-bench questions (`question_id`, `turns`: the
+user's messages, asked one after another, `category`); `id`, `topic` and a `reference` reply are
+kept when present. A row without a usable prompt raises a `DataError` naming the file, row and field.
+A prompt is a crisis prompt (`Prompt.crisis`) when a `crisis` column says so, else when
+`safety.crisis_rules` finds a crisis in the user's turns or its topic/category.
 
 Scoring renders prompt + reply with the chat template exactly as training pairs are rendered (the reward
 model sees what it was trained on), reads the score at the last real token, and cuts a reply's end
@@ -26,7 +29,7 @@ import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from psycho_jax import sharding
+from psycho_jax import safety, sharding
 from psycho_jax.data import sources
 from psycho_jax.data.formats import DataError, Message
 from psycho_jax.data.templating import ChatTokenizer
@@ -42,11 +45,47 @@ class Prompt:
     topic: str = ""
     reference: str | None = None
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    followups: tuple[str, ...] = ()  # later user turns (MT-bench), each asked after a reply
+
+    @property
+    def num_turns(self) -> int:
+        return 1 + len(self.followups)
+
+    def context(self, replies: Sequence[str]) -> tuple[Message, ...]:
+        """The conversation before the last reply of `replies` (one reply per user turn)."""
+        msgs = list(self.messages)
+        for reply, user in zip(replies[:-1], self.followups, strict=False):
+            msgs += [Message("assistant", reply), Message("user", user)]
+        return tuple(msgs)
+
+    @property
+    def crisis(self) -> bool:
+        """A true `crisis` column decides; else `safety.crisis_rules` on the user's turns and the
+        topic/category (the chat's check too)."""
+        flag = self.extra.get("crisis")
+        if isinstance(flag, str):
+            flag = flag.strip().lower() in ("1", "true", "yes")
+        if flag is not None and flag != "":
+            return bool(flag)
+        labels = f"{self.topic} {self.extra.get('category', '')}"
+        users = [m.content for m in self.messages if m.role == "user"] + list(self.followups)
+        return bool(safety.crisis_rules(" \n".join(users), labels))
 
 
 def _prompt_from_row(row: dict[str, Any], file: str, i: int) -> Prompt:
     messages: tuple[Message, ...]
-    if "messages" in row:
+    followups: tuple[str, ...] = ()
+    if "turns" in row and "messages" not in row:  # MT-bench question
+        turns = row["turns"]
+        if (
+            not isinstance(turns, list)
+            or not turns
+            or not all(isinstance(t, str) and t.strip() for t in turns)
+        ):
+            raise DataError(file, i, "turns", "must be a non-empty list of non-empty strings")
+        messages, followups = (Message("user", turns[0]),), tuple(turns[1:])
+        row = {"id": row.get("question_id", row.get("id", f"{file}:{i}")), **row}
+    elif "messages" in row:
         raw = row["messages"]
         if not isinstance(raw, list) or not raw:
             raise DataError(file, i, "messages", "must be a non-empty list of {role, content}")
@@ -67,13 +106,14 @@ def _prompt_from_row(row: dict[str, Any], file: str, i: int) -> Prompt:
     reference = row.get("reference")
     if reference is not None and not isinstance(reference, str):
         raise DataError(file, i, "reference", f"must be a string, got {type(reference).__name__}")
-    known = {"id", "ID", "messages", "prompt", "question", "topic", "reference"}
+    known = {"id", "ID", "messages", "prompt", "question", "topic", "reference", "turns"}
     return Prompt(
         id=str(row.get("id", row.get("ID", f"{file}:{i}"))),
         messages=messages,
         topic=str(row.get("topic", "")),
         reference=reference,
         extra={k: v for k, v in row.items() if k not in known},
+        followups=followups,
     )
 
 
@@ -95,12 +135,14 @@ def load_prompts(spec: str, limit: int = 0) -> list[Prompt]:
 
 @dataclasses.dataclass(frozen=True)
 class Scores:
-    """Reward-model scores of n replies: `reward` [n] (the scalar head, raw), `principles` [n,7] (the
+    """Reward-model scores of n replies: `reward` [n] (the scalar head; raw, or `(r - mean) / std`
+    for a checkpoint with `normalize_reward: true` in config.json), `principles` [n,7] (the
     principle head's ratings mapped back to 1..5, or None), `truncated` replies cut to fit."""
 
     reward: np.ndarray
     principles: np.ndarray | None
     truncated: int
+    cut: np.ndarray | None = None  # [n] bool: which replies were cut to fit max_len
 
 
 class RewardScorer:
@@ -119,6 +161,9 @@ class RewardScorer:
         if not isinstance(model, RewardModel):
             raise TypeError(f"RewardScorer needs a RewardModel, got {type(model).__name__}")
         self.num_labels = model.num_labels
+        # A checkpoint served normalised (`normalize_reward: true`, OpenRLHF) is scored so too.
+        self.normalize = bool(getattr(model, "normalize_reward", False))
+        self.stats = (float(model.reward_mean[...]), float(model.reward_std[...]))
         self.graphdef, self.state = nnx.split(model)
         self.chat = ChatTokenizer(tokenizer)
         self.mesh = mesh or sharding.make_mesh((1, 1, 1), devices=jax.local_devices()[:1])
@@ -163,10 +208,13 @@ class RewardScorer:
             rewards.append(out[:, 0])
             principles.append(out[:, 1:])
         reward = np.concatenate(rewards) if rewards else np.zeros(0)
+        if self.normalize:
+            reward = (reward - self.stats[0]) / self.stats[1]
         head = None
         if self.num_labels > 1 and rewards:
             head = np.concatenate(principles) * 2.0 + 3.0  # trained on (rating - 3) / 2
-        return Scores(reward, head, sum(cut for _, cut in encoded))
+        cut = np.asarray([c for _, c in encoded], np.bool_)
+        return Scores(reward, head, int(cut.sum()), cut)
 
 
 def _put(x: np.ndarray, mesh) -> jax.Array:

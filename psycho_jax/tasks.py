@@ -88,7 +88,7 @@ def is_packed_pairs(batch: Batch) -> bool:
 
 def _slot_valid(batch: Batch) -> Array:
     """[P] float32: 1 for a pair slot holding a pair (P = B, or B*S when packed)."""
-    if is_packed_pairs(batch):
+    if "example_index" in batch:  # empty rows / slots (-1) pad a last batch or a packed unit
         return (batch["example_index"].reshape(-1) >= 0).astype(jnp.float32)
     return jnp.ones((batch["tokens"].shape[0],), jnp.float32)
 
@@ -201,7 +201,7 @@ def _sft_loss(model, batch: Batch, denominator: Array, reference=None) -> tuple[
 
 
 def _pairs(batch: Batch) -> Array:
-    if is_packed_pairs(batch):
+    if "example_index" in batch:  # real pairs only (a padded last eval batch has empty rows)
         return jnp.maximum(jnp.sum(batch["example_index"] >= 0), 1).astype(jnp.float32)
     return jnp.asarray(batch["tokens"].shape[0], jnp.float32)
 

@@ -264,8 +264,9 @@ def compiler_options(c: ml_collections.ConfigDict) -> dict[str, str] | None:
 def eval_step(params, rest, batch, reference, *, graphdef, task) -> dict[str, jax.Array]:
     model = nnx.merge(graphdef, params, rest)
     ref_model = None if reference is None else nnx.merge(graphdef, reference, rest)
-    _, metrics = task.loss(model, batch, task.denominator(batch), ref_model)
-    return metrics
+    denominator = task.denominator(batch)
+    _, metrics = task.loss(model, batch, denominator, ref_model)
+    return {**metrics, "_weight": denominator}
 
 
 # ----------------------------------------------------------------------------- models
@@ -375,19 +376,40 @@ def _to_host(metrics: dict[str, jax.Array]) -> dict[str, float]:
 def evaluate(
     eval_fn, state: TrainState, reference, batches: Iterator[Batch], mesh
 ) -> dict[str, float]:
-    """Metrics over the eval batches: means of per-batch means; ratio metrics pooled over batches."""
+    """Metrics over the eval batches, each batch's means weighted by its denominator (target
+    tokens, real pairs), so a padded last batch counts for what it holds; ratio metrics pooled.
+    `eval/examples` is how many sequences or pairs were evaluated."""
     totals: dict[str, float] = {}
-    n = 0
+    weight = examples = 0.0
     for batch in batches:
         metrics = _to_host(
             eval_fn(state.params, state.rest, sharding.shard_batch(batch, mesh), reference)
         )
+        w = metrics.pop("_weight")
         for k, v in metrics.items():
-            totals[k] = totals.get(k, 0.0) + v
-        n += 1
-    pooled = (tasks.RATIO_NUM, tasks.RATIO_DEN)
-    means = {k: v if k.startswith(pooled) else v / max(n, 1) for k, v in totals.items()}
-    return {f"eval/{k}": float(v) for k, v in tasks.finalize(means).items()}
+            plain = k.startswith((tasks.RATIO_NUM, tasks.RATIO_DEN)) or k == "num_tokens"
+            totals[k] = totals.get(k, 0.0) + (v if plain else v * w)
+        weight += w
+        examples += _real_examples(batch)
+    means = {  # num_tokens: the total over the split
+        k: v
+        if k.startswith((tasks.RATIO_NUM, tasks.RATIO_DEN)) or k == "num_tokens"
+        else v / max(weight, 1e-9)
+        for k, v in totals.items()
+    }
+    out = {f"eval/{k}": float(v) for k, v in tasks.finalize(means).items()}
+    if jax.process_count() > 1:  # each host counted its own rows
+        examples = float(np.sum(multihost_utils.process_allgather(np.float64(examples))))
+    out["eval/examples"] = examples
+    return out
+
+
+def _real_examples(batch: Batch) -> float:
+    """Sequences (SFT: segments) or pairs of this host's part of a batch (empty rows excluded)."""
+    if "example_index" in batch:
+        return float(np.sum(np.asarray(batch["example_index"]) >= 0))
+    seg = np.asarray(batch["segment_ids"])
+    return float(sum(len(np.unique(row[row > 0])) for row in seg))
 
 
 def reward_statistics(state: TrainState, graphdef, batches: Iterator[Batch], mesh) -> TrainState:
@@ -406,8 +428,8 @@ def reward_statistics(state: TrainState, graphdef, batches: Iterator[Batch], mes
             r = tasks.pair_values(batch, r, tasks.segments_present(batch))
             real = jnp.broadcast_to((batch["example_index"] >= 0).reshape(-1, 1), r.shape)
             return r, real
-        r = model(flat.pop("tokens"), **flat)[:, 0]
-        return r, jnp.ones(r.shape, jnp.bool_)
+        r = model(flat.pop("tokens"), **flat)[:, 0]  # [2B]: chosen, rejected of each row
+        return r, jnp.repeat(batch["example_index"] >= 0, 2)  # empty rows pad a last batch
 
     total = total_sq = count = 0.0
     with jax.set_mesh(mesh):
@@ -425,6 +447,23 @@ def reward_statistics(state: TrainState, graphdef, batches: Iterator[Batch], mes
     rest["reward_std"][...] = jnp.asarray(std, jnp.float32)
     logging.info("reward statistics over %d replies: mean %.4f, std %.4f", int(count), mean, std)
     return state.replace(rest=_on_mesh(rest, mesh))
+
+
+def principle_head_if_rated(c: ml_collections.ConfigDict, tokenizer) -> ml_collections.ConfigDict:
+    """The config, with `reward.principle_head` off (and said once) when the training pairs carry
+    no per-principle ratings: such a head would never train, and its scores would mean nothing."""
+    if c.task != "reward" or not c.reward.principle_head:
+        return c
+    if data_lib.make_loader(c, tokenizer, "train", "reward").with_ratings:
+        return c
+    logging.warning(
+        "reward.principle_head: the training pairs (%s) carry no per-principle ratings, so the "
+        "principle head is off (it would never train)",
+        c.data.train,
+    )
+    c = c.copy_and_resolve_references()
+    c.reward.principle_head = False
+    return c
 
 
 def train_and_evaluate(
@@ -446,8 +485,9 @@ def train_and_evaluate(
         return online.run_online_dpo(c, workdir)
     ckpt_lib.check_workdir(workdir)
     mesh = sharding.make_mesh(tuple(c.mesh))
-    task = tasks.make_task(c)
     tokenizer = tokenizer_lib.load_tokenizer(c.tokenizer)
+    c = principle_head_if_rated(c, tokenizer)
+    task = tasks.make_task(c)
     ckpt = ckpt_lib.Checkpointer(workdir, c)
     resume_step = ckpt.latest_step()
     if resume_step is not None and not ckpt.has_train_state(resume_step):
@@ -492,7 +532,7 @@ def train_and_evaluate(
         if c.dpo.reference == "live":
             reference = ref_state
         else:  # precomputed once per (data, tokenizer, reference weights), cached on disk
-            for split in ("train", "eval"):
+            for split in ("train", "eval") if data_lib.eval_spec(c) else ("train",):
                 pairs = data_lib.make_loader(c, tokenizer, split, task.name, epochs=1).examples
                 table = reference_lib.reference_table(
                     ref_model, pairs, tokenizer, c.batch_size, mesh, c.dpo.reference_cache
@@ -516,7 +556,19 @@ def train_and_evaluate(
         c.num_steps,
     )
 
+    has_eval = bool(data_lib.eval_spec(c))
+    if c.eval_every and not has_eval:
+        logging.warning(
+            "no evaluation: %s",
+            "data.eval is empty"
+            if not c.data.eval
+            else f"data.eval={c.data.eval!r} is the embedded sample while data.train is your data; "
+            "set data.eval to a held-out split of it",
+        )
+
     def run_eval(step: int) -> dict[str, float]:
+        if not has_eval:
+            return {}
         eval_batches = itertools.islice(batches("eval", 1), c.eval_batches or None)
         with jax.set_mesh(mesh):
             metrics = evaluate(eval_fn, state, reference, eval_batches, mesh)

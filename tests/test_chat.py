@@ -160,3 +160,34 @@ def test_cli_end_to_end(tmp_path):
     assert "988" in out.stdout and "findahelpline" in out.stdout
     assert out.stdout.count("counselor:") == 2 and "(conversation cleared)" in out.stdout
     assert any(line.startswith("counselor:") for line in out.stdout.splitlines())
+
+
+def test_crisis_message_later_in_the_chat_shows_the_resources(sampler):
+    session = _session(sampler)
+    out = io.StringIO()
+    chat.run(session, iter(["Work is busy.", "I want to end my life.", "I'm not suicidal."]), out)
+    text = out.getvalue()
+    after_notice = text[text.index("counselor:") :]
+    assert after_notice.count("may be in crisis") == 1  # the second message only
+    second = after_notice.split("counselor:")[2]
+    assert "may be in crisis" in second and "988" in second
+    assert session.history[-1].role == "assistant"  # the model's reply is still given
+
+
+def test_crisis_check_is_shared_with_the_safety_slice():
+    from psycho_jax import safety, scoring
+
+    for msg in ("I want to end my life", "I keep cutting myself", "I've been thinking of suicide",
+                "He hits me when he drinks"):  # fmt: skip
+        assert safety.crisis_rules(msg), msg
+    for msg in ("My exams went badly", "I'm not suicidal, just tired", "Cut the cake for me"):
+        assert not safety.crisis_rules(msg), msg
+    crisis = scoring.load_prompts("sample:crisis")
+    assert all(p.crisis for p in crisis)  # topics or text
+    prompts = scoring.load_prompts("sample:eval_prompts")
+    crisis_topics = {"self_harm", "suicidal_thoughts", "abuse"}
+    assert {p.id for p in prompts if p.crisis} == {
+        p.id for p in prompts if p.topic in crisis_topics
+    }
+    by_text = [p for p in prompts if safety.crisis_rules(p.messages[-1].content)]
+    assert by_text and all(p.topic in crisis_topics for p in by_text)

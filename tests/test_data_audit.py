@@ -96,3 +96,43 @@ def test_audit_conversations(tmp_path):
     assert sft["kind"] == "conversations" and sum(sft["assistant_turns"].values()) == 150
     assert set(arrays["sft"]) == {"conversation", "assistant"}
     assert sft["truncation"]["256"]["longer_than_max_len"] > 0
+    kept = sft["truncation"]["256"]["assistant_tokens_kept"]
+    assert 0 < kept["keep_last_turns"] < kept["windows"] <= 1.0  # one reply may pass a window
+
+
+def test_audit_transcripts_cli(tmp_path):
+    """Therapist-first transcripts with odd speaker names and strategy labels, through the CLI;
+    a greeting shared by two splits is not a shared conversation."""
+    import subprocess
+    import sys
+
+    def session(i, opener="Hello."):
+        msgs = [{"speaker": "Interviewer", "content": opener, "label": "Greeting"}]
+        for t in range(40):
+            msgs.append({"speaker": "Caller", "content": f"Session {i}: worry number {t}. " * 3})
+            msgs.append({"speaker": "Interviewer", "content": "Tell me more.", "label": "Question"})
+        return {"id": f"s{i}", "messages": msgs}
+
+    for split, ids in (("train", range(3)), ("test", range(3, 5))):
+        (tmp_path / f"{split}.jsonl").write_text(
+            "".join(json.dumps(session(i)) + "\n" for i in ids)
+        )
+    out = tmp_path / "audit"
+    cmd = [
+        sys.executable, "-m", "psycho_jax.data.audit",
+        f"--data=train={tmp_path / 'train.jsonl'}", f"--data=test={tmp_path / 'test.jsonl'}",
+        f"--out={out}", "--role_map=Interviewer=assistant,Caller=user",
+    ]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300)
+    report = json.loads((out / "report.json").read_text())
+    assert report["max_lens"] == [320]  # the configs' data.max_len
+    train = report["splits"]["train"]
+    assert train["first_speaker"] == {"assistant": 3}
+    assert train["turn_labels"] == {"Question": 120, "Greeting": 3}
+    assert report["duplicate_prompts"]["train & test"]["count"] == 0
+    kept = train["truncation"]["320"]["assistant_tokens_kept"]
+    assert kept["keep_last_turns"] < 1.0 and kept["windows"] == 1.0
+    md = (out / "report.md").read_text()
+    assert "(e.g. {})" not in md and "assistant tokens kept as targets" in md
+    for stats in train["tokens"].values():
+        assert all(float(v) == round(float(v), 1) for v in stats.values())

@@ -123,18 +123,18 @@ BAD_ROWS = [
     ),
     (
         "conversation",
-        _bad_conv(**{"1_role": "therapist"}),
-        "row 4, field 'messages[1].role': unknown role 'therapist'",
+        _bad_conv(**{"1_role": "narrator"}),
+        "row 4, field 'messages[1].role': unknown speaker 'narrator'",
     ),
     (
         "conversation",
         _bad_conv(**{"2_role": "user"}),
-        "field 'messages[2].role': turns must alternate user/assistant",
+        "field 'messages[2].role': two 'user' turns in a row: turns must alternate",
     ),
     (
         "conversation",
-        _bad_conv(**{"0_role": "assistant"}),
-        "field 'messages[0].role': turns must alternate",
+        _bad_conv(**{"0_role": "user"}),
+        "field 'messages[1].role': two 'user' turns in a row",
     ),
     ("conversation", _bad_conv(**{"3_content": "  "}), "field 'messages[3].content': empty string"),
     (
@@ -144,8 +144,13 @@ BAD_ROWS = [
     ),
     (
         "conversation",
-        {"messages": CONV["messages"][:4]},
-        "field 'messages': the last turn must be 'assistant', got 'user'",
+        {"messages": CONV["messages"][:2]},
+        "field 'messages': no assistant turn: nothing to train on",
+    ),
+    (
+        "conversation",
+        _bad_conv(**{"4_role": "system"}),
+        "field 'messages[4].role': a system message must come first",
     ),
     ("conversation", {"messages": []}, "field 'messages': expected a non-empty list of messages"),
     ("conversation", {"messages": [{"role": "system", "content": "x"}]}, "only a system message"),
@@ -214,3 +219,57 @@ def test_missing_columns_and_unknown_format():
         formats.check_columns(["question", "chosen"], "psychocounsel", F)
     with pytest.raises(DataError, match="unknown format for columns"):
         formats.detect_format(["text", "label"], F)
+
+
+# ---------------------------------------------------------------------------- real transcripts
+
+
+def _esconv_like():
+    """An ESConv-shaped session: the supporter opens, speakers under `speaker`, text under
+    `content`, a strategy `label` on supporter turns, the seeker speaks twice in a row and last."""
+    return {
+        "messages": [
+            {"speaker": "supporter", "content": "Hi, how are you today?", "label": "Question"},
+            {"speaker": "seeker", "content": "Not great."},
+            {"speaker": "seeker", "content": "My exams went badly."},
+            {"speaker": "supporter", "content": "That sounds hard.", "label": "Reflection"},
+            {"speaker": "seeker", "content": "Thanks, bye."},
+        ]
+    }
+
+
+def test_transcript_roles_merge_trim_labels_counted():
+    skips = SkipCounter()
+    opts = formats.ConversationOptions(merge_consecutive=True)
+    conv = formats.parse_conversation(_esconv_like(), F, 0, opts, skips)
+    assert [m.role for m in conv.messages] == ["assistant", "user", "assistant"]
+    assert conv.messages[1].content == "Not great.\n\nMy exams went badly."
+    assert [m.label for m in conv.messages] == ["Question", None, "Reflection"]
+    assert skips.events == {
+        "conversation: merged consecutive turns of one speaker": 1,
+        "conversation: dropped trailing user turn(s) with no reply": 1,
+        "conversation: opens with the assistant (kept)": 1,
+    }
+    with pytest.raises(DataError, match=r"messages\[2\].speaker': two 'user' turns in a row"):
+        formats.parse_conversation(_esconv_like(), F, 0)
+
+
+def test_role_map_from_config_string():
+    row = {
+        "messages": [
+            {"role": "Interviewer", "text": "What brings you here?"},
+            {"role": "Interviewee", "text": "Stress."},
+            {"role": "Interviewer", "text": "Tell me more."},
+        ]
+    }
+    with pytest.raises(DataError, match="unknown speaker 'Interviewer'.*role_map"):
+        formats.parse_conversation(row, F, 0)
+    rmap = formats.parse_role_map("interviewer=assistant, Interviewee=user")
+    conv = formats.parse_conversation(row, F, 0, formats.ConversationOptions(rmap))
+    assert [m.role for m in conv.messages] == ["assistant", "user", "assistant"]
+    for name in ("Therapist", "COUNSELOR", "client", "patient", "Supporter", "seeker"):
+        assert formats.ConversationOptions().role(name) in ("user", "assistant")
+    with pytest.raises(ValueError, match="roles must be one of"):
+        formats.parse_role_map("a=doctor")
+    with pytest.raises(ValueError, match="not name=role"):
+        formats.parse_role_map("therapist")

@@ -1,5 +1,7 @@
 """Chat templating, loss masks and truncation: exact ids under the Llama 3.1 template."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import transformers
@@ -394,3 +396,151 @@ def test_truncation_config_is_validated():
         templating.Truncation(10, "left")
     with pytest.raises(ValueError, match="min_reply_tokens"):
         templating.Truncation(10, min_reply_tokens=0)
+
+
+# ---------------------------------------------------------------------------- long sessions
+
+
+def _session(n_messages: int, first: str = "assistant") -> Conversation:
+    """A motivational-interviewing-shaped session: `n_messages` alternating turns of varied
+    length, opening with `first`, ending with the assistant."""
+    other = {"user": "assistant", "assistant": "user"}
+    roles = [first if k % 2 == 0 else other[first] for k in range(n_messages)]
+    if roles[-1] != "assistant":
+        roles = roles[:-1]
+    msgs = [
+        Message(r, f"Turn {k}: " + "I hear that work feels heavy lately. " * (1 + k % 4), f"s{k}")
+        for k, r in enumerate(roles)
+    ]
+    return Conversation((Message("system", "You are a counselor."), *msgs), "mi0", "mi.jsonl", 0)
+
+
+def _last_turns(ct, conv, n_tokens, extra):
+    """The last turns of `conv` whose pieces hold `n_tokens` tokens, plus `extra` turns more."""
+    turns = templating._split_turns(ct, conv)
+    k, acc = len(turns.ids), 0
+    while acc < n_tokens:
+        k -= 1
+        acc += len(turns.ids[k])
+    return conv.messages[1:][k - extra :]
+
+
+def test_600_message_session_prepares_fast_and_equals_one_render(small):
+    import time
+
+    conv = _session(600)
+    skips = formats.SkipCounter()
+    t0 = time.perf_counter()
+    t = templating.tokenize_conversation(small, conv, templating.Truncation(320), skips)
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 1.0, f"600-message session took {elapsed:.2f}s"
+    # The kept turns give exactly what rendering them alone gives (the slow, reference path),
+    # and one exchange more would not fit.
+    assert (
+        len(t.tokens) <= 320 and skips.events["conversation: dropped oldest turns to fit max_len"]
+    )
+    for extra in (0, 2):
+        n = len(t.tokens) - len(small.encode(small.render([conv.messages[0].as_dict()])))
+        ref = templating._tokenize_conversation_slow(
+            small,
+            dataclasses.replace(
+                conv, messages=(conv.messages[0], *_last_turns(small, conv, n, extra))
+            ),
+            templating.Truncation(10**6),
+            formats.SkipCounter(),
+        )
+        if extra == 0:
+            assert t.tokens.tolist() == ref.tokens.tolist()
+            assert t.loss_mask.tolist() == ref.loss_mask.tolist()
+        else:
+            assert len(ref.tokens) > 320
+    total, kept_tokens = skips.assistant_tokens
+    assert 0 < kept_tokens < total and "assistant tokens kept as targets" in skips.summary()
+
+
+def test_therapist_first_short_session_matches_full_render(small):
+    conv = _session(5)
+    t = templating.tokenize_conversation(
+        small, conv, templating.Truncation(4096), formats.SkipCounter()
+    )
+    ref = templating._tokenize_conversation_slow(
+        small, conv, templating.Truncation(4096), formats.SkipCounter()
+    )
+    assert (
+        t.tokens.tolist() == ref.tokens.tolist() and t.loss_mask.tolist() == ref.loss_mask.tolist()
+    )
+    turns = templating._split_turns(small, conv)
+    assert turns.roles[0] == "assistant" and turns.masks[0].any()  # the opening is a target
+    opening = len(turns.head) + len(turns.ids[0])
+    assert t.loss_mask[len(turns.head) : opening].sum() == turns.masks[0].sum()
+
+
+def test_windows_cover_every_assistant_turn_once(small):
+    conv = _session(600)
+    trunc = templating.Truncation(256, windows=True)
+    skips = formats.SkipCounter()
+    t0 = time_start = __import__("time").perf_counter()
+    windows = templating.tokenize_session(small, conv, trunc, skips, index=7)
+    assert __import__("time").perf_counter() - time_start < 1.0
+    del t0
+    assert len(windows) > 10 and all(len(w.tokens) <= 256 for w in windows)
+    assert all(w.index == 7 for w in windows)
+    full = templating.tokenize_session(
+        small, conv, templating.Truncation(10**6), formats.SkipCounter()
+    )[0]
+    # Every target token of the whole session is a target in exactly one window.
+    assert sum(int(w.loss_mask.sum()) for w in windows) == int(full.loss_mask.sum())
+    assert skips.assistant_tokens[0] == skips.assistant_tokens[1] == int(full.loss_mask.sum())
+    # Each window starts with the system header, then a turn header; windows overlap (context).
+    turns = templating._split_turns(small, conv)
+    head = turns.head
+    for w in windows:
+        assert w.tokens[: len(head)].tolist() == head.tolist()
+        assert w.tokens[len(head)] == turns.ids[0][0]  # a turn's start-of-header token
+    assert sum(len(w.tokens) for w in windows) > len(full.tokens)
+    # Labels of targets travel as token spans.
+    spans = [s for w in windows for s in w.labels]
+    assert {lab for _, _, lab in spans} == {f"s{k}" for k in range(0, 600, 2)}
+    for w in windows:
+        for a, b, _ in w.labels:
+            assert w.loss_mask[a:b].any()
+    assert skips.events["conversation windows"] == len(windows)
+
+
+def test_windows_cut_one_turn_longer_than_a_window(small):
+    conv = _conv(("user", "Hi."), ("assistant", LONG), ("user", "Ok."), ("assistant", "Good."))
+    skips = formats.SkipCounter()
+    windows = templating.tokenize_session(
+        small, conv, templating.Truncation(40, windows=True), skips
+    )
+    assert all(len(w.tokens) <= 40 for w in windows) and len(windows) == 2
+    assert skips.events["conversation: cut a turn longer than a window"] == 1
+    total, kept = skips.assistant_tokens
+    assert kept < total and all(w.loss_mask.sum() > 0 for w in windows)
+
+
+def test_template_not_turn_by_turn_falls_back_and_says_so():
+    """A template that numbers the turns is not a prefix plus one piece per turn: the slow path
+    renders each candidate, windows are not available (counted), an assistant opening with no
+    system message is context only (counted)."""
+    tok = tk.sample_tokenizer()
+    header, gen = "' + message['role'] + '<|end_header_id|>", "'<|start_header_id|>assistant<|end"
+    assert header in tok.chat_template and gen in tok.chat_template
+    tok.chat_template = tok.chat_template.replace(
+        header, "' + message['role'] + loop.index|string + '<|end_header_id|>"
+    ).replace(gen, "'<|start_header_id|>assistant' + (messages|length + 1)|string + '<|end")
+    ct = templating.ChatTokenizer(tok)
+    conv = _conv(
+        ("assistant", "Hello, what brings you?"), ("user", "Stress."), ("assistant", "Tell me.")
+    )
+    assert templating._split_turns(ct, conv) is None
+    skips = formats.SkipCounter()
+    out = templating.tokenize_session(ct, conv, templating.Truncation(512, windows=True), skips)
+    assert len(out) == 1 and out[0].loss_mask.sum() > 0
+    assert (
+        skips.events["conversation: template not turn by turn, no windows (keep_last_turns)"] == 1
+    )
+    assert skips.events["conversation: opening assistant turn kept as context only (chat template)"]
+    text = tok.decode(out[0].tokens[out[0].loss_mask])
+    assert "Tell me." in text and "Hello" not in text
+    assert skips.assistant_tokens == [out[0].loss_mask.sum()] * 2

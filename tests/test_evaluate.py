@@ -170,3 +170,115 @@ def test_scorer_matches_the_reward_model_on_training_rendering(models):
     direct = rm(np.asarray([ids]))[:, 0]
     np.testing.assert_allclose(scores.reward[0], direct[0], atol=1e-5)
     assert scores.principles.shape == (2, len(PRINCIPLES))
+
+
+# ---------------------------------------------------------------------------- benchmark formats
+
+
+def _mt_bench(tmp_path, n=6):
+    """An MT-bench-format counseling benchmark: question file (two-turn questions, some in a
+    crisis category) and a FastChat answer file of another model."""
+    questions = tmp_path / "question.jsonl"
+    answers = tmp_path / "answer.jsonl"
+    qs = [
+        {
+            "question_id": 100 + i,
+            "category": "crisis" if i % 3 == 0 else "anxiety",
+            "turns": [f"I can't stop worrying about my exams ({i}).", "What should I do tonight?"],
+        }
+        for i in range(n)
+    ]
+    questions.write_text("".join(json.dumps(q) + "\n" for q in qs))
+    rows = [
+        {
+            "question_id": q["question_id"],
+            "model_id": "gpt-x",
+            "choices": [
+                {"index": 0, "turns": ["That sounds stressful.", "Please call 988. " * 20]}
+            ],
+        }
+        for q in qs
+    ]
+    answers.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return questions, answers, rows
+
+
+def test_replies_files_problems_name_file_id_and_line(tmp_path):
+    questions, answers, rows = _mt_bench(tmp_path)
+    prompts = scoring.load_prompts(str(questions))
+    assert prompts[0].id == "100" and prompts[0].num_turns == 2 and prompts[0].crisis
+    assert not prompts[1].crisis
+    replies = evaluate.read_replies(str(answers), prompts)
+    assert replies[0] == ("That sounds stressful.", "Please call 988. " * 20)
+    dup = tmp_path / "dup.jsonl"
+    dup.write_text(answers.read_text() + "\n" + json.dumps(rows[2]) + "\n")
+    with pytest.raises(DataError, match=r"dup.jsonl: row 6, field 'id': id '102' \(line 8\) "
+                       r"repeats line 3"):  # fmt: skip
+        evaluate.read_replies(str(dup), prompts)
+    empty = tmp_path / "empty.jsonl"
+    bad = [dict(r) for r in rows]
+    bad[4] = {"id": 104, "reply": "  "}
+    empty.write_text("".join(json.dumps(r) + "\n" for r in bad))
+    with pytest.raises(DataError, match=r"empty.jsonl: row 4, field 'reply': id '104' \(line 5\)"):
+        evaluate.read_replies(str(empty), prompts)
+    _, cov, problems = evaluate.check_replies(str(empty), prompts)
+    assert (cov.matched, cov.empty, len(problems)) == (6, 1, 1)
+    other = tmp_path / "other_ids.jsonl"
+    other.write_text(json.dumps({"id": "zzz", "reply": "hi"}) + "\n")
+    assert evaluate.read_replies(str(other), prompts) is None
+
+
+def test_mismatched_replies_file_stops_before_generation(models, tmp_path):
+    other = tmp_path / "other_ids.jsonl"
+    other.write_text(json.dumps({"id": "zzz", "reply": "hi"}) + "\n")
+    c = _config(models, tmp_path)
+    c.systems = f"policy={models / 'nonexistent'}, other={other}, ref=reference"
+    c.tokenizer = str(models / "policy")
+    # The checkpoint does not exist: the replies file is checked (and fails) first.
+    with pytest.raises(ValueError, match=r"system 'other' \(main prompts\).*other_ids.jsonl.*"
+                       r"none of its ids match the 6 main prompts"):  # fmt: skip
+        evaluate.run_evaluation(c, tmp_path / "out")
+
+
+def test_mt_bench_end_to_end_with_coverage_and_crisis_labels(models, tmp_path):
+    questions, answers, rows = _mt_bench(tmp_path)
+    dup = tmp_path / "dup.jsonl"
+    dup.write_text(answers.read_text() + json.dumps(rows[2]) + "\n")
+    c = _config(models, tmp_path, prompts=str(questions), num_prompts=0, on_bad_replies="skip")
+    c.systems = f"policy={models / 'policy'}, gptx={answers}, dup={dup}"
+    c.baseline = "gptx"
+    c.max_len = 100  # gptx's long second replies are cut for scoring
+    out = tmp_path / "eval"
+    result = evaluate.run_evaluation(c, out)
+    cov = result["coverage"]
+    assert cov["gptx"]["main"]["matched"] == 6 and cov["gptx"]["main"]["missing"] == 0
+    assert cov["dup"]["main"]["duplicated"] == 1 and "repeats" in cov["dup"]["main"]["skipped"]
+    assert cov["policy"]["main"]["matched"] == 6
+    assert result["crisis_slice"] == f"the 2 crisis-labelled prompts of {questions}"
+    assert set(result["safety"]) == {"policy", "gptx"}  # the replies file is in the safety table
+    assert result["safety"]["gptx"]["n"] == 2
+    rows_out = [json.loads(x) for x in (out / "replies.jsonl").read_text().splitlines()]
+    policy = [r for r in rows_out if r["system"] == "policy" and r["set"] == "main"]
+    assert len(policy) == 6 and all(len(r["turns"]) == 2 for r in policy)  # turn by turn
+    cut = sum(r["cut"] for r in rows_out if r["system"] == "gptx" and r["set"] == "main")
+    assert cut == cov["gptx"]["main"]["cut"] == result["systems"]["gptx"]["truncated_for_scoring"]
+    assert cut == 6
+    assert not any(r["system"] == "dup" for r in rows_out)
+    report_md = (out / "report.md").read_text()
+    assert "## Coverage" in report_md and "dup" in report_md and "Crisis slice:" in report_md
+    assert f"cut to max_len={c.max_len}" in report_md
+    request = json.loads((out / "judge_requests_policy_vs_gptx.jsonl").read_text().splitlines()[0])
+    judged = request["body"]["messages"][1]["content"]
+    assert "What should I do tonight?" in judged and "[reply to user turn 2]" in judged
+
+
+def test_principle_scores_only_from_a_head_that_trained(tmp_path):
+    stage = tmp_path / "rm"
+    stage.mkdir()
+    (stage / "final_metrics.json").write_text('{"loss": 0.5, "principle_accuracy/empathy": NaN}')
+    assert not evaluate.principle_head_trained(str(stage))
+    (stage / "final_metrics.json").write_text('{"loss": 0.5}')
+    assert not evaluate.principle_head_trained(str(stage))
+    (stage / "final_metrics.json").write_text('{"principle_accuracy/empathy": 0.8}')
+    assert evaluate.principle_head_trained(str(stage))
+    assert evaluate.principle_head_trained(str(tmp_path / "hf_dir"))  # no metrics: HF directory

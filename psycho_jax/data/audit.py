@@ -10,9 +10,12 @@ Each `--data` is `[LABEL=]SOURCE` (`sources.parse_source`); all sources of one a
 conversations. Prints and writes `report.md` and `report.json` to `--out`, with `lengths_<label>.png`
 (token lengths) and `ratings_<label>.png` (per-principle rating gaps): row counts and skipped rows
 per split, token-length distributions, chosen-vs-rejected length bias, per-principle rating gaps,
-pairs whose rejected reply is rated safer than the chosen one, prompts shared across splits,
-personal-information hits (`pii.find`), and how many rows each truncation policy would change at each
-`--max_len`. Bad rows are counted, not fatal (`--on_error=raise` to stop at the first).
+pairs whose rejected reply is rated safer than the chosen one, prompts shared across splits (the whole
+prompt or conversation), personal-information hits (`pii.find`), per-turn labels and first speakers of
+conversations, and how many rows each truncation policy would change at each `--max_len` (default the
+configs' `data.max_len`) with the share of assistant tokens that stay targets (keep_last_turns, and
+`data.windows`). Transcripts are read with `--role_map` / `--merge_consecutive` as training reads
+them. Bad rows are counted, not fatal (`--on_error=raise` to stop at the first).
 """
 
 from __future__ import annotations
@@ -25,11 +28,20 @@ from typing import Any
 
 import numpy as np
 import regex
+import tqdm
 from absl import app, flags
 
 from psycho_jax import tokenizer as tk
 from psycho_jax.data import pii, sources, templating
-from psycho_jax.data.formats import PRINCIPLES, Conversation, Example, PreferencePair, SkipCounter
+from psycho_jax.data.formats import (
+    PRINCIPLES,
+    Conversation,
+    ConversationOptions,
+    Example,
+    PreferencePair,
+    SkipCounter,
+    parse_role_map,
+)
 
 _MAX_EXAMPLES = 5  # ids listed per finding
 
@@ -42,19 +54,20 @@ def _stats(x: Sequence[float]) -> dict[str, float]:
     return {
         "n": len(a),
         "mean": round(float(a.mean()), 1),
-        "min": float(a.min()),
-        "p50": float(q[0]),
-        "p90": float(q[1]),
-        "p99": float(q[2]),
-        "max": float(a.max()),
+        "min": round(float(a.min()), 1),
+        "p50": round(float(q[0]), 1),
+        "p90": round(float(q[1]), 1),
+        "p99": round(float(q[2]), 1),
+        "max": round(float(a.max()), 1),
     }
 
 
 def _prompt_key(ex: Example) -> str:
-    """Normalised first user message: how prompts are compared across splits."""
+    """The whole prompt (a pair's prompt turns, a conversation's turns), normalised: how prompts
+    are compared across splits (a shared greeting alone is not a shared conversation)."""
     msgs = ex.messages if isinstance(ex, Conversation) else ex.prompt
-    first = next(m.content for m in msgs if m.role == "user")
-    return regex.sub(r"\s+", " ", first.strip().lower())
+    text = "\n".join(f"{m.role}: {m.content}" for m in msgs if m.role != "system")
+    return regex.sub(r"[ \t]+", " ", text.strip().lower())
 
 
 def _texts(ex: Example) -> list[str]:
@@ -68,22 +81,38 @@ def _truncation(
     full_lengths: dict[int, int],
     ct: templating.ChatTokenizer,
     max_lens: Sequence[int],
+    assistant_total: int = 0,
 ) -> dict[str, Any]:
-    """Rows each policy changes at each max_len (exact: long rows are re-tokenized)."""
+    """Rows each policy changes at each max_len (exact: long rows are re-tokenized), and for
+    conversations the share of the `assistant_total` assistant tokens (of every row, uncut) that
+    stay targets under keep_last_turns and under `data.windows`."""
     out = {}
+    conversations = bool(examples) and isinstance(examples[0], Conversation)
     for max_len in max_lens:
         long_rows = [i for i, n in full_lengths.items() if n > max_len]
         keep = SkipCounter()
         trunc = templating.Truncation(max_len, "keep_last_turns")
-        templating.tokenize_examples(
-            [examples[i] for i in long_rows], ct, trunc, on_error="skip", skips=keep
-        )
-        out[str(max_len)] = {
+        long = [examples[i] for i in long_rows]
+        templating.tokenize_examples(long, ct, trunc, on_error="skip", skips=keep)
+        row = {
             "longer_than_max_len": len(long_rows),
             "skip_policy_skips": len(long_rows),
             "keep_last_turns_changes": dict(keep.events),
             "keep_last_turns_skips": keep.total_skipped,
         }
+        if conversations:
+            total = assistant_total
+            lost = keep.assistant_tokens[0] - keep.assistant_tokens[1]
+            windows = SkipCounter()
+            wtrunc = templating.Truncation(max_len, "keep_last_turns", windows=True)
+            templating.tokenize_examples(long, ct, wtrunc, on_error="skip", skips=windows)
+            wlost = windows.assistant_tokens[0] - windows.assistant_tokens[1]
+            row["assistant_tokens_kept"] = {
+                "keep_last_turns": round(1 - lost / total, 3) if total else None,
+                "windows": round(1 - wlost / total, 3) if total else None,
+            }
+            row["windows_rows"] = windows.events.get("conversation windows", 0)
+        out[str(max_len)] = row
     return out
 
 
@@ -134,17 +163,24 @@ def audit_split(
         report["kind"] = "conversations"
         report["tokens"] = {k: _stats(v) for k, v in arrays.items()}
         report["assistant_turns"] = dict(sorted(collections.Counter(turns).items()))
+        labels = collections.Counter(m.label for e in examples for m in e.messages if m.label)
+        if labels:  # per-turn labels (e.g. support strategies) and how often each occurs
+            report["turn_labels"] = dict(labels.most_common())
+        first = collections.Counter(
+            next(m.role for m in e.messages if m.role != "system") for e in examples
+        )
+        report["first_speaker"] = dict(first)
         full = {t.index: len(t.tokens) for t in tokenized}
     hits: collections.Counter[str] = collections.Counter()
     where: dict[str, list[str]] = collections.defaultdict(list)
-    for e in examples:
+    for e in tqdm.tqdm(examples, desc="audit: personal information", unit="row", disable=None):
         for text in _texts(e):
             for kind, k in pii.find(text).items():
                 hits[kind] += k
                 if len(where[kind]) < _MAX_EXAMPLES and e.id not in where[kind]:
                     where[kind].append(e.id)
     report["pii"] = {"hits": dict(hits), "ids": dict(where)}
-    report["truncation"] = _truncation(examples, full, ct, max_lens)
+    report["truncation"] = _truncation(examples, full, ct, max_lens, skips.assistant_tokens[0])
     return report, arrays
 
 
@@ -225,18 +261,32 @@ def to_markdown(report: dict[str, Any]) -> str:
             ]
         if "assistant_turns" in r:
             lines += ["", f"- assistant turns per conversation: {r['assistant_turns']}"]
+            lines += [f"- first speaker: {r['first_speaker']}"]
+        if r.get("turn_labels"):
+            lines += [f"- per-turn labels: {r['turn_labels']}"]
+        hits = r["pii"]["hits"]
         lines += [
             "",
-            f"- personal information hits: {r['pii']['hits'] or 'none'} (e.g. {r['pii']['ids']})",
+            f"- personal information hits: {hits} (e.g. {r['pii']['ids']})"
+            if hits
+            else "- personal information hits: none",
         ]
         for max_len, t in r["truncation"].items():
-            lines.append(
+            line = (
                 f"- max_len {max_len}: {t['longer_than_max_len']} row(s) longer; 'skip' drops them; "
                 f"'keep_last_turns' changes {t['keep_last_turns_changes'] or 'none'} and skips "
                 f"{t['keep_last_turns_skips']}"
             )
+            kept = t.get("assistant_tokens_kept")
+            if kept and kept["keep_last_turns"] is not None:
+                line += (
+                    f"; assistant tokens kept as targets: {kept['keep_last_turns']:.1%} "
+                    f"(keep_last_turns), {kept['windows']:.1%} (data.windows: "
+                    f"{t['windows_rows']} windows)"
+                )
+            lines.append(line)
         lines.append("")
-    lines += ["## Prompts shared across splits", ""]
+    lines += ["## Prompts shared across splits (whole prompt or conversation)", ""]
     for pair, d in report["duplicate_prompts"].items() or {}:
         lines.append(f"- {pair}: {d['count']} {d['ids']}")
     return "\n".join(lines) + "\n"
@@ -276,9 +326,15 @@ def plot(arrays: dict[str, dict[str, np.ndarray]], out: pathlib.Path) -> list[st
 
 
 def run(
-    data: Sequence[str], tokenizer: str, out: str, max_lens: Sequence[int], on_error: str = "skip"
+    data: Sequence[str],
+    tokenizer: str,
+    out: str,
+    max_lens: Sequence[int],
+    on_error: str = "skip",
+    options: ConversationOptions | None = None,
 ) -> dict:
-    """Loads the sources, audits them, writes report.md / report.json / PNGs to `out`."""
+    """Loads the sources (transcripts read with `options`), audits them, writes report.md /
+    report.json / PNGs to `out`."""
     splits: dict[str, list[Example]] = {}
     load_skips: dict[str, SkipCounter] = {}
     for item in data:
@@ -286,7 +342,9 @@ def run(
         src = sources.parse_source(spec)
         label = label or (src.split or pathlib.Path(src.location).stem)
         load_skips[label] = SkipCounter()
-        splits[label] = sources.load_source(src, on_error=on_error, skips=load_skips[label])
+        splits[label] = sources.load_source(
+            src, on_error=on_error, skips=load_skips[label], options=options
+        )
     ct = templating.ChatTokenizer(tk.load_tokenizer(tokenizer))
     report, arrays = audit(splits, ct, max_lens)
     for label, sk in load_skips.items():
@@ -311,8 +369,16 @@ def define_flags() -> None:
         "tokenizer", "sample", "'sample', a Meta tokenizer.model, or an HF tokenizer dir"
     )
     flags.DEFINE_string("out", None, "directory for report.md, report.json and the PNG plots")
-    flags.DEFINE_list("max_len", ["1024"], "max lengths at which to count truncations")
+    flags.DEFINE_list(
+        "max_len",
+        [str(templating.DEFAULT_MAX_LEN)],
+        "max lengths at which to count truncations (default: the configs' data.max_len)",
+    )
     flags.DEFINE_enum("on_error", "skip", ["skip", "raise"], "bad rows: count them, or stop")
+    flags.DEFINE_string(
+        "role_map", "", "extra speaker names -> roles, e.g. 'Interviewer=assistant,Caller=user'"
+    )
+    flags.DEFINE_bool("merge_consecutive", False, "join consecutive turns of one speaker")
 
 
 def main(argv: Sequence[str]) -> None:
@@ -325,6 +391,7 @@ def main(argv: Sequence[str]) -> None:
         flags.FLAGS.out,
         [int(x) for x in flags.FLAGS.max_len],
         flags.FLAGS.on_error,
+        ConversationOptions(parse_role_map(flags.FLAGS.role_map), flags.FLAGS.merge_consecutive),
     )
 
 

@@ -172,12 +172,19 @@ def packed_pair_lengths(p: TokenizedPair) -> tuple[int, int]:
 
 
 def collate_sft(
-    rows: Sequence[Sequence[TokenizedConversation]], seq_len: int, pad_id: int
+    rows: Sequence[Sequence[TokenizedConversation]],
+    seq_len: int,
+    pad_id: int,
+    label_vocab: Sequence[str] = (),
 ) -> dict[str, np.ndarray]:
     """An SFT batch (format above); row `b` holds the conversations `rows[b]` packed in order.
 
-    One conversation per row gives plain right padding; an empty row is all padding.
+    One conversation per row gives plain right padding; an empty row is all padding. With a
+    `label_vocab` (the per-turn labels of the data, e.g. support strategies) the batch also has
+    `turn_label` [B,T] int32: 1 + the label's index on the target tokens of a labelled turn, else 0.
     """
+    label_id = {name: k + 1 for k, name in enumerate(label_vocab)}
+    turn_label = np.zeros((len(rows), seq_len), np.int32)
     b = len(rows)
     tokens = np.full((b, seq_len), pad_id, np.int32)
     positions = np.zeros((b, seq_len), np.int32)
@@ -193,14 +200,19 @@ def collate_sft(
             positions[i, t : t + n] = np.arange(n, dtype=np.int32)
             segment_ids[i, t : t + n] = s
             loss_mask[i, t : t + n] = ex.loss_mask
+            for a, e, name in ex.labels if label_id else ():
+                turn_label[i, t + a : t + e] = label_id[name] * ex.loss_mask[a:e]
             t += n
-    return {
+    batch = {
         "tokens": tokens,
         "positions": positions,
         "segment_ids": segment_ids,
         "attention_mask": (segment_ids > 0).astype(np.int32),
         "loss_mask": loss_mask,
     }
+    if label_id:
+        batch["turn_label"] = turn_label
+    return batch
 
 
 def pair_length(p: TokenizedPair) -> int:

@@ -2,8 +2,18 @@
 
 Three row formats, detected from the columns (`detect_format`):
 
-- `"conversation"`: `{"messages": [{"role": ..., "content": ...}, ...], "id"?: ...}` for SFT. Roles are
-  `system` (first only), then `user` / `assistant` alternating from `user`, ending with `assistant`.
+- `"conversation"`: `{"messages": [{"role": ..., "content": ..., "label"?: ...}, ...], "id"?: ...}`
+  for SFT. Roles are `system` (first only), then `user` / `assistant` alternating, ending with
+  `assistant`. Real transcripts are read as they are (`ConversationOptions`): speaker names map to
+  roles (`ROLE_ALIASES`: seeker/client/patient -> user, supporter/therapist/counselor -> assistant,
+  plus a user's `role_map`), the speaker may be under `speaker`/`from` and the text under
+  `text`/`value`/`utterance`; a session may open with the assistant (the therapist's opening is
+  context and a target like every assistant turn); trailing user turns are dropped (counted);
+  consecutive turns of one speaker are merged when `merge_consecutive` is set (counted), else an
+  error; a per-turn `label` (e.g. an ESConv strategy) is kept on the message. The turns may be
+  under `dialog`/`dialogue`/`conversations` (ESConv), or the table may hold one row per utterance
+  (`"utterances"`: AnnoMI-style `transcript_id`, `interlocutor`, `utterance_text`), grouped into
+  sessions by `group_utterances`.
 - `"preference"`: `{"prompt": str | messages, "chosen": str | [assistant message],
   "rejected": ..., "id"?, "margin"?, "chosen_<p>_rating"?, "rejected_<p>_rating"?}` (TRL's
   explicit-prompt format, plain or conversational). A message-list prompt must end with `user`.
@@ -35,13 +45,83 @@ PSYCHOCOUNSEL_META_COLUMNS = ("ID", "prefID", "chosen_model", "rejected_model")
 RATING_COLUMNS = tuple(f"{side}_{p}_rating" for side in ("chosen", "rejected") for p in PRINCIPLES)
 
 OnError = Literal["raise", "skip"]
-Format = Literal["conversation", "preference", "psychocounsel"]
+Format = Literal["conversation", "preference", "psychocounsel", "utterances"]
+
+
+ROLE_ALIASES = {
+    "human": "user",
+    "seeker": "user",
+    "client": "user",
+    "patient": "user",
+    "usr": "user",
+    "gpt": "assistant",
+    "bot": "assistant",
+    "supporter": "assistant",
+    "therapist": "assistant",
+    "counselor": "assistant",
+    "counsellor": "assistant",
+    "sys": "system",
+}
+"""Speaker names of public counseling transcripts and chat dumps, and the role each plays."""
+ROLE_KEYS = ("role", "speaker", "from", "interlocutor")  # where a message's speaker may be
+CONTENT_KEYS = ("content", "text", "value", "utterance", "utterance_text")  # and its text
+LABEL_KEYS = ("label", "strategy")  # a per-turn label (ESConv: also annotation.strategy)
+MESSAGES_KEYS = ("messages", "dialog", "dialogue", "conversations")  # a row's list of turns
+SESSION_KEYS = ("transcript_id", "session_id", "conversation_id", "dialog_id", "dialogue_id")
+ORDER_KEYS = ("utterance_id", "turn_id", "turn", "timestamp")  # order within a session
+
+
+@dataclasses.dataclass(frozen=True)
+class ConversationOptions:
+    """How messages of real transcripts are read.
+
+    Attributes:
+        role_map: extra speaker name -> role ("user", "assistant", "system"), on top of
+            `ROLE_ALIASES`; names are matched case-insensitively.
+        merge_consecutive: join consecutive turns of one speaker (with a blank line) instead of
+            rejecting the row.
+    """
+
+    role_map: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    merge_consecutive: bool = False
+
+    def __post_init__(self):
+        bad = {k: v for k, v in self.role_map.items() if v not in ROLES}
+        if bad:
+            raise ValueError(f"role_map: roles must be one of {list(ROLES)}, got {bad}")
+
+    def role(self, name: str) -> str | None:
+        key = name.strip().lower()
+        mapped = {k.lower(): v for k, v in self.role_map.items()}
+        if key in mapped:
+            return mapped[key]
+        return key if key in ROLES else ROLE_ALIASES.get(key)
+
+
+def parse_role_map(spec: str | Mapping[str, str]) -> dict[str, str]:
+    """`"Seeker=user,Supporter=assistant"` (or a dict) -> {speaker: role}.
+
+    Raises:
+        ValueError: an entry is not `name=role` or the role is unknown.
+    """
+    if isinstance(spec, Mapping):
+        out = dict(spec)
+    else:
+        out = {}
+        for item in filter(None, (x.strip() for x in spec.split(","))):
+            name, sep, role = item.partition("=")
+            if not sep or not name.strip():
+                raise ValueError(f"role_map entry {item!r} is not name=role")
+            out[name.strip()] = role.strip()
+    ConversationOptions(out)  # checks the roles
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
 class Message:
     role: str
     content: str
+    label: str | None = None  # a per-turn annotation, e.g. a support strategy
 
     def as_dict(self) -> dict[str, str]:
         return {"role": self.role, "content": self.content}
@@ -104,6 +184,7 @@ class SkipCounter:
         self.skipped: collections.Counter[str] = collections.Counter()
         self.events: collections.Counter[str] = collections.Counter()
         self.examples: dict[str, list[str]] = collections.defaultdict(list)
+        self.assistant_tokens = [0, 0]  # (in the data, kept as targets) over conversations
         self._keep = keep
 
     def skip(self, reason: str, where: str = "") -> None:
@@ -115,6 +196,17 @@ class SkipCounter:
         """Records something that changed a row without dropping it (e.g. a truncation)."""
         self.events[event] += n
 
+    def count_assistant_tokens(self, total: int, kept: int) -> None:
+        """Adds a conversation's assistant tokens and how many of them stay training targets."""
+        self.assistant_tokens[0] += total
+        self.assistant_tokens[1] += kept
+
+    @property
+    def assistant_share(self) -> float | None:
+        """The share of assistant tokens kept as targets (None: no conversations counted)."""
+        total, kept = self.assistant_tokens
+        return kept / total if total else None
+
     @property
     def total_skipped(self) -> int:
         return sum(self.skipped.values())
@@ -122,6 +214,7 @@ class SkipCounter:
     def merge(self, other: SkipCounter) -> None:
         self.skipped.update(other.skipped)
         self.events.update(other.events)
+        self.count_assistant_tokens(*other.assistant_tokens)
         for reason, places in other.examples.items():
             room = self._keep - len(self.examples[reason])
             self.examples[reason].extend(places[: max(room, 0)])
@@ -131,6 +224,10 @@ class SkipCounter:
             "skipped": dict(self.skipped),
             "events": dict(self.events),
             "examples": {k: list(v) for k, v in self.examples.items()},
+            "assistant_tokens": {
+                "total": self.assistant_tokens[0],
+                "kept": self.assistant_tokens[1],
+            },
         }
 
     def summary(self, name: str = "data") -> str:
@@ -140,6 +237,12 @@ class SkipCounter:
             lines.append(f"  {n} x {reason}" + (f" (e.g. {first})" if first else ""))
         for event, n in self.events.most_common():
             lines.append(f"  {n} x {event}")
+        if self.assistant_share is not None:
+            total, kept = self.assistant_tokens
+            lines.append(
+                f"  assistant tokens kept as targets: {kept:,} of {total:,} "
+                f"({100 * self.assistant_share:.1f}%)"
+            )
         return "\n".join(lines)
 
     def log(self, name: str = "data") -> None:
@@ -169,8 +272,10 @@ def detect_format(columns: Iterable[str], file: str = "<rows>") -> Format:
         DataError: the columns fit no known format; the message lists what each format needs.
     """
     cols = set(columns)
-    if "messages" in cols:
+    if cols & set(MESSAGES_KEYS):
         return "conversation"
+    if cols & set(SESSION_KEYS) and cols & set(ROLE_KEYS) and cols & set(CONTENT_KEYS):
+        return "utterances"  # one row per utterance (AnnoMI-style transcripts)
     if "prompt" in cols:
         return "preference"
     if cols & {"question", "chosen", "rejected"}:  # check_columns then names what is missing
@@ -179,7 +284,9 @@ def detect_format(columns: Iterable[str], file: str = "<rows>") -> Format:
         file,
         None,
         None,
-        f"unknown format for columns {sorted(cols)}: expected 'messages' (conversations), "
+        f"unknown format for columns {sorted(cols)}: expected 'messages' (conversations; or "
+        f"{list(MESSAGES_KEYS[1:])}), one row per utterance ({list(SESSION_KEYS)} with a "
+        "speaker and a text column), "
         "'prompt'/'chosen'/'rejected' (preference pairs) or PsychoCounsel-Preference's "
         "'question'/'chosen'/'rejected'",
     )
@@ -189,7 +296,8 @@ def check_columns(columns: Iterable[str], fmt: Format, file: str) -> None:
     """Raises a `DataError` naming the missing columns of a table in format `fmt`."""
     cols = set(columns)
     need = {
-        "conversation": ("messages",),
+        "conversation": (),
+        "utterances": (),
         "preference": ("prompt", "chosen", "rejected"),
         "psychocounsel": PSYCHOCOUNSEL_TEXT_COLUMNS,
     }[fmt]
@@ -216,40 +324,95 @@ def _text(row: Mapping[str, Any], key: str, file: str, i: int, field: str | None
     return value
 
 
+def _field(m: Mapping[str, Any], keys: Sequence[str]) -> str:
+    return next((k for k in keys if k in m), keys[0])
+
+
+def _label(m: Mapping[str, Any]) -> str | None:
+    value = next((m[k] for k in LABEL_KEYS if m.get(k) not in (None, "")), None)
+    annotation = m.get("annotation")
+    if value is None and isinstance(annotation, Mapping):  # ESConv: {"strategy": "Question"}
+        value = annotation.get("strategy") or None
+    if isinstance(value, float) and math.isnan(value):  # an empty CSV cell
+        return None
+    return None if value is None else str(value)
+
+
 def _messages(
-    value: Any, file: str, i: int, field: str, *, last: Literal["user", "assistant"]
+    value: Any,
+    file: str,
+    i: int,
+    field: str,
+    *,
+    last: Literal["user", "assistant"],
+    opts: ConversationOptions | None = None,
+    skips: SkipCounter | None = None,
 ) -> tuple[Message, ...]:
+    opts = opts or ConversationOptions()
     if not isinstance(value, Sequence) or isinstance(value, str | bytes) or not len(value):
         raise DataError(file, i, field, "expected a non-empty list of messages")
-    out = []
+    out: list[Message] = []
+    where: list[str] = []  # each kept message's speaker field, for errors
+    merged = 0
     for k, m in enumerate(value):
         f = f"{field}[{k}]"
         if not isinstance(m, Mapping):
             raise DataError(file, i, f, f"expected a message dict, got {type(m).__name__}")
-        role = _text(m, "role", file, i, f"{f}.role")
-        if role not in ROLES:
+        rkey = _field(m, ROLE_KEYS)
+        name = _text(m, rkey, file, i, f"{f}.{rkey}")
+        role = opts.role(name)
+        if role is None:
             raise DataError(
-                file, i, f"{f}.role", f"unknown role {role!r} (expected one of {list(ROLES)})"
+                file,
+                i,
+                f"{f}.{rkey}",
+                f"unknown speaker {name!r}: expected one of {list(ROLES)} or a known speaker name "
+                f"({', '.join(sorted(ROLE_ALIASES))}); map others with role_map "
+                f"(e.g. data.role_map='{name}=assistant')",
             )
-        content = _text(m, "content", file, i, f"{f}.content")
-        out.append(Message(role, content))
+        if role == "system" and k:
+            raise DataError(file, i, f"{f}.{rkey}", "a system message must come first")
+        ckey = _field(m, CONTENT_KEYS)
+        content = _text(m, ckey, file, i, f"{f}.{ckey}")
+        label = _label(m)
+        if out and out[-1].role == role and role != "system" and opts.merge_consecutive:
+            prev = out[-1]
+            labels = [x for x in (prev.label, label) if x]
+            joined = "+".join(dict.fromkeys(labels)) or None
+            out[-1] = Message(role, f"{prev.content}\n\n{content}", joined)
+            merged += 1
+            continue
+        out.append(Message(role, content, label))
+        where.append(f"{f}.{rkey}")
     turns = out[1:] if out[0].role == "system" else out
     if not turns:
         raise DataError(file, i, field, "only a system message: no turns")
-    for k, m in enumerate(turns):
-        expected = "user" if k % 2 == 0 else "assistant"
-        if m.role != expected:
+    for k in range(1, len(turns)):
+        if turns[k].role == turns[k - 1].role:
             at = k + (len(out) - len(turns))
             raise DataError(
                 file,
                 i,
-                f"{field}[{at}].role",
-                f"turns must alternate user/assistant starting with user (after an optional first "
-                f"system message): expected {expected!r}, got {m.role!r}",
+                where[at],
+                f"two {turns[k].role!r} turns in a row: turns must alternate user/assistant (set "
+                "merge_consecutive, data.merge_consecutive=True, to join them)",
             )
-    if turns[-1].role != last:
-        raise DataError(file, i, field, f"the last turn must be {last!r}, got {turns[-1].role!r}")
-    return tuple(out)
+    trimmed = 0
+    while turns and turns[-1].role != last and last == "assistant":
+        turns, trimmed = turns[:-1], trimmed + 1
+    if not any(t.role == "assistant" for t in turns) and last == "assistant":
+        raise DataError(file, i, field, "no assistant turn: nothing to train on")
+    if last == "user" and turns[-1].role != "user":
+        raise DataError(file, i, field, f"the last turn must be 'user', got {turns[-1].role!r}")
+    if skips is not None:
+        if merged:
+            skips.count("conversation: merged consecutive turns of one speaker", merged)
+        if trimmed:
+            skips.count("conversation: dropped trailing user turn(s) with no reply", trimmed)
+        if turns[0].role == "assistant":
+            skips.count("conversation: opens with the assistant (kept)")
+    head = out[:1] if out[0].role == "system" else []
+    return tuple(head + list(turns))
 
 
 def _reply(row: Mapping[str, Any], field: str, file: str, i: int) -> str:
@@ -325,15 +488,29 @@ def _id(row: Mapping[str, Any], file: str, i: int) -> str:
 # ---------------------------------------------------------------------------- row parsers
 
 
-def parse_conversation(row: Mapping[str, Any], file: str, i: int) -> Conversation:
-    """A `{"messages": [...]}` row. Raises `DataError` naming the field on any problem."""
-    if "messages" not in row:
-        raise DataError(file, i, "messages", "missing field")
-    messages = _messages(row["messages"], file, i, "messages", last="assistant")
+def parse_conversation(
+    row: Mapping[str, Any],
+    file: str,
+    i: int,
+    opts: ConversationOptions | None = None,
+    skips: SkipCounter | None = None,
+) -> Conversation:
+    """A `{"messages": [...]}` row (or `dialog`, `dialogue`, `conversations`). Raises `DataError`
+    naming the field on any problem."""
+    key = _field(row, MESSAGES_KEYS)
+    if key not in row:
+        raise DataError(file, i, key, "missing field")
+    messages = _messages(row[key], file, i, key, last="assistant", opts=opts, skips=skips)
     return Conversation(messages, _id(row, file, i), file, i)
 
 
-def parse_preference(row: Mapping[str, Any], file: str, i: int) -> PreferencePair:
+def parse_preference(
+    row: Mapping[str, Any],
+    file: str,
+    i: int,
+    opts: ConversationOptions | None = None,
+    skips: SkipCounter | None = None,
+) -> PreferencePair:
     """A `{"prompt", "chosen", "rejected"}` row (prompt a string or a message list)."""
     if "prompt" not in row:
         raise DataError(file, i, "prompt", "missing field")
@@ -341,7 +518,7 @@ def parse_preference(row: Mapping[str, Any], file: str, i: int) -> PreferencePai
     if isinstance(prompt, str) or prompt is None:
         prompt_msgs = (Message("user", _text(row, "prompt", file, i)),)
     else:
-        prompt_msgs = _messages(prompt, file, i, "prompt", last="user")
+        prompt_msgs = _messages(prompt, file, i, "prompt", last="user", opts=opts, skips=skips)
     chosen, rejected = _reply(row, "chosen", file, i), _reply(row, "rejected", file, i)
     _distinct(chosen, rejected, file, i)
     cr, rr = _ratings(row, file, i)
@@ -350,7 +527,13 @@ def parse_preference(row: Mapping[str, Any], file: str, i: int) -> PreferencePai
     )
 
 
-def parse_psychocounsel(row: Mapping[str, Any], file: str, i: int) -> PreferencePair:
+def parse_psychocounsel(
+    row: Mapping[str, Any],
+    file: str,
+    i: int,
+    opts: ConversationOptions | None = None,
+    skips: SkipCounter | None = None,
+) -> PreferencePair:
     """A PsychoCounsel-Preference row as published (`question`, `chosen`, `rejected`, ratings)."""
     question = _text(row, "question", file, i)
     chosen, rejected = _text(row, "chosen", file, i), _text(row, "rejected", file, i)
@@ -369,6 +552,29 @@ def parse_psychocounsel(row: Mapping[str, Any], file: str, i: int) -> Preference
     )
 
 
+def group_utterances(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One `{"id", "messages"}` row per session of a one-row-per-utterance table (AnnoMI-style:
+    `transcript_id`, `interlocutor`, `utterance_text`, ...), sessions in order of first
+    appearance, utterances by `utterance_id` / `turn_id` / ... when present, else file order;
+    the session's other columns that never change within it are kept (e.g. `mi_quality`)."""
+    sessions: dict[Any, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        key = row[_field(row, SESSION_KEYS)]
+        sessions.setdefault(key, []).append(row)
+    out = []
+    for key, utterances in sessions.items():
+        order = next((k for k in ORDER_KEYS if k in utterances[0]), None)
+        if order and all(isinstance(u.get(order), int | float) for u in utterances):
+            utterances = sorted(utterances, key=lambda u: u[order])
+        shared = {
+            k: v
+            for k, v in utterances[0].items()
+            if all(u.get(k) == v for u in utterances) and k not in SESSION_KEYS
+        }
+        out.append({**shared, "id": str(key), "messages": list(utterances)})
+    return out
+
+
 PARSERS = {
     "conversation": parse_conversation,
     "preference": parse_preference,
@@ -383,13 +589,16 @@ def parse_rows(
     *,
     on_error: OnError = "raise",
     skips: SkipCounter | None = None,
+    options: ConversationOptions | None = None,
 ) -> list[Example]:
     """Parses and validates rows of one format; bad rows raise or are counted in `skips`."""
+    if fmt == "utterances":
+        rows, fmt = group_utterances(rows), "conversation"
     parse = PARSERS[fmt]
     out: list[Example] = []
     for i, row in enumerate(rows):
         try:
-            out.append(parse(row, file, i))
+            out.append(parse(row, file, i, options, skips))
         except DataError as e:
             handle(e, on_error, skips)
     return out

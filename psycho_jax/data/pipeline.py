@@ -158,6 +158,12 @@ class Loader:
             self.packing = config.packing
         self.buckets = config.buckets or batching.default_buckets(config.seq_len)
         self.with_ratings = self.is_pairs and any(p.ratings is not None for p in self.examples)
+        # Per-turn labels (e.g. strategies) of conversations: `turn_label` ids in SFT batches.
+        self.label_vocab = (
+            ()
+            if self.is_pairs
+            else tuple(sorted({name for c in self.examples for _, _, name in c.labels}))
+        )
         n = len(self.examples)
         order = grain.MapDataset.range(n).shuffle(seed=config.seed)
         self._order = order.repeat(config.num_epochs) if config.num_epochs else order.repeat()
@@ -278,7 +284,7 @@ class Loader:
             pairs = [self.examples[u[0]] if u else None for u in mine]
             return batching.collate_pairs(pairs, seq_len, cfg.pad_id, self.with_ratings)
         rows = [[self.examples[i] for i in u] for u in mine]
-        return batching.collate_sft(rows, seq_len, cfg.pad_id)
+        return batching.collate_sft(rows, seq_len, cfg.pad_id, self.label_vocab)
 
     def global_batch(self, step: int) -> dict[str, np.ndarray]:
         """All hosts' parts of batch `step`, concatenated (what `shard_batch` assembles)."""

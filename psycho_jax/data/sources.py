@@ -281,9 +281,14 @@ def read_rows(source: Source) -> tuple[str, list[dict[str, Any]]]:
 
 
 def load_source(
-    source: Source | str, *, on_error: OnError = "raise", skips: SkipCounter | None = None
+    source: Source | str,
+    *,
+    on_error: OnError = "raise",
+    skips: SkipCounter | None = None,
+    options: formats.ConversationOptions | None = None,
 ) -> list[Example]:
-    """Validated examples of one source (bad rows raise, or are counted when `on_error="skip"`)."""
+    """Validated examples of one source (bad rows raise, or are counted when `on_error="skip"`);
+    `options` say how transcripts' messages are read (speaker names, merging)."""
     source = parse_source(source) if isinstance(source, str) else source
     if source.kind == "counselchat":
         from psycho_jax.data import counsel_chat
@@ -297,7 +302,7 @@ def load_source(
     columns = set().union(*(r.keys() for r in rows))
     fmt = source.format or formats.detect_format(columns, name)
     formats.check_columns(columns, fmt, name)
-    return formats.parse_rows(rows, fmt, name, on_error=on_error, skips=skips)
+    return formats.parse_rows(rows, fmt, name, on_error=on_error, skips=skips, options=options)
 
 
 # ---------------------------------------------------------------------------- mixtures
@@ -350,10 +355,11 @@ def load_mixture(
     total: int | None = None,
     on_error: OnError = "raise",
     skips: SkipCounter | None = None,
+    options: formats.ConversationOptions | None = None,
 ) -> list[Example]:
     """Examples of several sources mixed by their weights (one source: returned as is)."""
     sources = [parse_source(s) if isinstance(s, str) else s for s in specs]
-    loaded = [load_source(s, on_error=on_error, skips=skips) for s in sources]
+    loaded = [load_source(s, on_error=on_error, skips=skips, options=options) for s in sources]
     if len(loaded) == 1 and total is None:
         return loaded[0]
     return mix(loaded, [s.weight for s in sources], seed, total)

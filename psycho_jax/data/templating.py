@@ -13,13 +13,25 @@ template's format. What is checked, for every row (a `DataError` naming file, ro
   `prompt + reply` and their first tokens must be exactly the prompt's tokens. Loss is on the reply
   tokens only.
 
+Long sessions are tokenised once: for a template that renders a conversation as a prefix (BOS and
+the system message) followed by one piece per turn (Llama 3's does; checked on every row: the pieces
+must join into exactly the whole rendering and its tokens), each turn is rendered and encoded on its
+own and any run of turns is then a concatenation of pieces, so choosing turns costs nothing more
+(a 600-message session: milliseconds). Other templates fall back to rendering each candidate.
+
 Truncation (`Truncation.policy`) when a sequence is longer than `max_len` tokens:
 - `"keep_last_turns"` (default): drop the oldest user/assistant exchanges of the context (a system
   message stays), then cut the end of the replies; a row is skipped, and counted, if the last
   user turn alone leaves fewer than `min_reply_tokens` for a reply;
 - `"skip"`: skip the row (counted);
 - `"error"`: raise a `DataError`.
-Truncations and skips are counted in a `SkipCounter`. A reply is never cut to zero tokens.
+With `Truncation.windows` a conversation longer than `max_len` becomes several overlapping windows
+instead (`conversation_windows`): each starts at a turn (after the system message, which every
+window keeps), ends at a turn boundary, and holds at most `max_len` tokens; the next window starts
+with up to half a window of the previous one's last turns as context. Each assistant turn is a
+target in exactly one window (the first that holds it); one turn longer than a window alone is cut.
+Truncations and skips are counted in a `SkipCounter`, as is the share of assistant tokens kept as
+targets (`SkipCounter.assistant_tokens`). A reply is never cut to zero tokens.
 """
 
 from __future__ import annotations
@@ -30,6 +42,7 @@ from typing import Literal
 
 import numpy as np
 import regex
+import tqdm
 import transformers
 
 from psycho_jax.data.encoder import TextEncoder
@@ -45,6 +58,8 @@ from psycho_jax.data.formats import (
     handle,
 )
 
+DEFAULT_MAX_LEN = 320
+"""The configs' `data.max_len` (and the audit's default `--max_len`)."""
 Policy = Literal["keep_last_turns", "skip", "error"]
 POLICIES = ("keep_last_turns", "skip", "error")
 
@@ -56,6 +71,7 @@ class Truncation:
     max_len: int
     policy: Policy = "keep_last_turns"
     min_reply_tokens: int = 1
+    windows: bool = False  # conversations: overlapping windows instead of keep_last_turns
 
     def __post_init__(self):
         if self.max_len <= 0:
@@ -76,6 +92,8 @@ class TokenizedConversation:
     tokens: np.ndarray
     loss_mask: np.ndarray
     index: int
+    # Per-turn labels of the assistant targets: (start, end, label) token spans, or ().
+    labels: tuple[tuple[int, int, str], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,6 +204,214 @@ def _check_specials(ct: ChatTokenizer, ex: Example) -> None:
             )
 
 
+def _too_long(ex: Example, trunc: Truncation, n: int, field: str, skips: SkipCounter) -> None:
+    """Applies the "error" (raise) or "skip" (count) policy to a row of `n` tokens."""
+    if trunc.policy == "error":
+        raise DataError(ex.file, ex.row, field, f"{n} tokens, longer than max_len {trunc.max_len}")
+    skips.skip(f"longer than max_len {trunc.max_len} (policy 'skip')", f"{ex.file}: row {ex.row}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Turns:
+    """A conversation tokenised turn by turn: `head` (BOS, system message) [H] and for each turn
+    after it its tokens and assistant target mask; any run of turns after `head` is valid input."""
+
+    head: np.ndarray
+    ids: tuple[np.ndarray, ...]
+    masks: tuple[np.ndarray, ...]
+    roles: tuple[str, ...]
+    labels: tuple[str | None, ...]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.asarray([len(x) for x in self.ids], np.int64)
+
+    def join(self, start: int, end: int, targets: Sequence[int] | None = None):
+        """(tokens, loss mask, label spans) of `head` + turns[start:end]; targets only on turns
+        `targets` (default: every assistant turn)."""
+        ids = [self.head, *self.ids[start:end]]
+        keep = set(range(start, end)) if targets is None else set(targets)
+        masks = [np.zeros(len(self.head), np.bool_)]
+        spans, at = [], len(self.head)
+        for k in range(start, end):
+            m = self.masks[k] if k in keep else np.zeros(len(self.ids[k]), np.bool_)
+            masks.append(m)
+            if self.labels[k] is not None and m.any():
+                spans.append((at, at + len(m), self.labels[k]))
+            at += len(m)
+        return np.concatenate(ids).astype(np.int32), np.concatenate(masks), tuple(spans)
+
+
+def _split_turns(ct: ChatTokenizer, conv: Conversation) -> Turns | None:
+    """`Turns` of a conversation, or None when the template is not a prefix plus one piece per
+    turn (or its tokens merge across turns): the caller then renders each candidate."""
+    msgs = _dicts(conv.messages)
+    n_head = 1 if msgs[0]["role"] == "system" else 0
+    head, turns = msgs[:n_head], msgs[n_head:]
+    u, a = {"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}
+    try:
+        probe = ct.render([*head, u])
+        gen = ct.render([*head, u], add_generation_prompt=True)
+        two, three = ct.render([*head, u, a]), ct.render([*head, u, a, u])
+        texts = [ct.render([*head, m]) for m in turns]
+    except Exception:  # a template that rejects a conversation opening with the assistant
+        return None
+    user_piece = three[len(two) :]  # how a user turn renders after others
+    if not (three.startswith(two) and probe.endswith(user_piece) and gen.startswith(probe)):
+        return None
+    prefix = probe[: len(probe) - len(user_piece)]  # BOS and the system message
+    if not all(t.startswith(prefix) for t in texts):
+        return None
+    header = gen[len(probe) :]  # the assistant role header of a generation prompt
+    pieces = [t[len(prefix) :] for t in texts]
+    full = _render(ct, conv, "messages", msgs)
+    if full != prefix + "".join(pieces):
+        return None
+    head_ids = ct.encode(prefix)
+    piece_ids = ct.encoder.encode_many(pieces)
+    full_ids = ct.encode(full)
+    ct.check_bos(full_ids, conv, "messages")
+    if full_ids != head_ids + [t for p in piece_ids for t in p]:
+        return None
+    header_ids = ct.encoder.encode(header)
+    masks = []
+    for j, (m, ids) in enumerate(zip(turns, piece_ids)):
+        mask = np.zeros(len(ids), np.bool_)
+        if m["role"] == "assistant":
+            if not pieces[j].startswith(header) or ids[: len(header_ids)] != header_ids:
+                return None
+            mask[len(header_ids) :] = True
+        masks.append(mask)
+    if len(turns) > 1 and pieces[1:] and ct.encode(prefix + pieces[1]) != head_ids + piece_ids[1]:
+        return None  # a window starting later would join differently
+    return Turns(
+        np.asarray(head_ids, np.int32),
+        tuple(np.asarray(x, np.int32) for x in piece_ids),
+        tuple(masks),
+        tuple(m["role"] for m in turns),
+        tuple(m.label for m in conv.messages[n_head:]),
+    )
+
+
+def _keep_last_start(turns: Turns, max_len: int) -> int:
+    """The first turn kept by `keep_last_turns`: drop whole exchanges (two turns) from the front
+    until the rest fits, keeping at least one turn before the last one."""
+    suffix = np.cumsum(turns.lengths[::-1])[::-1] + len(turns.head)  # tokens of turns[s:]
+    s = 0
+    while suffix[s] > max_len and len(turns.ids) - s >= 3:
+        s += 2
+    return s
+
+
+def conversation_windows(turns: Turns, max_len: int) -> list[tuple[int, int, list[int]]]:
+    """Windows `(start, end, target turns)` of at most `max_len` tokens over `turns` (module
+    docstring); every assistant turn is a target of exactly one window."""
+    n, lengths, h = len(turns.ids), turns.lengths, len(turns.head)
+    cum = np.concatenate([[0], np.cumsum(lengths)])  # tokens of turns[a:b] = cum[b] - cum[a]
+    assistant = [k for k in range(n) if turns.roles[k] == "assistant"]
+    out: list[tuple[int, int, list[int]]] = []
+    covered = -1  # the last assistant turn that is a target so far
+    s = 0
+    while True:
+        e = int(np.searchsorted(cum, cum[s] + max_len - h, side="right")) - 1  # longest fit
+        e = max(e, s + 1)  # one turn longer than a window alone: cut at the end
+        targets = [k for k in assistant if covered < k < e and k >= s]
+        if targets:
+            out.append((s, e, targets))
+            covered = targets[-1]
+        rest = [k for k in assistant if k > covered]
+        if not rest:
+            return out
+        a = rest[0]  # the next target: start with up to half a window of context before it
+        s_next = a
+        while (
+            s_next - 1 > s
+            and cum[a + 1] - cum[s_next - 1] + h <= max_len
+            and (cum[e] - cum[s_next - 1] <= max_len // 2)
+        ):
+            s_next -= 1
+        s = max(s_next, s + 1)
+
+
+def tokenize_conversation(
+    ct: ChatTokenizer, conv: Conversation, trunc: Truncation, skips: SkipCounter, index: int = 0
+) -> TokenizedConversation | None:
+    """Tokens and assistant-only loss mask of one conversation, or None if skipped (counted).
+
+    Raises:
+        DataError: template or tokenizer inconsistencies, a too-long row under policy "error".
+        ValueError: `trunc.windows` (several results: use `tokenize_session`).
+    """
+    if trunc.windows:
+        raise ValueError("Truncation.windows gives several windows: use tokenize_session")
+    out = tokenize_session(ct, conv, trunc, skips, index)
+    return out[0] if out else None
+
+
+def tokenize_session(
+    ct: ChatTokenizer, conv: Conversation, trunc: Truncation, skips: SkipCounter, index: int = 0
+) -> list[TokenizedConversation]:
+    """Tokens and assistant-only loss masks of one conversation: one entry, several windows
+    (`trunc.windows`), or none if skipped (counted).
+
+    Raises:
+        DataError: template or tokenizer inconsistencies, a too-long row under policy "error".
+    """
+    _check_specials(ct, conv)
+    turns = _split_turns(ct, conv)
+    if turns is None:  # a template whose pieces do not concatenate: render each candidate
+        if trunc.windows:
+            skips.count("conversation: template not turn by turn, no windows (keep_last_turns)")
+        t = _tokenize_conversation_slow(ct, conv, trunc, skips, index)
+        return [] if t is None else [t]
+    total = int(sum(m.sum() for m in turns.masks))
+    n = len(turns.ids)
+    full_len = len(turns.head) + int(turns.lengths.sum())
+    if full_len <= trunc.max_len:
+        out = [_tokenized(turns, 0, n, None, index)]
+    elif trunc.windows:
+        out = []
+        for s, e, targets in conversation_windows(turns, trunc.max_len):
+            t = _tokenized(turns, s, e, targets, index)
+            if len(t.tokens) > trunc.max_len:
+                t = dataclasses.replace(
+                    t, tokens=t.tokens[: trunc.max_len], loss_mask=t.loss_mask[: trunc.max_len]
+                )
+                skips.count("conversation: cut a turn longer than a window")
+            out.append(t)
+        skips.count("conversation: cut into windows")
+        skips.count("conversation windows", len(out))
+    elif trunc.policy != "keep_last_turns":
+        _too_long(conv, trunc, full_len, "messages", skips)
+        skips.count_assistant_tokens(total, 0)
+        return []
+    else:
+        s = _keep_last_start(turns, trunc.max_len)
+        if s:
+            skips.count("conversation: dropped oldest turns to fit max_len")
+        t = _tokenized(turns, s, n, None, index)
+        if len(t.tokens) > trunc.max_len:
+            mask = t.loss_mask[: trunc.max_len]
+            if mask.sum() < trunc.min_reply_tokens:
+                skips.skip(
+                    f"fewer than {trunc.min_reply_tokens} assistant tokens left within max_len "
+                    f"{trunc.max_len}",
+                    f"{conv.file}: row {conv.row}",
+                )
+                skips.count_assistant_tokens(total, 0)
+                return []
+            t = dataclasses.replace(t, tokens=t.tokens[: trunc.max_len], loss_mask=mask)
+            skips.count("conversation: cut the end to fit max_len")
+        out = [t]
+    skips.count_assistant_tokens(total, int(sum(t.loss_mask.sum() for t in out)))
+    return out
+
+
+def _tokenized(turns: Turns, s: int, e: int, targets, index: int) -> TokenizedConversation:
+    ids, mask, spans = turns.join(s, e, targets)
+    return TokenizedConversation(ids, mask, index, spans)
+
+
 def _drop_oldest_exchange(messages: tuple[Message, ...]) -> tuple[Message, ...] | None:
     """Removes the first user/assistant exchange after an optional system message (None if that
     would leave no user turn before the last one)."""
@@ -196,30 +422,21 @@ def _drop_oldest_exchange(messages: tuple[Message, ...]) -> tuple[Message, ...] 
     return head + turns[2:]
 
 
-def _too_long(ex: Example, trunc: Truncation, n: int, field: str, skips: SkipCounter) -> None:
-    """Applies the "error" (raise) or "skip" (count) policy to a row of `n` tokens."""
-    if trunc.policy == "error":
-        raise DataError(ex.file, ex.row, field, f"{n} tokens, longer than max_len {trunc.max_len}")
-    skips.skip(f"longer than max_len {trunc.max_len} (policy 'skip')", f"{ex.file}: row {ex.row}")
-
-
-def tokenize_conversation(
+def _tokenize_conversation_slow(
     ct: ChatTokenizer, conv: Conversation, trunc: Truncation, skips: SkipCounter, index: int = 0
 ) -> TokenizedConversation | None:
-    """Tokens and assistant-only loss mask of one conversation, or None if skipped (counted).
-
-    Raises:
-        DataError: template or tokenizer inconsistencies, a too-long row under policy "error".
-    """
-    _check_specials(ct, conv)
+    """`tokenize_conversation` for templates that are not a prefix plus one piece per turn:
+    renders the conversation again for each exchange it drops (no windows)."""
     messages = conv.messages
-    dropped = 0
+    dropped, total = 0, None
     while True:
         ids, mask = _conversation_ids(ct, conv, messages)
+        total = int(mask.sum()) if total is None else total  # of the whole conversation
         if len(ids) <= trunc.max_len:
             break
         if trunc.policy != "keep_last_turns":
             _too_long(conv, trunc, len(ids), "messages", skips)
+            skips.count_assistant_tokens(total, 0)
             return None
         shorter = _drop_oldest_exchange(messages)
         if shorter is None:
@@ -227,6 +444,8 @@ def tokenize_conversation(
         messages, dropped = shorter, dropped + 1
     if dropped:
         skips.count("conversation: dropped oldest turns to fit max_len")
+    if messages[0].role == "assistant":
+        skips.count("conversation: opening assistant turn kept as context only (chat template)")
     if len(ids) > trunc.max_len:
         ids, mask = ids[: trunc.max_len], mask[: trunc.max_len]
         if mask.sum() < trunc.min_reply_tokens:
@@ -235,8 +454,10 @@ def tokenize_conversation(
                 f"{trunc.max_len}",
                 f"{conv.file}: row {conv.row}",
             )
+            skips.count_assistant_tokens(total, 0)
             return None
         skips.count("conversation: cut the end to fit max_len")
+    skips.count_assistant_tokens(total, int(mask.sum()))
     return TokenizedConversation(ids, mask, index)
 
 
@@ -249,8 +470,8 @@ def _conversation_ids(
     ct.check_bos(ids, conv, "messages")
     mask = np.zeros(len(ids), np.bool_)
     for j, m in enumerate(msgs):
-        if m["role"] != "assistant":
-            continue
+        if m["role"] != "assistant" or j == 0:  # an opening with no turn before it: context
+            continue  # (transformers cannot render the empty conversation before it)
         field = f"messages[{j + len(conv.messages) - len(messages)}]"
         before = _render(ct, conv, field, msgs[:j], gen=True)
         upto = _render(ct, conv, field, msgs[: j + 1])
@@ -317,6 +538,7 @@ def tokenize_pair(
     _check_specials(ct, pair)
     prompt = pair.prompt
     dropped = 0
+    first = True
     while True:
         p, c, r = _pair_ids(ct, pair, prompt)
         longest = len(p) + max(len(c), len(r))
@@ -325,6 +547,16 @@ def tokenize_pair(
         if trunc.policy != "keep_last_turns":
             _too_long(pair, trunc, longest, "chosen" if len(c) >= len(r) else "rejected", skips)
             return None
+        if first and len(prompt) > 4:  # a long prompt: choose its first turn from turn lengths
+            first = False
+            turns = _split_turns(ct, Conversation(prompt, pair.id, pair.file, pair.row))
+            if turns is not None:
+                room = trunc.max_len - (len(p) - len(turns.head) - int(turns.lengths.sum()))
+                k = _keep_last_start(turns, room - max(len(c), len(r)))
+                if k:
+                    head = prompt[: len(prompt) - len(turns.ids)]
+                    prompt, dropped = head + prompt[len(head) + k :], dropped + k // 2
+                    continue
         shorter = _drop_oldest_exchange(prompt)
         if shorter is None:
             break
@@ -357,25 +589,29 @@ def tokenize_examples(
     *,
     on_error: OnError = "raise",
     skips: SkipCounter | None = None,
+    progress: bool = True,
 ) -> list[Tokenized]:
     """Tokenizes every example (all conversations or all pairs); skips are counted in `skips`.
 
-    `index` of each result is the example's position in `examples`.
+    `index` of each result is the example's position in `examples` (windows of one conversation
+    share it). A progress bar (stderr) shows for 2,000 rows or more unless `progress=False`.
     """
     skips = SkipCounter() if skips is None else skips
     kinds = {type(e) for e in examples}
     if len(kinds) > 1:
         raise ValueError(f"examples mix {sorted(k.__name__ for k in kinds)}; tokenize them apart")
     out: list[Tokenized] = []
-    for i, ex in enumerate(examples):
+    bar = tqdm.tqdm(
+        examples, desc="tokenizing", unit="row", disable=not progress or len(examples) < 2000
+    )
+    for i, ex in enumerate(bar):
         try:
             if isinstance(ex, Conversation):
-                t = tokenize_conversation(ct, ex, trunc, skips, i)
+                out.extend(tokenize_session(ct, ex, trunc, skips, i))
             else:
                 t = tokenize_pair(ct, ex, trunc, skips, i)
+                if t is not None:
+                    out.append(t)
         except DataError as e:
             handle(e, on_error, skips)
-            continue
-        if t is not None:
-            out.append(t)
     return out
