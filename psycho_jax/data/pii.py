@@ -1,190 +1,391 @@
 """Personal information in counseling text: find it (audit) and scrub it (before training).
 
-Scrubbed, each replaced by a bracketed placeholder so the sentence still reads:
-- e-mail addresses -> `[email]`; web addresses (`http(s)://`, `www.`, bare `name.com`) -> `[website]`;
-- phone numbers -> `[phone]`, except public crisis lines (`CRISIS_LINES`; 988 and 741741 are too
-  short to look like phone numbers) and crisis web sites (`CRISIS_SITES`), which are resources a
-  counseling reply should keep;
-- names: honorific + name ("Dr. Jane Smith", "I'm Ms. Lee"), self-introductions ("my name is
-  Jane"), sign-offs ("Warmly, Jane" / "- Jane Smith, LPC" at the end), names followed by
-  credentials ("Jane Smith, LCSW"), and names passed in (e.g. the therapists of a dataset) ->
-  `[name]`.
+Each kind is replaced by a placeholder so the sentence still reads:
 
-Regexes, not a named-entity model: they catch the patterns above, not every name in free text; the
-audit reports what they find so that a person can look.
+- `phone` -> `[phone]`: Google's libphonenumber (`phonenumbers.PhoneNumberMatcher`, through
+  Presidio's `PhoneRecognizer`) tried with the default regions in `PHONE_REGIONS`, so "+44 20 7946
+  0958", "0412 345 678", "030 1234567", "555 - 0144" and unseparated digits are all numbers;
+- `email` -> `[email]`: Presidio's `EmailRecognizer` (domains checked against the public suffix list
+  that `tldextract` ships) plus patterns for "jane @gmail.com" and the obfuscated forms "jane at gmail
+  dot com", "jane(at)gmail(dot)com", "jane [at] gmail [dot] com";
+- `url` -> `[website]` (web addresses: scheme, `www.`, bare domains on any public suffix such as .ie
+  or .de, link shorteners) and `[handle]` (social handles, "@jane_doe"): Presidio
+  `PatternRecognizer`s; a bare domain whose suffix is capitalised ("better.Life") is two sentences
+  run together, not an address;
+- `name` -> `[name]`: the counseling-specific cues of `pii_cues` (introductions, sign-offs,
+  credentials, honorifics), the names a corpus passes in, and, with `Scrubber(ner_model=...)` and
+  an installed spaCy model, Presidio's named-entity recogniser.
+
+Crisis and help resources are never removed (`pii_cues.CRISIS_NUMBERS`, `CRISIS_HOSTS`,
+`CRISIS_NAMES_RE`), matched on the whole number or address: "1-800-662-4357" and
+"childline.org.uk/get-support" stay, "childline.org.uk.example.com" goes.
+
+Speed: the recognisers run only on windows around cheap triggers (a run of digits, an "@", a dot
+inside a word, a closing word), so text without personal information costs a few regex scans.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Sequence
 
-import regex
+import phonenumbers
+import tldextract
+from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer
+from presidio_analyzer.predefined_recognizers import EmailRecognizer, PhoneRecognizer
 
-CREDENTIALS = (
-    "LCSW|LMSW|LICSW|LSW|LPC|LPCC|LPCA|LPC-S|LMHC|LMFT|LCPC|LCMHC|LMAC|LCAS|LCADC|NCC|CCTP|DCC|CHT|"
-    "PhD|Ph\\.D\\.?|PsyD|Psy\\.D\\.?|EdD|MD|M\\.D\\.|MA|M\\.A\\.|MS|M\\.S\\.|MSW|MSc|MEd|M\\.Ed\\.?|"
-    "MFT|MFTI|ATR|RPT|CADC|CSAT|JD|MPH|BCC"
-)
-_NAME = r"\p{Lu}[\p{L}'’\-]+"
-_FULL_NAME = rf"{_NAME}(?:\s+\p{{Lu}}\.)?(?:\s+{_NAME}){{0,2}}"
+from psycho_jax.data import pii_cues
 
-EMAIL_RE = regex.compile(r"[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+")
-_TLDS = (
-    "com|org|net|edu|gov|info|biz|io|us|co|me|health|life|today|online|care|help|counseling|therapy"
-)
-URL_RE = regex.compile(
-    r"(?:https?://|www\.)[^\s<>()\"']+[^\s<>()\"'.,;:!?]"
-    rf"|\b[\w\-]+(?:\.[\w\-]+)*\.(?:{_TLDS})\b(?:/[^\s<>()\"']*[^\s<>()\"'.,;:!?])?",
-    regex.IGNORECASE,
-)
-_URL_HINT = regex.compile(rf"https?://|www\.|\.(?:{_TLDS})\b", regex.IGNORECASE)  # cheap pre-check
-PHONE_RE = regex.compile(
-    r"(?<!\d)(?:\+?1[\s.\-]?)?(?:\(\d{3}\)\s?|\d{3}[\s.\-]?)\d{3}[\s.\-]\d{4}(?!\d)"
-)
-CRISIS_LINES = frozenset(
-    {
-        *("8002738255", "18002738255"),  # US National Suicide Prevention Lifeline (before 988)
-        *("8007997233", "18007997233"),  # US National Domestic Violence Hotline
-        *("8006564673", "18006564673"),  # RAINN sexual assault hotline
-        *("8004224453", "18004224453"),  # Childhelp National Child Abuse Hotline
-    }
-)
-"""Digits of public crisis lines: never scrubbed or reported."""
-CRISIS_SITES = regex.compile(
-    r"(?:https?://)?(?:www\.)?(?:findahelpline\.com|988lifeline\.org|suicidepreventionlifeline\.org|"
-    r"thehotline\.org|rainn\.org|crisistextline\.org|samaritans\.org|childhelp\.org|"
-    r"childline\.org\.uk|nationaldahelpline\.org\.uk)(?:/\S*)?$",
-    regex.IGNORECASE,
-)
-"""Public crisis-resource web sites: never scrubbed or reported."""
-HONORIFIC_RE = regex.compile(rf"\b(?:Dr|Mr|Mrs|Ms|Mx|Prof)\.?\s+{_FULL_NAME}")
-INTRO_RE = regex.compile(rf"(?i:\bmy name is)\s+(?:(?:Dr|Mr|Mrs|Ms|Mx)\.?\s+)?{_FULL_NAME}")
-CREDENTIAL_NAME_RE = regex.compile(rf"\b{_FULL_NAME},?\s+(?:{CREDENTIALS})\b")
-SIGN_OFF_RE = regex.compile(
-    rf"(?i:\b(?:warmly|sincerely|best|regards|best regards|kind regards|best wishes|blessings|"
-    rf"take care|peace|cheers|respectfully|with care)),?\s*[\r\n\-–—]*\s*{_FULL_NAME}\s*"
-    rf"(?:,?\s*(?:{CREDENTIALS})\b[\s,]*)*\s*$"
-    rf"|(?:^|\n)\s*[\-–—]{{1,2}}\s*{_FULL_NAME}(?:,?\s*(?:{CREDENTIALS})\b)*\s*$"
+KINDS = ("email", "url", "phone", "name")
+PLACEHOLDERS = {
+    "email": "[email]",
+    "url": "[website]",
+    "handle": "[handle]",
+    "phone": "[phone]",
+    "name": "[name]",
+}
+PHONE_REGIONS = ("US", "GB", "AU", "DE", "IE", "NZ", "IN", "FR", "ZA", "NL", "ES", "IT", "BR")
+"""Default regions for numbers written without a country code (national formats)."""
+NER_INSTALL_HINT = (
+    "pip install 'psycho_jax[ner]' and a spaCy pipeline with a PERSON entity "
+    "(e.g. `python -m spacy download en_core_web_lg`, or a local pipeline directory)"
 )
 
-PLACEHOLDERS = {"email": "[email]", "url": "[website]", "phone": "[phone]", "name": "[name]"}
+
+@functools.cache
+def _suffixes() -> tldextract.TLDExtract:
+    # The public suffix list that tldextract ships: never fetched (no network at run time).
+    return tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
 
 
-def _is_crisis_line(number: str) -> bool:
-    return "".join(c for c in number if c.isdigit()) in CRISIS_LINES
+def _has_public_suffix(host: str) -> bool:
+    parts = _suffixes()(host.lower())
+    return bool(parts.suffix) and bool(parts.domain)
 
 
-def _url(m: regex.Match) -> str:
-    return m.group(0) if CRISIS_SITES.match(m.group(0)) else PLACEHOLDERS["url"]
+@dataclasses.dataclass(frozen=True, order=True)
+class Span:
+    """`text[start:end]` is personal information of `kind`; `label` picks the placeholder."""
+
+    start: int
+    end: int
+    kind: str
+    label: str = ""
+
+    @property
+    def placeholder(self) -> str:
+        return PLACEHOLDERS[self.label or self.kind]
 
 
-@functools.lru_cache(maxsize=64)
-def _names_re(names: frozenset[str], ignore_case: bool) -> regex.Pattern | None:
-    if not names:
-        return None
-    alts = sorted(names, key=len, reverse=True)
-    flags = regex.IGNORECASE if ignore_case else 0
-    return regex.compile(
-        r"(?<!\p{L})(?:" + "|".join(map(regex.escape, alts)) + r")(?!\p{L})", flags
-    )
+# ---------------------------------------------------------------------------- recognisers
 
 
-@functools.lru_cache(maxsize=64)
-def _by_first_word(names: frozenset[str]) -> dict[str, frozenset[str]]:
-    index: dict[str, set[str]] = collections.defaultdict(set)
-    for n in names:
-        words = _WORD_RE.findall(n.lower())
-        if words:
-            index[words[0]].add(n)
-    return {k: frozenset(v) for k, v in index.items()}
+class _Email(EmailRecognizer):
+    """Presidio's e-mail pattern, a stray space around "@", domains on a public suffix."""
+
+    PATTERNS = [
+        *EmailRecognizer.PATTERNS,
+        Pattern("Email (space around @)", r"(?<![\w.@])[\w.+\-]*\w[ \t]+@[ \t]*\w[\w\-]*(?:\.[\w\-]+)+", 0.5),
+        Pattern("Email (space after @)", r"(?<![\w.@])[\w.+\-]*\w@[ \t]+\w[\w\-]*(?:\.[\w\-]+)+", 0.5),
+    ]
+
+    def validate_result(self, pattern_text: str) -> bool:
+        host = pattern_text.rsplit("@", 1)[-1].strip().rstrip(".")
+        return _has_public_suffix(host)
 
 
-_WORD_RE = regex.compile(r"\p{L}+")
+_AT = r"(?:[ \t]*[\(\[\{<][ \t]*at[ \t]*[\)\]\}>][ \t]*|[ \t]+at[ \t]+|[ \t]*@[ \t]*)"
+_DOT = r"(?:[ \t]*[\(\[\{<][ \t]*dot[ \t]*[\)\]\}>][ \t]*|[ \t]+dot[ \t]+|\.)"
+_LABEL = r"[a-z0-9](?:[a-z0-9\-]{0,62}[a-z0-9])?"
+_MAIL_HOSTS = (
+    r"gmail|googlemail|yahoo|hotmail|outlook|live|icloud|me|aol|protonmail|proton|gmx|web|mail|"
+    r"yandex|zoho|msn|comcast|verizon|btinternet|sky|eircom|bigpond|optusnet|t-online|fastmail"
+)
 
 
-def _known_names(text: str, names: Iterable[str], words: Iterable[str]) -> list[regex.Pattern]:
-    """Patterns for the given names that can occur in `text` (found by their first word)."""
-    names = names if isinstance(names, frozenset) else frozenset(n for n in names if n)
-    words = words if isinstance(words, frozenset) else frozenset(w for w in words if w)
-    if not names and not words:
-        return []
-    present = set(_WORD_RE.findall(text.lower()))
-    index = _by_first_word(names)
-    candidates = frozenset().union(*(index[w] for w in present & index.keys()))
-    pats = (
-        _names_re(candidates, True),
-        _names_re(frozenset(w for w in words if w.lower() in present), False),
-    )
-    return [p for p in pats if p is not None]
+class _ObfuscatedEmail(PatternRecognizer):
+    """"jane at gmail dot com", "jane(at)gmail(dot)com", "jane [at] gmail [dot] com", "JANE AT
+    GMAIL DOT COM", "jane.doe at gmail.com"."""
+
+    def __init__(self) -> None:
+        local = r"(?<![\w.@])[a-z0-9][\w.+\-]{0,63}"
+        super().__init__(
+            "EMAIL_ADDRESS",
+            name="ObfuscatedEmail",
+            patterns=[
+                Pattern("obfuscated", rf"{local}{_AT}{_LABEL}(?:{_DOT}{_LABEL}){{1,3}}(?![\w])", 0.6),
+            ],
+        )
+
+    def validate_result(self, pattern_text: str) -> bool:
+        m = re.match(rf"(?i)(.*?){_AT}(.*)$", pattern_text)
+        if m is None:
+            return False
+        local, host = m.group(1), m.group(2)
+        plain_at = re.fullmatch(r"(?i)[ \t]+at[ \t]+|[ \t]*@[ \t]*", pattern_text[len(local) : len(pattern_text) - len(host)])
+        host_plain = re.sub(rf"(?i){_DOT}", ".", host)
+        if not _has_public_suffix(host_plain):
+            return False
+        obfuscated_dot = host_plain != host
+        if pattern_text.count("@") and not obfuscated_dot and "(" not in host:
+            return False  # a plain address: _Email's
+        if plain_at and not obfuscated_dot:
+            # "look at example.com": an address only when the host is a mail provider and the
+            # local part looks like one (digits, dots, underscores).
+            return bool(re.match(rf"(?i)(?:{_MAIL_HOSTS})\.", host_plain)) and bool(
+                re.search(r"[\d._]", local)
+            )
+        return True
 
 
-def _urls(text: str) -> list[str]:
-    return URL_RE.findall(text) if _URL_HINT.search(text) else []
+_URL_END = r"(?:[^\s<>\"'()\[\]{}]*[^\s<>\"'()\[\]{}.,;:!?])?"
 
 
-def _sub_sign_off(text: str) -> str:
-    # A sign-off ends the text: search its last 400 characters only (the pattern is slow on long text).
-    cut = max(0, len(text) - 400)
-    return text[:cut] + SIGN_OFF_RE.sub(lambda m: _keep_lead(m.group(0)), text[cut:])
+class _Url(PatternRecognizer):
+    """Web addresses: with a scheme, with `www.`, or a bare domain on a public suffix."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "URL",
+            name="Url",
+            patterns=[
+                Pattern("scheme", rf"(?<![\w@])(?:https?|ftp)://{_URL_END}", 0.9),
+                Pattern("www", rf"(?<![\w@.])www\d{{0,3}}\.{_URL_END}", 0.8),
+                Pattern(
+                    "bare",
+                    rf"(?<![\w@.\-])(?:{_LABEL}\.)+[a-z]{{2,24}}(?![\w\-@])(?:[/?#]{_URL_END})?",
+                    0.5,
+                ),
+            ],
+        )
+
+    def validate_result(self, pattern_text: str) -> bool:
+        if re.match(r"(?i)(?:https?|ftp)://|www\d{0,3}\.", pattern_text):
+            return True
+        host = re.split(r"[/?#]", pattern_text, maxsplit=1)[0]
+        tld = host.rsplit(".", 1)[-1]
+        if tld[0].isupper() and not host.isupper():
+            return False  # "better.Life", "time.It": sentences run together
+        return _has_public_suffix(host)
+
+
+class _Handle(PatternRecognizer):
+    """Social handles: "@jane_doe", "IG: @calm.with.kai"."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "HANDLE",
+            name="Handle",
+            patterns=[
+                Pattern(
+                    "handle", r"(?<![\w@.])@[a-z0-9_](?:[a-z0-9_.]{0,28}[a-z0-9_])?(?![\w@])", 0.6
+                )
+            ],
+        )
+
+
+# Cheap triggers (stdlib `re`): the recognisers only see windows around them.
+_TRIGGERS = {
+    "phone": re.compile(r"\+?\(?\d[\d \t().\-‐‑‒–—/]{4,}\d"),
+    "email": re.compile(r"(?i)@|[\(\[\{<][ \t]*at[ \t]*[\)\]\}>]|[ \t]at[ \t][^\n]{1,60}?[ \t.]dot[ \t]"
+                        r"|[ \t]at[ \t]+[\w\-]+\.[a-z]"),
+    "url": re.compile(r"(?i)://|www\d{0,3}\.|[a-z0-9]\.[a-z]{2,}"),
+}
+_WINDOW = 80
+_VANITY = re.compile(r"[-. ]?[A-Z]{3,}(?![A-Za-z])")
+_YEAR_RANGE = re.compile(r"(?:19|20)\d\d[ \t]*[-‐‑‒–—/][ \t]*(?:19|20)?\d\d")
+
+
+def _windows(text: str, trigger: re.Pattern, radius: int = _WINDOW) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for m in trigger.finditer(text):
+        a = max(0, m.start() - radius)
+        b = min(len(text), m.end() + radius)
+        while a > 0 and not text[a - 1].isspace():
+            a -= 1
+        while b < len(text) and not text[b].isspace():
+            b += 1
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(b, out[-1][1]))
+        else:
+            out.append((a, b))
+    return out
+
+
+def _digits(s: str) -> str:
+    return "".join(c for c in s if c.isdigit())
+
+
+def is_crisis_number(number: str) -> bool:
+    """Whether `number` (any format) is a public crisis or help line (`CRISIS_NUMBERS`)."""
+    d = _digits(number)
+    return d in pii_cues.CRISIS_NUMBERS or d.lstrip("0") in pii_cues.CRISIS_NUMBERS
+
+
+def is_crisis_site(url: str) -> bool:
+    """Whether the whole address `url` is on a crisis or help resource's host (or a sub-domain)."""
+    host = re.sub(r"(?i)^(?:https?|ftp)://", "", url)
+    host = re.split(r"[/?#:]", host, maxsplit=1)[0].lower().rstrip(".")
+    host = host.removeprefix("www.")
+    return any(host == h or host.endswith("." + h) for h in pii_cues.CRISIS_HOSTS)
+
+
+class Scrubber:
+    """Finds and replaces personal information (module docstring); `scrub`/`find` use one default.
+
+    Args:
+        phone_regions: default regions for national phone formats, tried in order.
+        ner_model: a spaCy pipeline (package name or directory) whose PERSON entities are names
+            too, through Presidio's `SpacyNlpEngine`; None: cues and given names only.
+    """
+
+    def __init__(self, phone_regions: Sequence[str] = PHONE_REGIONS, ner_model: str | None = None):
+        self._email = _Email()
+        self._obfuscated = _ObfuscatedEmail()
+        self._url = _Url()
+        self._handle = _Handle()
+        self._phone = PhoneRecognizer(
+            supported_regions=tuple(phone_regions), leniency=phonenumbers.Leniency.POSSIBLE
+        )
+        self._ner = _ner_analyzer(ner_model) if ner_model else None
+
+    # -------------------------------------------------------------------- spans
+
+    def _run(self, recognizer: EntityRecognizer, text: str, windows, entity: str) -> list[tuple[int, int]]:
+        out = []
+        for a, b in windows:
+            for r in recognizer.analyze(text[a:b], [entity], None):
+                out.append((a + r.start, a + r.end))
+        return out
+
+    def _phones(self, text: str) -> list[Span]:
+        wins = [
+            w for w in _windows(text, _TRIGGERS["phone"], 12) if len(_digits(text[w[0] : w[1]])) >= 7
+        ]
+        spans = []
+        for a, b in sorted(set(self._run(self._phone, text, wins, "PHONE_NUMBER"))):
+            vanity = _VANITY.match(text, b)  # "1-800-273-TALK": the letters are digits too
+            if vanity:
+                b = vanity.end()
+            number = phonenumbers.convert_alpha_characters_in_number(text[a:b])
+            if len(_digits(number)) < 7 or _YEAR_RANGE.fullmatch(number.strip()):
+                continue
+            if is_crisis_number(number) or any(
+                is_crisis_number(p) for p in re.split(r"[ \t]*[,/;]|\bor\b", number)
+            ):
+                continue
+            spans.append(Span(a, b, "phone"))
+        return spans
+
+    def _addresses(self, text: str) -> list[Span]:
+        spans: list[Span] = []
+        if "@" in text or _TRIGGERS["email"].search(text):
+            wins = _windows(text, _TRIGGERS["email"])
+            for a, b in self._run(self._email, text, wins, "EMAIL_ADDRESS"):
+                spans.append(Span(a, b, "email"))
+            for a, b in self._run(self._obfuscated, text, wins, "EMAIL_ADDRESS"):
+                spans.append(Span(a, b, "email"))
+            if "@" in text:
+                at = _windows(text, re.compile("@"), 0)
+                for a, b in self._run(self._handle, text, at, "HANDLE"):
+                    spans.append(Span(a, b, "url", "handle"))
+        wins = _windows(text, _TRIGGERS["url"], 0)
+        if wins:
+            for a, b in self._run(self._url, text, wins, "URL"):
+                if not is_crisis_site(text[a:b]):
+                    spans.append(Span(a, b, "url"))
+        return spans
+
+    def _names(self, text: str, names: Iterable[str], words: Iterable[str]) -> list[Span]:
+        found = pii_cues.cue_spans(text) + pii_cues.known_spans(text, names, words)
+        if self._ner is not None:
+            for r in self._ner.analyze(text, language="en", entities=["PERSON"]):
+                found.append((r.start, r.end))
+        return [Span(a, b, "name") for a, b in found if b > a]
+
+    def spans(self, text: str, names: Iterable[str] = (), words: Iterable[str] = ()) -> list[Span]:
+        """Non-overlapping spans of personal information, in order. Where spans overlap, the
+        address or number wins over a name, and overlapping names merge into one."""
+        addresses = self._phones(text) + self._addresses(text)
+        addresses = _merge(addresses)
+        names_ = [
+            s for s in _merge(self._names(text, names, words)) if not _overlaps(s, addresses)
+        ]
+        return sorted(addresses + names_)
+
+    def find(self, text: str, names: Iterable[str] = (), words: Iterable[str] = ()) -> dict[str, int]:
+        """Counts of personal information in `text` by kind (`KINDS`); kinds with none left out."""
+        counts = collections.Counter(s.kind for s in self.spans(text, names, words))
+        return {k: counts[k] for k in KINDS if counts[k]}
+
+    def scrub(self, text: str, names: Iterable[str] = (), words: Iterable[str] = ()) -> str:
+        """`text` with every span replaced by its placeholder."""
+        out, last = [], 0
+        for s in self.spans(text, names, words):
+            out.append(text[last : s.start])
+            out.append(s.placeholder)
+            last = s.end
+        out.append(text[last:])
+        return "".join(out)
+
+
+def _overlaps(s: Span, others: Sequence[Span]) -> bool:
+    return any(o.start < s.end and s.start < o.end for o in others)
+
+
+_RANK = {"email": 0, "url": 1, "phone": 2, "name": 3}
+
+
+def _merge(spans: Sequence[Span]) -> list[Span]:
+    """Overlapping spans become one (the kind of the first, e-mails before web addresses)."""
+    out: list[Span] = []
+    for s in sorted(spans, key=lambda s: (s.start, -s.end, _RANK[s.kind])):
+        if out and s.start < out[-1].end:
+            last = out[-1]
+            out[-1] = dataclasses.replace(last, end=max(last.end, s.end))
+        elif out and s.kind == "name" == out[-1].kind and s.start == out[-1].end:
+            out[-1] = dataclasses.replace(out[-1], end=s.end)
+        else:
+            out.append(s)
+    return out
+
+
+def _ner_analyzer(model: str):
+    """Presidio's AnalyzerEngine over a spaCy pipeline, for PERSON entities only."""
+    import pathlib
+
+    import spacy
+    from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+    from presidio_analyzer.nlp_engine import SpacyNlpEngine
+    from presidio_analyzer.predefined_recognizers import SpacyRecognizer
+
+    if not (spacy.util.is_package(model) or pathlib.Path(model).exists()):
+        raise ImportError(f"spaCy pipeline {model!r} is not installed: {NER_INSTALL_HINT}")
+    engine = SpacyNlpEngine(models=[{"lang_code": "en", "model_name": model}])
+    registry = RecognizerRegistry(supported_languages=["en"])
+    registry.add_recognizer(SpacyRecognizer(supported_entities=["PERSON"]))
+    return AnalyzerEngine(registry=registry, nlp_engine=engine, supported_languages=["en"])
+
+
+@functools.cache
+def default() -> Scrubber:
+    """The shared default `Scrubber` (built once: the recognisers compile their patterns)."""
+    return Scrubber()
 
 
 def find(text: str, names: Iterable[str] = (), words: Iterable[str] = ()) -> dict[str, int]:
-    """Counts of personal information in `text` by kind: email, url, phone, name.
+    """Counts of personal information in `text` by kind: email, url (with handles), phone, name.
 
     `names` (full names) are matched in any case; `words` (single first or last names) only
     exactly as given, so "Hope" the name is found and "hope" the word is not.
     """
-    hits: collections.Counter[str] = collections.Counter()
-    hits["email"] = len(EMAIL_RE.findall(text))
-    stripped = EMAIL_RE.sub(" ", text)
-    hits["url"] = sum(not CRISIS_SITES.match(u) for u in _urls(stripped))
-    hits["phone"] = sum(not _is_crisis_line(m) for m in PHONE_RE.findall(text))
-    spans = set()
-    patterns = [
-        HONORIFIC_RE,
-        INTRO_RE,
-        CREDENTIAL_NAME_RE,
-        *_known_names(text, names, words),
-    ]
-    for pattern in patterns:
-        spans.update(m.span() for m in pattern.finditer(text))
-    cut = max(0, len(text) - 400)
-    spans.update(
-        (cut + a, cut + b) for a, b in (m.span() for m in SIGN_OFF_RE.finditer(text[cut:]))
-    )
-    hits["name"] = len(spans)
-    return {k: v for k, v in hits.items() if v}
+    return default().find(text, names, words)
 
 
 def scrub(text: str, names: Iterable[str] = (), words: Iterable[str] = ()) -> str:
-    """`text` with e-mails, web addresses, phone numbers (not crisis lines) and names replaced.
-
-    `names` and `words` as in `find`.
-    """
-    text = EMAIL_RE.sub(PLACEHOLDERS["email"], text)
-    # Phones before web addresses: "Example.com404.293.5654" (a lost space) hides the address.
-    text = PHONE_RE.sub(
-        lambda m: m.group(0) if _is_crisis_line(m.group(0)) else PLACEHOLDERS["phone"], text
-    )
-    if _URL_HINT.search(text):
-        text = URL_RE.sub(_url, text)
-    text = _sub_sign_off(text)
-    for pattern in _known_names(text, names, words):
-        text = pattern.sub(PLACEHOLDERS["name"], text)
-    text = HONORIFIC_RE.sub(PLACEHOLDERS["name"], text)
-    text = CREDENTIAL_NAME_RE.sub(PLACEHOLDERS["name"], text)
-    text = INTRO_RE.sub(lambda m: _intro(m.group(0)), text)
-    return text
-
-
-def _keep_lead(sign_off: str) -> str:
-    """Keeps the closing word of a sign-off ("Warmly,"), drops the name after it."""
-    m = regex.match(r"\s*(?i:[a-z ]+),?", sign_off)
-    lead = m.group(0).strip() if m and m.group(0).strip() else ""
-    return (" " + lead if lead else "").rstrip()
-
-
-def _intro(match: str) -> str:
-    return f"{match[: len('my name is')]} {PLACEHOLDERS['name']}"
+    """`text` with e-mails, web addresses, handles, phone numbers and names replaced (crisis and
+    help resources kept). `names` and `words` as in `find`."""
+    return default().scrub(text, names, words)

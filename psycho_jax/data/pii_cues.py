@@ -1,0 +1,297 @@
+"""The counseling-specific layer of `pii`: names from cues, credentials, a corpus's names, and the
+crisis and help resources that a counseling reply must keep.
+
+Everything generic (phone numbers, e-mail and web addresses, handles) lives in `pii`, built on
+`phonenumbers` and Presidio; this module only knows how therapists write:
+
+- introductions: "my name is Jane", "I'm Tom", "This is Liam Chen", "I am Dr. Ruiz";
+- sign-offs anywhere a signature can start: "Thanks,\\nDana", "Hugs, Mei-Ling", "Hope this helps,
+  Sam Okafor, LMFT" (also followed by a phone or web line), "- Jane Smith" on its own line;
+- credentials after a name: "Jane Smith, LCSW", "Sam Lee, M.A., LPC", "Ana Ruiz PsyD";
+- honorifics: "Dr. Jane Smith" (not the public figures in `PUBLIC_FIGURES`: "Dr. Seuss books");
+- the names of a corpus (e.g. CounselChat's therapists), hyphens and apostrophes included.
+
+Each function returns `(start, end)` spans of names; `pii` merges them with the other spans, so a
+name found by two rules is replaced once, whole ("Dan Warren-Park, LPC" -> "[name], LPC").
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+
+import regex
+
+# ---------------------------------------------------------------------------- crisis resources
+
+CRISIS_NUMBERS = frozenset(
+    {
+        "988",  # US/Canada Suicide & Crisis Lifeline
+        *("8002738255", "18002738255"),  # US National Suicide Prevention Lifeline (before 988)
+        *("8006624357", "18006624357"),  # SAMHSA National Helpline
+        *("8664887386", "18664887386"),  # The Trevor Project
+        *("8007997233", "18007997233"),  # US National Domestic Violence Hotline
+        *("8006564673", "18006564673"),  # RAINN sexual assault hotline
+        *("8004224453", "18004224453"),  # Childhelp National Child Abuse Hotline
+        *("8007842433", "18007842433"),  # 1-800-SUICIDE
+        *("8009506264", "18009506264"),  # NAMI HelpLine
+        *("8775658860", "18775658860"),  # Trans Lifeline
+        *("8006686868", "18006686868"),  # Kids Help Phone (Canada)
+        *("8008264357", "18008264357"),  # US Veterans Crisis Line (old number)
+        *("741741", "686868", "85258", "50808"),  # Crisis Text Line (US, CA, UK, IE)
+        *("116123", "44116123", "353116123"),  # Samaritans (UK, Ireland)
+        *("08457909090", "4408457909090"),  # Samaritans (old UK number)
+        *("131114", "61131114", "0477131114"),  # Lifeline Australia (call, text)
+        *("1800551800", "611800551800"),  # Kids Helpline Australia
+        *("1300224636", "611300224636"),  # Beyond Blue
+        *("08001111", "4408001111"),  # Childline UK
+        *("0800543354", "64800543354", "1737"),  # Lifeline NZ, 1737 Need to talk?
+        *("116111", "911", "999", "112", "000"),  # child helpline, emergency numbers
+    }
+)
+"""Digits of public crisis and help lines (with and without country codes): never scrubbed."""
+
+CRISIS_HOSTS = frozenset(
+    {
+        *("findahelpline.com", "988lifeline.org", "suicidepreventionlifeline.org"),
+        *("thetrevorproject.org", "samhsa.gov", "findtreatment.gov", "crisistextline.org"),
+        *("crisistextline.ca", "crisistextline.uk", "giveusashout.org", "samaritans.org"),
+        *("samaritansusa.org", "childline.org.uk", "nationaldahelpline.org.uk", "lifeline.org.au"),
+        *("kidshelpline.com.au", "beyondblue.org.au", "kidshelpphone.ca", "thehotline.org"),
+        *("rainn.org", "childhelp.org", "childhelphotline.org", "befrienders.org", "iasp.info"),
+        *("nami.org", "mind.org.uk", "translifeline.org", "veteranscrisisline.net"),
+        *("talksuicide.ca", "988.ca", "lifeline.org.nz", "1737.org.nz", "suicide.org"),
+        *("loveisrespect.org", "domesticshelters.org", "nimh.nih.gov", "mentalhealth.gov"),
+        *("988lifeline.ca", "pieta.ie", "childline.ie", "spunout.ie", "yourmentalhealth.ie"),
+    }
+)
+"""Hosts (and their sub-domains) of crisis and help resources: their addresses are kept."""
+
+CRISIS_NAMES_RE = regex.compile(
+    r"(?i:the\s+)?(?:Trevor\s+(?:Project|Lifeline|Text|Chat)|Samaritans|Kids\s+Help\s*(?:Phone|line)|"
+    r"Crisis\s+Text\s+Line|Lifeline(?:\s+Australia)?|Childline|Beyond\s+Blue|Befrienders|"
+    r"Find\s*a\s*Helpline|SAMHSA|RAINN|NAMI|Childhelp|Trans\s+Lifeline|Veterans\s+Crisis\s+Line)"
+)
+"""Names of help resources: a name rule never removes them ("the Trevor Project")."""
+
+# ---------------------------------------------------------------------------- names
+
+CREDENTIALS = (
+    r"LCSW|LMSW|LICSW|LISW|LSW|LPC|LPCC|LPCA|LPC-S|LPCMH|LMHC|LMFT|LCPC|LCMHC|LMAC|LCAS|LCADC|LCDC|"
+    r"NCC|CCTP|DCC|CHT|CPC|RMFT|CADC|CSAT|ATR|RPT|BCC|DBH|MFT|MFTI|MSW|MSc|MEd|MPH|"
+    r"Ph\.?\s?D\.?|Psy\.?\s?D\.?|Ed\.?\s?D\.?|M\.?\s?D\.?|M\.?\s?A\.?|M\.?\s?S\.?|M\.Ed\.?|J\.?D\.?|"
+    r"RN|RP|LMHP|LAMFT|LGPC|APCC|AMFT|ACSW|BCD|CEAP|CRC|PMHNP|NP|MBA|BA|BSW"
+)
+_CRED = rf"(?:{CREDENTIALS})(?![\p{{L}}])"
+_AMBIGUOUS_CRED = regex.compile(r"^(?:MA|MS|MD|PA|DC)$")  # also US states: "Boston, MA 02108"
+_PARTICLES = r"(?:van|von|der|den|de|del|della|da|di|du|la|le|bin|al|ben|st\.)"
+NAME_WORD = r"(?:\p{Lu}['’](?=\p{Lu}))?\p{Lu}\p{Ll}+(?:\p{Lu}\p{Ll}+)*(?:[-‐]\p{Lu}?\p{Ll}+)*"
+"""One capitalised name word: Tom, McCracken, O'Brien, Mei-Ling, Warren-Park, D’Angelo."""
+FULL_NAME = (
+    rf"{NAME_WORD}(?:[ \t\xa0]+(?:\p{{Lu}}\.|{_PARTICLES}(?=[ \t\xa0]+\p{{Lu}})|{NAME_WORD})){{0,3}}"
+)
+_HONORIFIC = r"(?:Dr|Mr|Mrs|Ms|Mx|Prof|Rev|Fr|Sr)\.?"
+
+NOT_NAMES = frozenset(
+    """a an the and but or so if then also just really very still only always never now here there
+    this that these those it its i you he she we they my your our their me him her us them not no
+    yes ok okay sorry glad happy sad fine good great well sure afraid curious hoping writing
+    thinking wondering currently hope thanks thank best take be remember please feel let what when
+    where why how who which while because since after before as at in on of for to from with by
+    about into over under again once today tomorrow yesterday monday tuesday wednesday thursday
+    friday saturday sunday january february march april may june july august september october
+    november december god jesus christ lord christian catholic jewish muslim buddhist hindu
+    atheist american canadian british english irish australian mexican african asian black white
+    latina latino latinx hispanic native gay lesbian bi bisexual trans transgender queer straight
+    single married divorced pregnant autistic bipolar depressed anxious counseling counselling
+    therapy therapist counselor counsellor psychologist psychiatrist doctor coach dear hi hello hey
+    love hugs peace regards sincerely warmly cheers blessings namaste many kind warm all wishing
+    good luck yours with some most more many every each any other another one two three first
+    second next last new old big little such same different important hard easy true false
+    facebook instagram twitter linkedin youtube google tiktok reddit amazon netflix internet
+    email phone call text website online office clinic center centre practice group program
+    dialectical cognitive behavioral behavioural emotionally focused narrative solution""".split()
+)
+"""Capitalised words that a cue ("I'm", "Thanks,") is often followed by without being a name."""
+
+PUBLIC_FIGURES = frozenset(
+    """seuss phil oz ruth drew gottman brown siegel neff burns beck ellis linehan kolk levine lerner
+    chapman johnson hallowell kübler-ross frankl freud jung rogers maslow seligman kabat-zinn hayes
+    perry porges tatkin real amen hendrix firestone lieberman winnicott bowlby ainsworth adler
+    erickson satir minuchin bowen glasser yalom kessler tolle mate maté weil fauci king spock
+    phil's""".split()
+)
+"""Surnames of authors, researchers and public figures a reply may cite ("Dr. Gottman's research",
+"Dr. Seuss books"): not personal information."""
+
+_FOLLOW = (
+    r"(?=[ \t\xa0]*(?:$|\n|\r|,|;|\||\(|\)|[-–—~/]|\d|\+|\[|www\.|https?:|@|\p{Lu}{2,}|"
+    r"[.!]+[ \t\xa0]*(?:$|\n|\r|www\.|https?:|\d|\+|\(|\p{Lu}{2,}|\p{Lu}\p{Ll}+,))|[.!]*$)"
+)
+"""What may follow a signature's name: the end, a new line, credentials, a phone or web line."""
+
+CLOSINGS = (
+    r"warm(?:est)?\s+(?:regards|wishes)|warmly|sincerely(?:\s+yours)?|yours(?:\s+truly)?|"
+    r"(?:with\s+)?(?:best|kind|kindest|warm)\s+(?:regards|wishes)|best(?:\s+of\s+luck)?|regards|"
+    r"all\s+the\s+best|(?:many\s+)?blessings|take\s+care|be\s+well|stay\s+(?:well|safe|strong)|"
+    r"peace|cheers|respectfully|with\s+(?:care|love|gratitude|kindness|warmth|compassion)|gratefully|"
+    r"(?:many\s+)?thanks(?:\s+again)?|thank\s+you(?:\s+(?:again|for\s+(?:writing|asking|sharing|"
+    r"reaching\s+out|your\s+question)))?|hugs|love|(?:i\s+)?hope\s+(?:this|that|it)\s+helps?"
+    r"(?:\s+(?:you|a\s+(?:little|bit)))?|good\s+luck|wishing\s+you\s+(?:well|the\s+best|all\s+the\s+best|"
+    r"peace|healing|strength)|namaste|in\s+(?:health|peace|gratitude|service)|talk\s+soon|"
+    r"until\s+next\s+time|cordially|fondly|onward|in\s+kindness|with\s+hope|be\s+gentle\s+with\s+yourself"
+)
+"""Closings after which a signature may follow."""
+
+SIGN_OFF_RE = regex.compile(
+    rf"(?i:(?<![\p{{L}}])(?:{CLOSINGS}))[ \t\xa0]*[,!.:;]*[ \t\xa0]*(?:[\r\n]+[ \t\xa0]*)*"
+    rf"(?:[-–—~]+[ \t\xa0]*)?(?:{_HONORIFIC}[ \t\xa0]+)?(?P<name>{FULL_NAME}){_FOLLOW}"
+)
+DASH_SIGNATURE_RE = regex.compile(
+    rf"(?m)(?:^|(?<=[.!?]))[ \t\xa0]*[-–—~]{{1,2}}[ \t\xa0]*(?:{_HONORIFIC}[ \t\xa0]+)?"
+    rf"(?P<name>{FULL_NAME}){_FOLLOW}"
+)
+INTRO_RE = regex.compile(
+    rf"(?i:(?<![\p{{L}}])(?:my\s+name\s+is|my\s+name['’]s|name['’]s|i['’]m|i\s+am|this\s+is|"
+    rf"it['’]s|here\s+is|call\s+me|i\s+go\s+by|signed))[ \t\xa0]+(?:{_HONORIFIC}[ \t\xa0]+)?"
+    rf"(?P<name>{FULL_NAME})"
+)
+HONORIFIC_RE = regex.compile(rf"(?<![\p{{L}}]){_HONORIFIC}[ \t\xa0]+(?P<name>{FULL_NAME})")
+CREDENTIAL_RE = regex.compile(
+    rf"(?P<name>{FULL_NAME})(?:[ \t\xa0]*,[ \t\xa0]*|[ \t\xa0]+)(?P<cred>{_CRED}(?:[ \t\xa0]*,?[ \t\xa0]*{_CRED})*)"
+)
+_INTRO_NEEDS_SIGNATURE = regex.compile(r"(?i:it['’]s|here\s+is|signed|this\s+is)")
+
+
+def _trim(text: str, start: int, end: int) -> tuple[int, int] | None:
+    """The name span without leading non-name words ("Contact Jane Smith" -> "Jane Smith")."""
+    words = list(regex.finditer(r"\S+", text[start:end]))
+    while words and words[0].group(0).strip(".,").lower() in NOT_NAMES:
+        words.pop(0)
+    while words and words[-1].group(0).strip(".,").lower() in NOT_NAMES:
+        words.pop()
+    if not words:
+        return None
+    return start + words[0].start(), start + words[-1].end()
+
+
+def cue_spans(text: str) -> list[tuple[int, int]]:
+    """Names recognisable from a cue: introductions, sign-offs, credentials, honorifics."""
+    spans: list[tuple[int, int]] = []
+    for pattern in (SIGN_OFF_RE, DASH_SIGNATURE_RE, HONORIFIC_RE):
+        for m in pattern.finditer(text):
+            if pattern is HONORIFIC_RE and _public(m.group("name")):
+                continue
+            spans.append(m.span("name"))
+    for m in INTRO_RE.finditer(text):
+        first = m.group("name").split()[0]
+        if first.lower() in NOT_NAMES or _public(m.group("name")):
+            continue
+        cue = m.group(0)[: m.start("name") - m.start()]
+        if _INTRO_NEEDS_SIGNATURE.match(cue.strip()) and not _looks_like_intro(text, m):
+            continue
+        spans.append(m.span("name"))
+    for m in CREDENTIAL_RE.finditer(text):
+        if _state_not_credential(text, m):
+            continue
+        spans.append(m.span("name"))
+    out = []
+    for a, b in spans:
+        t = _trim(text, a, b)
+        if t:
+            out.append(t)
+    return [s for s in out if not _in_resource_name(text, s)]
+
+
+def _looks_like_intro(text: str, m: regex.Match) -> bool:
+    """"This is Liam Chen" introduces someone when it opens the text, a line or a sentence, or a
+    greeting precedes it; "this is Spanish for..." in running text does not."""
+    before = text[max(0, m.start() - 40) : m.start()]
+    return bool(regex.search(r"(?:^|[\n.!?]|(?i:hi|hello|hey|dear \S+)[,!]?)\s*$", before))
+
+
+def _public(name: str) -> bool:
+    words = name.lower().replace("’", "'").split()
+    return bool(words) and (words[-1].removesuffix("'s") in PUBLIC_FIGURES)
+
+
+def _state_not_credential(text: str, m: regex.Match) -> bool:
+    """"Boston, MA 02108" is a place: an ambiguous credential alone, followed by a ZIP code."""
+    creds = regex.split(r"[ \t\xa0]*,[ \t\xa0]*|[ \t\xa0]+", m.group("cred").strip())
+    if not all(_AMBIGUOUS_CRED.match(c) for c in creds if c):
+        return False
+    if regex.match(r"[ \t\xa0]*\d", text[m.end() :]):
+        return True
+    return bool(regex.search(r"(?i:\b(?:in|to|from|at|near|of|around|outside|visit)\s+)$", text[: m.start()]))
+
+
+def _in_resource_name(text: str, span: tuple[int, int]) -> bool:
+    a, b = span
+    window = text[max(0, a - 12) : b + 25]
+    off = max(0, a - 12)
+    return any(
+        m.start() + off <= a and b <= m.end() + off or (m.start() + off < b and a < m.end() + off)
+        for m in CRISIS_NAMES_RE.finditer(window)
+    )
+
+
+# ---------------------------------------------------------------------------- a corpus's names
+
+_WORD_RE = regex.compile(r"\p{L}+")
+_APOSTROPHES = "'’"
+_DASHES = "-‐‑–"
+
+
+def _name_pattern(name: str) -> str:
+    """A regex for `name` that accepts either apostrophe, any hyphen and any run of spaces."""
+    out = []
+    for ch in name:
+        if ch in _APOSTROPHES:
+            out.append("['’]")
+        elif ch in _DASHES:
+            out.append("[-‐‑–]")
+        elif ch.isspace():
+            out.append(r"[ \t\xa0]+")
+        else:
+            out.append(regex.escape(ch))
+    return "".join(out)
+
+
+@functools.lru_cache(maxsize=128)
+def _names_re(names: frozenset[str], ignore_case: bool) -> regex.Pattern | None:
+    if not names:
+        return None
+    alts = sorted(names, key=len, reverse=True)
+    return regex.compile(
+        r"(?<![\p{L}])(?:" + "|".join(map(_name_pattern, alts)) + r")(?![\p{L}])",
+        regex.IGNORECASE if ignore_case else 0,
+    )
+
+
+@functools.lru_cache(maxsize=128)
+def _by_first_word(names: frozenset[str]) -> dict[str, frozenset[str]]:
+    index: dict[str, set[str]] = {}
+    for n in names:
+        words = _WORD_RE.findall(n.lower())
+        if words:
+            index.setdefault(words[0], set()).add(n)
+    return {k: frozenset(v) for k, v in index.items()}
+
+
+def known_spans(text: str, names: Iterable[str], words: Iterable[str]) -> list[tuple[int, int]]:
+    """Spans of given full names (any case) and single name words (exact case, so "Hope" the name
+    is found and "hope" the word is not); hyphenated and apostrophe names included."""
+    names = names if isinstance(names, frozenset) else frozenset(n for n in names if n)
+    words = words if isinstance(words, frozenset) else frozenset(w for w in words if w)
+    if not names and not words:
+        return []
+    present = set(_WORD_RE.findall(text.lower()))
+    index = _by_first_word(names)
+    candidates = frozenset().union(*(index[w] for w in present & index.keys()))
+    own = frozenset(w for w in words if _WORD_RE.findall(w.lower())[:1] and present.issuperset(
+        _WORD_RE.findall(w.lower())))
+    spans = []
+    for pattern in (_names_re(candidates, True), _names_re(own, False)):
+        if pattern is not None:
+            spans.extend(m.span() for m in pattern.finditer(text))
+    return spans
