@@ -156,7 +156,7 @@ class _Url(PatternRecognizer):
                 Pattern("www", rf"(?<![\w@.])www\d{{0,3}}\.{_URL_END}", 0.8),
                 Pattern(
                     "bare",
-                    rf"(?<![\w@.\-])(?:{_LABEL}\.)+[a-z]{{2,24}}(?![\w\-@])(?:[/?#]{_URL_END})?",
+                    rf"(?<![\w@.\-])(?:{_LABEL}\.)+[a-z]{{2,24}}(?![a-z_\-@])(?:[/?#]{_URL_END})?",
                     0.5,
                 ),
             ],
@@ -170,6 +170,14 @@ class _Url(PatternRecognizer):
         if tld[0].isupper() and not host.isupper():
             return False  # "better.Life", "time.It": sentences run together
         return _has_public_suffix(host)
+
+
+_BARE = re.compile(rf"(?i)(?:{_LABEL}\.)+[a-z]{{2,24}}(?![a-z])")
+
+
+def _may_be_domain(token: str) -> bool:
+    """A cheap check before the URL recogniser: does the token hold a host on a public suffix?"""
+    return any(_has_public_suffix(m.group(0)) for m in _BARE.finditer(token))
 
 
 class _Handle(PatternRecognizer):
@@ -187,32 +195,73 @@ class _Handle(PatternRecognizer):
         )
 
 
-# Cheap triggers (stdlib `re`): the recognisers only see windows around them.
+class _Phone(PhoneRecognizer):
+    """Presidio's libphonenumber recogniser at `POSSIBLE` leniency (fictional 555 numbers are
+    numbers too), trying the default regions in order and stopping at the first that reads a
+    number in the window: a national format ("020 7946 0958") needs a region that knows it."""
+
+    def analyze(self, text, entities, nlp_artifacts=None):
+        todo = [m.span() for m in _TRIGGERS["phone"].finditer(text) if len(_digits(m.group())) >= 7]
+        found = []
+        for region in self.supported_regions:
+            if not todo:
+                break
+            for m in phonenumbers.PhoneNumberMatcher(text, region, leniency=self.leniency):
+                found.append(self._get_recognizer_result(m, text, region, nlp_artifacts))
+            todo = [(a, b) for a, b in todo if not any(r.start < b and a < r.end for r in found)]
+        return EntityRecognizer.remove_duplicates(found)
+
+
+# Cheap triggers (stdlib `re`, each led by a literal or one character class, so they scan fast):
+# the recognisers only see windows around them.
 _TRIGGERS = {
-    "phone": re.compile(r"\+?\(?\d[\d \t().\-‐‑‒–—/]{4,}\d"),
-    "email": re.compile(r"(?i)@|[\(\[\{<][ \t]*at[ \t]*[\)\]\}>]|[ \t]at[ \t][^\n]{1,60}?[ \t.]dot[ \t]"
-                        r"|[ \t]at[ \t]+[\w\-]+\.[a-z]"),
-    "url": re.compile(r"(?i)://|www\d{0,3}\.|[a-z0-9]\.[a-z]{2,}"),
+    "phone": re.compile(r"\d[\d \t().\-‐‑‒–—/]{4,}\d"),
+    "email": re.compile(r"@|[\(\[\{<][ \t]*[aA][tT][ \t]*[\)\]\}>]|[ \t][aA][tT][ \t]"),
+    # A bare domain's suffix is lower case (or the whole address upper case): "better.Life" is not.
+    "url": re.compile(r"\.[a-z]{2,24}(?![a-z])"),
+    "url_upper": re.compile(r"\.[A-Z]{2,24}(?![A-Za-z])"),
+    "url_scheme": re.compile(r"://|[wW]{3}\d{0,3}\."),
+    "at": re.compile("@"),
 }
+_DIGITS = "0123456789"
+
+
+def _obfuscated(text: str) -> bool:
+    """Whether text may hold an obfuscated address ("at" and "dot" spelled out)."""
+    return any(w in text for w in _OBFUSCATION_CUES)
+
+
+_OBFUSCATION_CUES = ("dot", "DOT", "Dot", "at)", "AT)", "at]", "AT]", "at}", "at>", "at )", "at ]")
 _WINDOW = 80
 _VANITY = re.compile(r"[-. ]?[A-Z]{3,}(?![A-Za-z])")
 _YEAR_RANGE = re.compile(r"(?:19|20)\d\d[ \t]*[-‐‑‒–—/][ \t]*(?:19|20)?\d\d")
 
 
 def _windows(text: str, trigger: re.Pattern, radius: int = _WINDOW) -> list[tuple[int, int]]:
+    """Merged windows of `radius` characters around each trigger, widened to whole words."""
     out: list[tuple[int, int]] = []
     for m in trigger.finditer(text):
         a = max(0, m.start() - radius)
-        b = min(len(text), m.end() + radius)
-        while a > 0 and not text[a - 1].isspace():
-            a -= 1
-        while b < len(text) and not text[b].isspace():
-            b += 1
+        a -= _NON_SPACE.match(text[max(0, a - 200) : a][::-1]).end()  # back to a space
+        b = _NON_SPACE.match(text, min(len(text), m.end() + radius)).end()
         if out and a <= out[-1][1]:
             out[-1] = (out[-1][0], max(b, out[-1][1]))
         else:
             out.append((a, b))
     return out
+
+
+def _union(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(a + b):
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(hi, out[-1][1]))
+        else:
+            out.append((lo, hi))
+    return out
+
+
+_NON_SPACE = re.compile(r"\S*")
 
 
 def _digits(s: str) -> str:
@@ -247,7 +296,7 @@ class Scrubber:
         self._obfuscated = _ObfuscatedEmail()
         self._url = _Url()
         self._handle = _Handle()
-        self._phone = PhoneRecognizer(
+        self._phone = _Phone(
             supported_regions=tuple(phone_regions), leniency=phonenumbers.Leniency.POSSIBLE
         )
         self._ner = _ner_analyzer(ner_model) if ner_model else None
@@ -262,6 +311,8 @@ class Scrubber:
         return out
 
     def _phones(self, text: str) -> list[Span]:
+        if sum(map(text.count, _DIGITS)) < 7:  # cheaper than any regex scan
+            return []
         wins = [
             w for w in _windows(text, _TRIGGERS["phone"], 12) if len(_digits(text[w[0] : w[1]])) >= 7
         ]
@@ -282,25 +333,34 @@ class Scrubber:
 
     def _addresses(self, text: str) -> list[Span]:
         spans: list[Span] = []
-        if "@" in text or _TRIGGERS["email"].search(text):
-            wins = _windows(text, _TRIGGERS["email"])
-            for a, b in self._run(self._email, text, wins, "EMAIL_ADDRESS"):
-                spans.append(Span(a, b, "email"))
-            for a, b in self._run(self._obfuscated, text, wins, "EMAIL_ADDRESS"):
+        wins = [w for w in _windows(text, _TRIGGERS["url"], 0) if _may_be_domain(text[w[0] : w[1]])]
+        if "://" in text or "www" in text or "WWW" in text:
+            wins = _union(wins, _windows(text, _TRIGGERS["url_scheme"], 0))
+        upper = _windows(text, _TRIGGERS["url_upper"], 0)
+        if upper:
+            wins = _union(wins, [(a, b) for a, b in upper if text[a:b].upper() == text[a:b]])
+        at_domain = any(" at " in text[max(0, a - 48) : a + 1].lower() for a, _ in wins)
+        if "@" in text or at_domain or _obfuscated(text):
+            email_wins = _windows(text, _TRIGGERS["email"])
+            for a, b in self._run(self._email, text, email_wins, "EMAIL_ADDRESS"):
+                if not is_crisis_site(text[a:b].rsplit("@", 1)[-1].strip()):
+                    spans.append(Span(a, b, "email"))
+            for a, b in self._run(self._obfuscated, text, email_wins, "EMAIL_ADDRESS"):
                 spans.append(Span(a, b, "email"))
             if "@" in text:
-                at = _windows(text, re.compile("@"), 0)
+                at = _windows(text, _TRIGGERS["at"], 0)
                 for a, b in self._run(self._handle, text, at, "HANDLE"):
                     spans.append(Span(a, b, "url", "handle"))
-        wins = _windows(text, _TRIGGERS["url"], 0)
-        if wins:
-            for a, b in self._run(self._url, text, wins, "URL"):
-                if not is_crisis_site(text[a:b]):
-                    spans.append(Span(a, b, "url"))
+        for a, b in self._run(self._url, text, wins, "URL"):
+            if not is_crisis_site(text[a:b]):
+                spans.append(Span(a, b, "url"))
         return spans
 
-    def _names(self, text: str, names: Iterable[str], words: Iterable[str]) -> list[Span]:
-        found = pii_cues.cue_spans(text) + pii_cues.known_spans(text, names, words)
+    def _names(
+        self, text: str, names: Iterable[str], words: Iterable[str], near: Sequence[Span]
+    ) -> list[Span]:
+        found = pii_cues.cue_spans(text, [(s.start, s.end) for s in near])
+        found += pii_cues.known_spans(text, names, words)
         if self._ner is not None:
             for r in self._ner.analyze(text, language="en", entities=["PERSON"]):
                 found.append((r.start, r.end))
@@ -312,7 +372,9 @@ class Scrubber:
         addresses = self._phones(text) + self._addresses(text)
         addresses = _merge(addresses)
         names_ = [
-            s for s in _merge(self._names(text, names, words)) if not _overlaps(s, addresses)
+            s
+            for s in _merge(self._names(text, names, words, addresses))
+            if not _overlaps(s, addresses)
         ]
         return sorted(addresses + names_)
 

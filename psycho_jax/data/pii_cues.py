@@ -18,6 +18,7 @@ name found by two rules is replaced once, whole ("Dan Warren-Park, LPC" -> "[nam
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterable
 
 import regex
@@ -130,41 +131,56 @@ _FOLLOW = (
 )
 """What may follow a signature's name: the end, a new line, credentials, a phone or web line."""
 
-CLOSINGS = (
-    r"warm(?:est)?\s+(?:regards|wishes)|warmly|sincerely(?:\s+yours)?|yours(?:\s+truly)?|"
-    r"(?:with\s+)?(?:best|kind|kindest|warm)\s+(?:regards|wishes)|best(?:\s+of\s+luck)?|regards|"
-    r"all\s+the\s+best|(?:many\s+)?blessings|take\s+care|be\s+well|stay\s+(?:well|safe|strong)|"
-    r"peace|cheers|respectfully|with\s+(?:care|love|gratitude|kindness|warmth|compassion)|gratefully|"
-    r"(?:many\s+)?thanks(?:\s+again)?|thank\s+you(?:\s+(?:again|for\s+(?:writing|asking|sharing|"
-    r"reaching\s+out|your\s+question)))?|hugs|love|(?:i\s+)?hope\s+(?:this|that|it)\s+helps?"
-    r"(?:\s+(?:you|a\s+(?:little|bit)))?|good\s+luck|wishing\s+you\s+(?:well|the\s+best|all\s+the\s+best|"
-    r"peace|healing|strength)|namaste|in\s+(?:health|peace|gratitude|service)|talk\s+soon|"
-    r"until\s+next\s+time|cordially|fondly|onward|in\s+kindness|with\s+hope|be\s+gentle\s+with\s+yourself"
+CLOSINGS = tuple(
+    """warmly|warm regards|warmest regards|warm wishes|warmest wishes|sincerely|sincerely yours|
+    yours|yours truly|yours sincerely|best|best regards|kind regards|kindest regards|best wishes|
+    with best wishes|with best regards|with kind regards|with warm regards|regards|all the best|
+    all my best|my best|best of luck|blessings|many blessings|take care|be well|stay well|
+    stay safe|stay strong|peace|cheers|respectfully|with care|with love|with gratitude|
+    with kindness|with warmth|with compassion|gratefully|thanks|many thanks|thanks again|
+    thanks so much|thank you|thank you again|thank you so much|thank you for writing|
+    thank you for asking|thank you for sharing|thank you for reaching out|
+    thank you for your question|hugs|love|hope this helps|hope that helps|hope it helps|
+    i hope this helps|i hope that helps|i hope it helps|hope this helps you|i hope this helps you|
+    hope this helps a little|i hope this helps a little|good luck|wishing you well|
+    wishing you the best|wishing you all the best|wishing you peace|wishing you healing|
+    wishing you strength|namaste|in health|in peace|in gratitude|in service|talk soon|
+    until next time|cordially|fondly|onward|in kindness|with hope|be gentle with yourself|
+    take good care|all best|best to you|good luck to you|best of luck to you|
+    with appreciation|sending hugs|sending love|kind wishes""".replace("\n", " ").split("|")
 )
-"""Closings after which a signature may follow."""
+CLOSINGS = tuple(sorted({" ".join(c.split()) for c in CLOSINGS}))
+"""Closings after which a signature may follow (lower case, single spaces)."""
 
-SIGN_OFF_RE = regex.compile(
-    rf"(?i:(?<![\p{{L}}])(?:{CLOSINGS}))[ \t\xa0]*[,!.:;]*[ \t\xa0]*(?:[\r\n]+[ \t\xa0]*)*"
-    rf"(?:[-–—~]+[ \t\xa0]*)?(?:{_HONORIFIC}[ \t\xa0]+)?(?P<name>{FULL_NAME}){_FOLLOW}"
-)
-DASH_SIGNATURE_RE = regex.compile(
-    rf"(?m)(?:^|(?<=[.!?]))[ \t\xa0]*[-–—~]{{1,2}}[ \t\xa0]*(?:{_HONORIFIC}[ \t\xa0]+)?"
-    rf"(?P<name>{FULL_NAME}){_FOLLOW}"
-)
-INTRO_RE = regex.compile(
-    rf"(?i:(?<![\p{{L}}])(?:my\s+name\s+is|my\s+name['’]s|name['’]s|i['’]m|i\s+am|this\s+is|"
-    rf"it['’]s|here\s+is|call\s+me|i\s+go\s+by|signed))[ \t\xa0]+(?:{_HONORIFIC}[ \t\xa0]+)?"
-    rf"(?P<name>{FULL_NAME})"
-)
-HONORIFIC_RE = regex.compile(rf"(?<![\p{{L}}]){_HONORIFIC}[ \t\xa0]+(?P<name>{FULL_NAME})")
+_SEPARATORS = " \t\xa0\r\n,!.:;-–—~"
+_NO_DASH = frozenset("-–—~")
+_SEP_CAP = re.compile(r"[,!.:;\n\r\-–—~][ \t\xa0\r\n\-–—~]*(?=[A-Z\u00c0-\u00de])")
+"""Where a signature's name may start: after punctuation or a line break (cheap, stdlib `re`)."""
+NAME_AT = regex.compile(rf"(?:{_HONORIFIC}[ \t\xa0]+)?(?P<name>{FULL_NAME})")
+SIGNATURE_AT = regex.compile(rf"(?:{_HONORIFIC}[ \t\xa0]+)?(?P<name>{FULL_NAME}){_FOLLOW}")
+_INTRO_CUES = {  # found with str.find (fast): (letters that must precede it, cue pattern)
+    "'m ": ("Ii", None),
+    "’m ": ("Ii", None),
+    "I am ": ("", None),
+    "name": ("", regex.compile(r"(?i:name[ \t\xa0]+is|name['’]s)")),
+    "his is ": ("Tt", None),
+    "call me ": ("", None),
+}
+_INTRO_NEEDS_CONTEXT = ("his is ",)
+_HONORIFIC_AT = regex.compile(rf"{_HONORIFIC}[ \t\xa0]+(?P<name>{FULL_NAME})")
+_HONORIFICS = ("Dr", "Mr", "Ms", "Prof")  # "Mr" finds "Mrs" too
+_CRED_START = re.compile(r"[ABCDEJLMNPR](?:[A-Z]|\.[ ]?[A-Z]|sy\.?[ ]?D|h\.?[ ]?D|Sc|Ed)")
+_CRED_AT = regex.compile(rf"{_CRED}(?:[ \t\xa0]*,?[ \t\xa0]*{_CRED})*")
 CREDENTIAL_RE = regex.compile(
     rf"(?P<name>{FULL_NAME})(?:[ \t\xa0]*,[ \t\xa0]*|[ \t\xa0]+)(?P<cred>{_CRED}(?:[ \t\xa0]*,?[ \t\xa0]*{_CRED})*)"
 )
-_INTRO_NEEDS_SIGNATURE = regex.compile(r"(?i:it['’]s|here\s+is|signed|this\s+is)")
+NAME_LINE_RE = regex.compile(rf"(?m)^[ \t\xa0]*(?:[-–—~]+[ \t\xa0]*)?(?P<name>{FULL_NAME})[ \t\xa0]*,?[ \t\xa0]*$")
+_CONTACT_LINE = regex.compile(r"(?i)\d{3}|@|www\.|https?:|\.(?:com|org|net)\b|" + _CRED)
+_TAIL = 240
 
 
 def _trim(text: str, start: int, end: int) -> tuple[int, int] | None:
-    """The name span without leading non-name words ("Contact Jane Smith" -> "Jane Smith")."""
+    """The name span without leading or trailing non-name words ("Contact Jane Smith")."""
     words = list(regex.finditer(r"\S+", text[start:end]))
     while words and words[0].group(0).strip(".,").lower() in NOT_NAMES:
         words.pop(0)
@@ -175,26 +191,150 @@ def _trim(text: str, start: int, end: int) -> tuple[int, int] | None:
     return start + words[0].start(), start + words[-1].end()
 
 
-def cue_spans(text: str) -> list[tuple[int, int]]:
-    """Names recognisable from a cue: introductions, sign-offs, credentials, honorifics."""
-    spans: list[tuple[int, int]] = []
-    for pattern in (SIGN_OFF_RE, DASH_SIGNATURE_RE, HONORIFIC_RE):
-        for m in pattern.finditer(text):
-            if pattern is HONORIFIC_RE and _public(m.group("name")):
-                continue
-            spans.append(m.span("name"))
-    for m in INTRO_RE.finditer(text):
-        first = m.group("name").split()[0]
-        if first.lower() in NOT_NAMES or _public(m.group("name")):
+_CLOSING_LAST_WORDS = frozenset(c.rsplit(" ", 1)[-1] for c in CLOSINGS)
+
+
+def _after_closing(text: str, p: int) -> bool:
+    """Whether a closing ("Thanks,", "Hope this helps!\n-") ends just before position `p`."""
+    before = text[max(0, p - 48) : p].rstrip(_SEPARATORS)
+    words = before.rsplit(None, 1)
+    if not words or words[-1].lower() not in _CLOSING_LAST_WORDS:
+        return False
+    before = " ".join(before.lower().split())
+    if not before.endswith(CLOSINGS):
+        return False
+    for c in CLOSINGS:  # the closing must start at a word boundary
+        if before.endswith(c):
+            k = len(before) - len(c)
+            if k == 0 or not before[k - 1].isalpha():
+                return True
+    return False
+
+
+def _sign_offs(text: str, near: Iterable[tuple[int, int]] = ()) -> list[tuple[int, int]]:
+    """Names after a closing. A signature sits at the end, before a line break, or next to a
+    contact line; text without line breaks is searched at its end and around `near` (the
+    numbers and addresses found) only, which keeps long prose cheap."""
+    if "\n" in text or "\r" in text or len(text) <= _TAIL:
+        regions = [(0, len(text))]
+    else:
+        regions = _merge_regions([(len(text) - _TAIL, len(text))] + [
+            (max(0, a - _TAIL // 2), min(len(text), b + _TAIL // 2)) for a, b in near
+        ])
+    return [s for lo, hi in regions for s in _sign_offs_in(text, lo, hi)]
+
+
+def _merge_regions(regions: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(regions):
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(hi, out[-1][1]))
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def _sign_offs_in(text: str, lo: int, hi: int) -> list[tuple[int, int]]:
+    spans = []
+    for m in _SEP_CAP.finditer(text, lo, hi):
+        p = m.end()
+        sep = m.group(0)
+        dash = not _NO_DASH.isdisjoint(sep)
+        if not (_after_closing(text, m.start() + 1) or (dash and _dash_signature(text, m.start()))):
             continue
-        cue = m.group(0)[: m.start("name") - m.start()]
-        if _INTRO_NEEDS_SIGNATURE.match(cue.strip()) and not _looks_like_intro(text, m):
+        sig = SIGNATURE_AT.match(text, p)
+        if sig:
+            spans.append(sig.span("name"))
+    return spans
+
+
+def _dash_signature(text: str, i: int) -> bool:
+    """"- Jane Smith" at the start of a line or after a sentence."""
+    before = text[max(0, i - 3) : i].rstrip(" \t\xa0")
+    return i == 0 or not before or before[-1] in "\n\r.!?"
+
+
+def _intros(text: str) -> list[tuple[int, int]]:
+    spans = []
+    for cue, (lead, pattern) in _INTRO_CUES.items():
+        i = text.find(cue)
+        while i >= 0:
+            start = i - len(lead and "x")  # the cue's first letter
+            ok = start == 0 or (start > 0 and not text[start - 1].isalpha())
+            if lead:
+                ok = ok and start >= 0 and text[start] in lead
+            q = i + len(cue)
+            if ok and pattern is not None:
+                m = pattern.match(text, i)
+                ok, q = (m is not None), (m.end() if m else q)
+            while q < len(text) and text[q] in " \t\xa0":
+                q += 1
+            ok = ok and q < len(text) and text[q].isupper()
+            if ok:
+                m = NAME_AT.match(text, q)
+                if m and _intro_name_ok(text, max(start, 0), m, cue in _INTRO_NEEDS_CONTEXT):
+                    spans.append(m.span("name"))
+            i = text.find(cue, i + 1)
+    return spans
+
+
+def _intro_name_ok(text: str, i: int, m: regex.Match, needs_context: bool) -> bool:
+    first = m.group("name").split()[0]
+    if first.lower() in NOT_NAMES or _public(m.group("name")):
+        return False
+    return not needs_context or _looks_like_intro(text, i)
+
+
+def _honorifics(text: str) -> list[tuple[int, int]]:
+    spans = []
+    for h in _HONORIFICS:
+        i = text.find(h)
+        while i >= 0:
+            if i == 0 or not text[i - 1].isalpha():
+                m = _HONORIFIC_AT.match(text, i)
+                if m and not _public(m.group("name")):
+                    spans.append(m.span("name"))
+            i = text.find(h, i + 1)
+    return spans
+
+
+def _credentials(text: str) -> list[tuple[int, int]]:
+    spans = []
+    for c in _CRED_START.finditer(text):
+        if c.start() and text[c.start() - 1].isalpha():
             continue
-        spans.append(m.span("name"))
-    for m in CREDENTIAL_RE.finditer(text):
-        if _state_not_credential(text, m):
+        if not _CRED_AT.match(text, c.start()):
             continue
-        spans.append(m.span("name"))
+        lo = max(0, c.start() - 60)
+        for m in CREDENTIAL_RE.finditer(text, lo, c.start() + 40):
+            if m.start("cred") == c.start() and not _state_not_credential(text, m):
+                spans.append(m.span("name"))
+    return spans
+
+
+def _name_lines(text: str) -> list[tuple[int, int]]:
+    """A name alone on a line near the end, or just above a contact line (a signature block)."""
+    lo = max(0, len(text) - _TAIL)
+    if "\n" not in text[lo:]:
+        return []
+    spans = []
+    for m in NAME_LINE_RE.finditer(text, lo):
+        rest = text[m.end() :].lstrip("\r\n")
+        next_line = rest.split("\n", 1)[0]
+        before = text[:m.start()].rstrip(" \t\xa0")
+        last_line = not rest.strip()
+        if (_CONTACT_LINE.search(next_line) or last_line) and (not before or before[-1] in "\n!.,"):
+            if m.group("name").split()[0].lower() not in NOT_NAMES:
+                spans.append(m.span("name"))
+    return spans
+
+
+def cue_spans(text: str, near: Iterable[tuple[int, int]] = ()) -> list[tuple[int, int]]:
+    """Names recognisable from a cue: introductions, sign-offs, credentials, honorifics.
+
+    `near`: spans of numbers and addresses already found (a signature may sit beside them)."""
+    spans = _sign_offs(text, near) + _intros(text) + _honorifics(text) + _credentials(text)
+    spans += _name_lines(text)
     out = []
     for a, b in spans:
         t = _trim(text, a, b)
@@ -203,10 +343,10 @@ def cue_spans(text: str) -> list[tuple[int, int]]:
     return [s for s in out if not _in_resource_name(text, s)]
 
 
-def _looks_like_intro(text: str, m: regex.Match) -> bool:
+def _looks_like_intro(text: str, i: int) -> bool:
     """"This is Liam Chen" introduces someone when it opens the text, a line or a sentence, or a
     greeting precedes it; "this is Spanish for..." in running text does not."""
-    before = text[max(0, m.start() - 40) : m.start()]
+    before = text[max(0, i - 40) : i]
     return bool(regex.search(r"(?:^|[\n.!?]|(?i:hi|hello|hey|dear \S+)[,!]?)\s*$", before))
 
 
