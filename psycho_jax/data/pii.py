@@ -33,8 +33,9 @@ import re
 from collections.abc import Iterable, Sequence
 
 import phonenumbers
+import regex
 import tldextract
-from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer
+from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer, RecognizerResult
 from presidio_analyzer.predefined_recognizers import EmailRecognizer, PhoneRecognizer
 
 from psycho_jax.data import pii_cues
@@ -88,8 +89,14 @@ class _Email(EmailRecognizer):
 
     PATTERNS = [
         *EmailRecognizer.PATTERNS,
-        Pattern("Email (space around @)", r"(?<![\w.@])[\w.+\-]*\w[ \t]+@[ \t]*\w[\w\-]*(?:\.[\w\-]+)+", 0.5),
-        Pattern("Email (space after @)", r"(?<![\w.@])[\w.+\-]*\w@[ \t]+\w[\w\-]*(?:\.[\w\-]+)+", 0.5),
+        Pattern(
+            "Email (space around @)",
+            r"(?<![\w.@])[\w.+\-]*\w[ \t]+@[ \t]*\w[\w\-]*(?:\.[\w\-]+)+",
+            0.5,
+        ),
+        Pattern(
+            "Email (space after @)", r"(?<![\w.@])[\w.+\-]*\w@[ \t]+\w[\w\-]*(?:\.[\w\-]+)+", 0.5
+        ),
     ]
 
     def validate_result(self, pattern_text: str) -> bool:
@@ -107,25 +114,37 @@ _MAIL_HOSTS = (
 
 
 class _ObfuscatedEmail(PatternRecognizer):
-    """"jane at gmail dot com", "jane(at)gmail(dot)com", "jane [at] gmail [dot] com", "JANE AT
-    GMAIL DOT COM", "jane.doe at gmail.com"."""
+    """ "jane at gmail dot com", "jane(at)gmail(dot)com", "jane [at] gmail [dot] com", "JANE AT
+    GMAIL DOT COM", "jane.doe at gmail.com". Matched with overlaps, so that "me at jane.doe" (no
+    suffix: rejected) does not hide "jane.doe at gmail dot com" after it."""
+
+    PATTERN = rf"(?<![\w.@])[a-z0-9][\w.+\-]{{0,63}}{_AT}{_LABEL}(?:{_DOT}{_LABEL}){{1,3}}(?![\w])"
 
     def __init__(self) -> None:
-        local = r"(?<![\w.@])[a-z0-9][\w.+\-]{0,63}"
         super().__init__(
             "EMAIL_ADDRESS",
             name="ObfuscatedEmail",
-            patterns=[
-                Pattern("obfuscated", rf"{local}{_AT}{_LABEL}(?:{_DOT}{_LABEL}){{1,3}}(?![\w])", 0.6),
-            ],
+            patterns=[Pattern("obfuscated", self.PATTERN, 0.6)],
         )
+        self._re = regex.compile(self.PATTERN, regex.IGNORECASE)
+
+    def analyze(self, text, entities, nlp_artifacts=None, regex_flags=None):
+        found = [
+            RecognizerResult("EMAIL_ADDRESS", m.start(), m.end(), 0.6)
+            for m in self._re.finditer(text, overlapped=True)
+            if self.validate_result(m.group())
+        ]
+        return EntityRecognizer.remove_duplicates(found)
 
     def validate_result(self, pattern_text: str) -> bool:
         m = re.match(rf"(?i)(.*?){_AT}(.*)$", pattern_text)
         if m is None:
             return False
         local, host = m.group(1), m.group(2)
-        plain_at = re.fullmatch(r"(?i)[ \t]+at[ \t]+|[ \t]*@[ \t]*", pattern_text[len(local) : len(pattern_text) - len(host)])
+        plain_at = re.fullmatch(
+            r"(?i)[ \t]+at[ \t]+|[ \t]*@[ \t]*",
+            pattern_text[len(local) : len(pattern_text) - len(host)],
+        )
         host_plain = re.sub(rf"(?i){_DOT}", ".", host)
         if not _has_public_suffix(host_plain):
             return False
@@ -303,7 +322,9 @@ class Scrubber:
 
     # -------------------------------------------------------------------- spans
 
-    def _run(self, recognizer: EntityRecognizer, text: str, windows, entity: str) -> list[tuple[int, int]]:
+    def _run(
+        self, recognizer: EntityRecognizer, text: str, windows, entity: str
+    ) -> list[tuple[int, int]]:
         out = []
         for a, b in windows:
             for r in recognizer.analyze(text[a:b], [entity], None):
@@ -314,7 +335,9 @@ class Scrubber:
         if sum(map(text.count, _DIGITS)) < 7:  # cheaper than any regex scan
             return []
         wins = [
-            w for w in _windows(text, _TRIGGERS["phone"], 12) if len(_digits(text[w[0] : w[1]])) >= 7
+            w
+            for w in _windows(text, _TRIGGERS["phone"], 12)
+            if len(_digits(text[w[0] : w[1]])) >= 7
         ]
         spans = []
         for a, b in sorted(set(self._run(self._phone, text, wins, "PHONE_NUMBER"))):
@@ -378,7 +401,9 @@ class Scrubber:
         ]
         return sorted(addresses + names_)
 
-    def find(self, text: str, names: Iterable[str] = (), words: Iterable[str] = ()) -> dict[str, int]:
+    def find(
+        self, text: str, names: Iterable[str] = (), words: Iterable[str] = ()
+    ) -> dict[str, int]:
         """Counts of personal information in `text` by kind (`KINDS`); kinds with none left out."""
         counts = collections.Counter(s.kind for s in self.spans(text, names, words))
         return {k: counts[k] for k in KINDS if counts[k]}

@@ -93,7 +93,11 @@ FULL_NAME = (
 )
 _HONORIFIC = r"(?:Dr|Mr|Mrs|Ms|Mx|Prof|Rev|Fr|Sr)\.?"
 
-NOT_NAMES = frozenset(
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+NOT_NAMES = _words(
     """a an the and but or so if then also just really very still only always never now here there
     this that these those it its i you he she we they my your our their me him her us them not no
     yes ok okay sorry glad happy sad fine good great well sure afraid curious hoping writing
@@ -111,16 +115,16 @@ NOT_NAMES = frozenset(
     second next last new old big little such same different important hard easy true false
     facebook instagram twitter linkedin youtube google tiktok reddit amazon netflix internet
     email phone call text website online office clinic center centre practice group program
-    dialectical cognitive behavioral behavioural emotionally focused narrative solution""".split()
+    dialectical cognitive behavioral behavioural emotionally focused narrative solution"""
 )
 """Capitalised words that a cue ("I'm", "Thanks,") is often followed by without being a name."""
 
-PUBLIC_FIGURES = frozenset(
+PUBLIC_FIGURES = _words(
     """seuss phil oz ruth drew gottman brown siegel neff burns beck ellis linehan kolk levine lerner
     chapman johnson hallowell kübler-ross frankl freud jung rogers maslow seligman kabat-zinn hayes
     perry porges tatkin real amen hendrix firestone lieberman winnicott bowlby ainsworth adler
     erickson satir minuchin bowen glasser yalom kessler tolle mate maté weil fauci king spock
-    phil's""".split()
+    phil's"""
 )
 """Surnames of authors, researchers and public figures a reply may cite ("Dr. Gottman's research",
 "Dr. Seuss books"): not personal information."""
@@ -323,9 +327,11 @@ def _name_lines(text: str) -> list[tuple[int, int]]:
         next_line = rest.split("\n", 1)[0]
         before = text[:m.start()].rstrip(" \t\xa0")
         last_line = not rest.strip()
-        if (_CONTACT_LINE.search(next_line) or last_line) and (not before or before[-1] in "\n!.,"):
-            if m.group("name").split()[0].lower() not in NOT_NAMES:
-                spans.append(m.span("name"))
+        signature = (_CONTACT_LINE.search(next_line) or last_line) and (
+            not before or before[-1] in "\n!.,"
+        )
+        if signature and m.group("name").split()[0].lower() not in NOT_NAMES:
+            spans.append(m.span("name"))
     return spans
 
 

@@ -16,22 +16,112 @@ import json
 import pathlib
 import random
 
-FIRST = (
-    "Tom Liam Jane Dana Sam Priya Kwame Aoife Siobhán Mei-Ling José Fatima Oluwaseun Björn Chloé "
-    "Dmitri Aroha Ngozi Keisha Marisol Rhys Niamh Tariq Ingrid Mateo Yuki Zoë Andre Grace Emeka "
-    "Hannah Robin Declan Anneliese Raj Sofia Malik Eun-ji Jean-Luc Kiri"
-).split()
-LAST = (
-    "Chen O'Brien Warren-Park Okafor Müller García Nakamura Kowalski D'Angelo MacLeod Rahman Patel "
-    "Johansson Nguyen Brennan Fitzgerald Schmidt Moreau Tanaka Achebe Lindqvist McCracken Hughes "
-    "Delacroix Ferreira Kaur Novak Ramírez Whitfield Abernathy Osei Kim-Lopez Landwehr Sato"
-).split()
+FIRST = tuple(
+    [
+        "Tom",
+        "Liam",
+        "Jane",
+        "Dana",
+        "Sam",
+        "Priya",
+        "Kwame",
+        "Aoife",
+        "Siobhán",
+        "Mei-Ling",
+        "José",
+        "Fatima",
+        "Oluwaseun",
+        "Björn",
+        "Chloé",
+        "Dmitri",
+        "Aroha",
+        "Ngozi",
+        "Keisha",
+        "Marisol",
+        "Rhys",
+        "Niamh",
+        "Tariq",
+        "Ingrid",
+        "Mateo",
+        "Yuki",
+        "Zoë",
+        "Andre",
+        "Grace",
+        "Emeka",
+        "Hannah",
+        "Robin",
+        "Declan",
+        "Anneliese",
+        "Raj",
+        "Sofia",
+        "Malik",
+        "Eun-ji",
+        "Jean-Luc",
+        "Kiri",
+    ]
+)
+LAST = tuple(
+    [
+        "Chen",
+        "O'Brien",
+        "Warren-Park",
+        "Okafor",
+        "Müller",
+        "García",
+        "Nakamura",
+        "Kowalski",
+        "D'Angelo",
+        "MacLeod",
+        "Rahman",
+        "Patel",
+        "Johansson",
+        "Nguyen",
+        "Brennan",
+        "Fitzgerald",
+        "Schmidt",
+        "Moreau",
+        "Tanaka",
+        "Achebe",
+        "Lindqvist",
+        "McCracken",
+        "Hughes",
+        "Delacroix",
+        "Ferreira",
+        "Kaur",
+        "Novak",
+        "Ramírez",
+        "Whitfield",
+        "Abernathy",
+        "Osei",
+        "Kim-Lopez",
+        "Landwehr",
+        "Sato",
+    ]
+)
 CREDS = ["LPC", "LMFT", "LCSW", "PsyD", "M.D.", "M.A., LPC", "PhD", "MSW, LICSW", "LMHC", "Psy.D."]
 CLOSINGS = [
-    "Thanks,", "Thank you,", "Hugs,", "Hope this helps,", "I hope this helps,", "Warmly,",
-    "Best,", "Best wishes,", "Kind regards,", "Take care,", "Be well,", "Sincerely,", "Cheers,",
-    "All the best,", "Blessings,", "With care,", "Regards,", "Warm regards,", "Good luck!",
-    "Many thanks,", "Wishing you well,", "Peace,",
+    "Thanks,",
+    "Thank you,",
+    "Hugs,",
+    "Hope this helps,",
+    "I hope this helps,",
+    "Warmly,",
+    "Best,",
+    "Best wishes,",
+    "Kind regards,",
+    "Take care,",
+    "Be well,",
+    "Sincerely,",
+    "Cheers,",
+    "All the best,",
+    "Blessings,",
+    "With care,",
+    "Regards,",
+    "Warm regards,",
+    "Good luck!",
+    "Many thanks,",
+    "Wishing you well,",
+    "Peace,",
 ]
 FILLER = [
     "It sounds like you have been carrying a lot on your own.",
@@ -81,15 +171,37 @@ NEG_WORDS = [
     "He wrote 3 pages.Then he stopped.",
 ]
 CRISIS = [
-    "988", "1-800-273-8255", "1-800-273-TALK (8255)", "(800) 273-8255", "1-800-662-4357",
-    "1-800-662-HELP (4357)", "1-866-488-7386", "741741", "116 123", "13 11 14", "1-800-668-6868",
-    "1-800-799-7233", "1-800-656-4673", "0800 1111", "+44 116 123",
+    "988",
+    "1-800-273-8255",
+    "1-800-273-TALK (8255)",
+    "(800) 273-8255",
+    "1-800-662-4357",
+    "1-800-662-HELP (4357)",
+    "1-866-488-7386",
+    "741741",
+    "116 123",
+    "13 11 14",
+    "1-800-668-6868",
+    "1-800-799-7233",
+    "1-800-656-4673",
+    "0800 1111",
+    "+44 116 123",
 ]
 CRISIS_SITES = [
-    "findahelpline.com", "988lifeline.org", "https://988lifeline.org/chat/", "thetrevorproject.org",
-    "www.thetrevorproject.org/get-help", "samhsa.gov", "https://www.samhsa.gov/find-help/national-helpline",
-    "crisistextline.org", "childline.org.uk", "https://www.childline.org.uk/get-support/",
-    "samaritans.org", "lifeline.org.au", "kidshelpphone.ca", "www.kidshelpphone.ca",
+    "findahelpline.com",
+    "988lifeline.org",
+    "https://988lifeline.org/chat/",
+    "thetrevorproject.org",
+    "www.thetrevorproject.org/get-help",
+    "samhsa.gov",
+    "https://www.samhsa.gov/find-help/national-helpline",
+    "crisistextline.org",
+    "childline.org.uk",
+    "https://www.childline.org.uk/get-support/",
+    "samaritans.org",
+    "lifeline.org.au",
+    "kidshelpphone.ca",
+    "www.kidshelpphone.ca",
 ]
 
 
@@ -185,7 +297,10 @@ def urls(rng: random.Random, first: str, last: str) -> list[tuple[str, str]]:
 
 def handles(rng: random.Random, first: str, last: str) -> list[tuple[str, str]]:
     f = "".join(c for c in first.lower() if c.isalnum() and c.isascii()) or "kai"
-    return [(f"@{f}_{last.lower()[:4].strip(chr(39))}", "handle"), (f"@calm.with.{f}", "handle-dots")]
+    return [
+        (f"@{f}_{last.lower()[:4].strip(chr(39))}", "handle"),
+        (f"@calm.with.{f}", "handle-dots"),
+    ]
 
 
 def _name(rng: random.Random) -> tuple[str, str]:
@@ -209,15 +324,33 @@ def build(seed: int = 29) -> list[dict]:
         )
 
     fill = lambda: rng.choice(FILLER)  # noqa: E731
-    for rep in range(2):
+    for _ in range(2):
         for number, cls in phones(rng):
-            lead = rng.choice(["Call me at", "You can reach my office on", "Phone:", "Text or call",
-                               "My number is", "Ring the clinic on", "Contact me:"])
+            lead = rng.choice(
+                [
+                    "Call me at",
+                    "You can reach my office on",
+                    "Phone:",
+                    "Text or call",
+                    "My number is",
+                    "Ring the clinic on",
+                    "Contact me:",
+                ]
+            )
             add(f"phone/{cls}", f"{fill()} {lead} {number}. {fill()}", [("phone", number)])
+    for _ in range(12):  # two numbers of different countries in one snippet
+        (n1, c1), (n2, c2) = rng.sample(phones(rng), 2)
+        add(
+            f"phone/mixed-{c1}+{c2}",
+            f"Office: {n1}, or after hours {n2}. {fill()}",
+            [("phone", n1), ("phone", n2)],
+        )
     for _ in range(4):
         first, last = _name(rng)
         for addr, cls in emails(rng, first, last):
-            lead = rng.choice(["Email me at", "Write to", "You can reach me at", "E-mail:", "Contact"])
+            lead = rng.choice(
+                ["Email me at", "Write to", "You can reach me at", "E-mail:", "Contact"]
+            )
             add(f"email/{cls}", f"{fill()} {lead} {addr} anytime.", [("email", addr)])
     for _ in range(2):
         first, last = _name(rng)
@@ -227,14 +360,26 @@ def build(seed: int = 29) -> list[dict]:
         for h, cls in handles(rng, first, last):
             add(f"url/{cls}", f"{fill()} Follow me on Instagram {h} for tips.", [("url", h)])
     # Names from introductions.
-    intros = ["I'm {n}", "Hi, I'm {n}", "My name is {n}", "This is {n}", "Hello! This is {n}",
-              "I am {n}", "Hi there, my name's {n}", "I'm Dr. {n}"]
+    intros = [
+        "I'm {n}",
+        "Hi, I'm {n}",
+        "My name is {n}",
+        "This is {n}",
+        "Hello! This is {n}",
+        "I am {n}",
+        "Hi there, my name's {n}",
+        "I'm Dr. {n}",
+    ]
     for k in range(48):
         first, last = _name(rng)
         full = first if k % 3 == 0 else f"{first} {last}"
         intro = intros[k % len(intros)].format(n=full)
-        add("name/intro", f"{intro}, a counselor in private practice. {fill()}",
-            [("name", w) for w in full.split()], names=[f"{first} {last}"])
+        add(
+            "name/intro",
+            f"{intro}, a counselor in private practice. {fill()}",
+            [("name", w) for w in full.split()],
+            names=[f"{first} {last}"],
+        )
     # Sign-offs, anywhere near the end, also followed by a phone or web line.
     for k in range(66):
         first, last = _name(rng)
@@ -259,41 +404,67 @@ def build(seed: int = 29) -> list[dict]:
         else:
             sig = f"{closing}\n\n- {full}\nCounselor, Riverside Wellness"
         add("name/sign-off", f"{fill()} {fill()}\n\n{sig}", pii, names=[f"{first} {last}"])
-    for k in range(10):
+    for _ in range(10):
         first, last = _name(rng)
         full = f"{first} {last}"
-        add("name/dash-signature", f"{fill()}\n-- {full}", [("name", w) for w in full.split()],
-            names=[full])
+        add(
+            "name/dash-signature",
+            f"{fill()}\n-- {full}",
+            [("name", w) for w in full.split()],
+            names=[full],
+        )
     # Credentials and honorifics in running text.
     for k in range(30):
         first, last = _name(rng)
         cred = CREDS[k % len(CREDS)]
         full = f"{first} {last}"
-        text = rng.choice([f"{full}, {cred} is a therapist who works with teens.",
-                           f"Written by {full}, {cred}.",
-                           f"{fill()} ({full} {cred.split(',')[0]})",
-                           f"Dr. {full} has seen this many times."])
+        text = rng.choice(
+            [
+                f"{full}, {cred} is a therapist who works with teens.",
+                f"Written by {full}, {cred}.",
+                f"{fill()} ({full} {cred.split(',')[0]})",
+                f"Dr. {full} has seen this many times.",
+            ]
+        )
         add("name/credential", text, [("name", w) for w in full.split()], names=[full])
     # Corpus names only (the therapist column): hyphens, apostrophes, mid-text mentions.
-    for k in range(24):
+    for _ in range(24):
         first, last = _name(rng)
         full = f"{first} {last}"
-        text = rng.choice([f"When I worked with {full} we tried this.",
-                           f"As {last} says, be patient.", f"Ask {first} about groups."])
+        text = rng.choice(
+            [
+                f"When I worked with {full} we tried this.",
+                f"As {last} says, be patient.",
+                f"Ask {first} about groups.",
+            ]
+        )
         words = [w for w in full.split() if w in text]
         add("name/corpus-only", text, [("name", w) for w in words], names=[full])
     # Negatives: crisis resources and ordinary words that must survive.
     for c in CRISIS:
-        add("negative/crisis-line", f"If you are in crisis, call {c} right away. {fill()}", keep=[c])
+        add(
+            "negative/crisis-line", f"If you are in crisis, call {c} right away. {fill()}", keep=[c]
+        )
     for s in CRISIS_SITES:
         add("negative/crisis-site", f"{fill()} More support: {s}.", keep=[s])
     for s in NEG_WORDS:
         add("negative/ordinary", f"{s} {fill()}", keep=[s])
-    add("negative/mixed",
+    add(
+        "negative/mixed",
         "Call SAMHSA at 1-800-662-4357 or The Trevor Project at 1-866-488-7386. Text HOME to 741741."
         " Samaritans: 116 123. Lifeline Australia: 13 11 14. Kids Help Phone: 1-800-668-6868.",
-        keep=["1-800-662-4357", "The Trevor Project", "1-866-488-7386", "741741", "116 123",
-              "13 11 14", "1-800-668-6868", "Samaritans", "Kids Help Phone"])
+        keep=[
+            "1-800-662-4357",
+            "The Trevor Project",
+            "1-866-488-7386",
+            "741741",
+            "116 123",
+            "13 11 14",
+            "1-800-668-6868",
+            "Samaritans",
+            "Kids Help Phone",
+        ],
+    )
     return rows
 
 
