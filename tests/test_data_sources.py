@@ -91,7 +91,7 @@ def test_undecodable_files_name_the_file(tmp_path):
         sources.read_file(bad)
     latin = tmp_path / "latin.jsonl"
     latin.write_bytes('{"prompt": "caf\xe9"}\n'.encode("latin-1"))
-    with pytest.raises(DataError, match=r"latin.jsonl: not UTF-8 text"):
+    with pytest.raises(DataError, match=r"latin.jsonl: line 1: not UTF-8 text \(byte 0xe9"):
         sources.read_file(latin)
     pq = tmp_path / "broken.parquet"
     pq.write_bytes(b"PAR1 this is not parquet")
@@ -99,7 +99,7 @@ def test_undecodable_files_name_the_file(tmp_path):
         sources.read_file(pq)
     csv = tmp_path / "latin.csv"
     csv.write_bytes("question,chosen\ncaf\xe9,x\n".encode("latin-1"))
-    with pytest.raises(DataError, match=r"latin.csv: not UTF-8 text"):
+    with pytest.raises(DataError, match=r"latin.csv: line 2: not UTF-8 text"):
         sources.read_file(csv)
     js = tmp_path / "obj.json"
     js.write_text(json.dumps({"a": 1}))

@@ -11,7 +11,8 @@ conversations. Prints and writes `report.md` and `report.json` to `--out`, with 
 (token lengths) and `ratings_<label>.png` (per-principle rating gaps): row counts and skipped rows
 per split, token-length distributions, chosen-vs-rejected length bias, per-principle rating gaps,
 pairs whose rejected reply is rated safer than the chosen one, prompts shared across splits,
-personal-information hits (`pii.find`), and how many rows each truncation policy would change at each
+personal-information hits by kind (`pii.find`: e-mails, web addresses and handles, phone numbers,
+names), examples that repeat an id, and how many rows each truncation policy would change at each
 `--max_len`. Bad rows are counted, not fatal (`--on_error=raise` to stop at the first).
 """
 
@@ -144,6 +145,8 @@ def audit_split(
                 if len(where[kind]) < _MAX_EXAMPLES and e.id not in where[kind]:
                     where[kind].append(e.id)
     report["pii"] = {"hits": dict(hits), "ids": dict(where)}
+    count, ids = sources.duplicate_ids(examples, _MAX_EXAMPLES)
+    report["duplicate_ids"] = {"count": count, "ids": ids}
     report["truncation"] = _truncation(examples, full, ct, max_lens)
     return report, arrays
 
@@ -228,6 +231,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         lines += [
             "",
             f"- personal information hits: {r['pii']['hits'] or 'none'} (e.g. {r['pii']['ids']})",
+            f"- examples repeating an earlier id: {r['duplicate_ids']['count']} "
+            f"{r['duplicate_ids']['ids'] or ''}".rstrip(),
         ]
         for max_len, t in r["truncation"].items():
             lines.append(

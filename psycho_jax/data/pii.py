@@ -227,8 +227,16 @@ class _Phone(PhoneRecognizer):
                 break
             for m in phonenumbers.PhoneNumberMatcher(text, region, leniency=self.leniency):
                 found.append(self._get_recognizer_result(m, text, region, nlp_artifacts))
-            todo = [(a, b) for a, b in todo if not any(r.start < b and a < r.end for r in found)]
+            todo = [run for run in todo if not _covered(text, run, found)]
         return EntityRecognizer.remove_duplicates(found)
+
+
+def _covered(text: str, run: tuple[int, int], found: Sequence[RecognizerResult]) -> bool:
+    """Whether one number found holds every digit of `text[run]`: a region that reads "0151
+    53605649" as two numbers has not read it (German mobile). A run of two numbers is never
+    covered, so every region is tried and the longest readings kept."""
+    digits = [k for k in range(*run) if text[k].isdigit()]
+    return any(r.start <= digits[0] and digits[-1] < r.end for r in found)
 
 
 # Cheap triggers (stdlib `re`, each led by a literal or one character class, so they scan fast):
@@ -409,18 +417,37 @@ class Scrubber:
         return {k: counts[k] for k in KINDS if counts[k]}
 
     def scrub(self, text: str, names: Iterable[str] = (), words: Iterable[str] = ()) -> str:
-        """`text` with every span replaced by its placeholder."""
+        """`text` with every span replaced by its placeholder; a signature's name that ends the
+        text is dropped instead ("...\n\nWarmly,\nJane Doe, LPC" -> "...\n\nWarmly,"), so that a
+        model trained on the text does not learn to sign with "[name]"."""
         out, last = [], 0
-        for s in self.spans(text, names, words):
+        spans = self.spans(text, names, words)
+        for s in spans:
             out.append(text[last : s.start])
             out.append(s.placeholder)
             last = s.end
+        if spans and _ends_signature(text, spans[-1]):
+            out[-1] = ""
+            return "".join(out).rstrip(" \t\xa0\r\n-–—~")
         out.append(text[last:])
         return "".join(out)
 
 
 def _overlaps(s: Span, others: Sequence[Span]) -> bool:
     return any(o.start < s.end and s.start < o.end for o in others)
+
+
+_END_OF_SIGNATURE = regex.compile(rf"[ \t\xa0,]*(?:(?:{pii_cues.CREDENTIALS})[ \t\xa0,]*)*[.!]?\s*")
+
+
+def _ends_signature(text: str, span: Span) -> bool:
+    """A name after a closing or a line break with nothing but credentials after it."""
+    before = text[: span.start].rstrip(" \t\xa0-–—~")
+    return (
+        span.kind == "name"
+        and before[-1:] in (",", "!", ".", "\n", "\r")
+        and _END_OF_SIGNATURE.fullmatch(text, span.end) is not None
+    )
 
 
 _RANK = {"email": 0, "url": 1, "phone": 2, "name": 3}

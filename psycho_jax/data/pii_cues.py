@@ -11,8 +11,9 @@ Everything generic (phone numbers, e-mail and web addresses, handles) lives in `
 - honorifics: "Dr. Jane Smith" (not the public figures in `PUBLIC_FIGURES`: "Dr. Seuss books");
 - the names of a corpus (e.g. CounselChat's therapists), hyphens and apostrophes included.
 
-Each function returns `(start, end)` spans of names; `pii` merges them with the other spans, so a
-name found by two rules is replaced once, whole ("Dan Warren-Park, LPC" -> "[name], LPC").
+Each function returns `(start, end)` spans of names (with the credentials that follow them, which
+narrow a name down to one person); `pii` merges them with the other spans, so a name found by two
+rules is replaced once, whole ("Dan Warren-Park, LPC" -> "[name]", never "Dan [name], [name]").
 """
 
 from __future__ import annotations
@@ -88,10 +89,9 @@ _AMBIGUOUS_CRED = regex.compile(r"^(?:MA|MS|MD|PA|DC)$")  # also US states: "Bos
 _PARTICLES = r"(?:van|von|der|den|de|del|della|da|di|du|la|le|bin|al|ben|st\.)"
 NAME_WORD = r"(?:\p{Lu}['’](?=\p{Lu}))?\p{Lu}\p{Ll}+(?:\p{Lu}\p{Ll}+)*(?:[-‐]\p{Lu}?\p{Ll}+)*"
 """One capitalised name word: Tom, McCracken, O'Brien, Mei-Ling, Warren-Park, D’Angelo."""
-FULL_NAME = (
-    rf"{NAME_WORD}(?:[ \t\xa0]+(?:\p{{Lu}}\.|{_PARTICLES}(?=[ \t\xa0]+\p{{Lu}})|{NAME_WORD})){{0,3}}"
-)
+FULL_NAME = rf"{NAME_WORD}(?:[ \t\xa0]+(?:\p{{Lu}}\.|{_PARTICLES}(?=[ \t\xa0]+\p{{Lu}})|{NAME_WORD})){{0,3}}"
 _HONORIFIC = r"(?:Dr|Mr|Mrs|Ms|Mx|Prof|Rev|Fr|Sr)\.?"
+
 
 def _words(text: str) -> frozenset[str]:
     return frozenset(text.split())
@@ -178,7 +178,9 @@ _CRED_AT = regex.compile(rf"{_CRED}(?:[ \t\xa0]*,?[ \t\xa0]*{_CRED})*")
 CREDENTIAL_RE = regex.compile(
     rf"(?P<name>{FULL_NAME})(?:[ \t\xa0]*,[ \t\xa0]*|[ \t\xa0]+)(?P<cred>{_CRED}(?:[ \t\xa0]*,?[ \t\xa0]*{_CRED})*)"
 )
-NAME_LINE_RE = regex.compile(rf"(?m)^[ \t\xa0]*(?:[-–—~]+[ \t\xa0]*)?(?P<name>{FULL_NAME})[ \t\xa0]*,?[ \t\xa0]*$")
+NAME_LINE_RE = regex.compile(
+    rf"(?m)^[ \t\xa0]*(?:[-–—~]+[ \t\xa0]*)?(?P<name>{FULL_NAME})[ \t\xa0]*,?[ \t\xa0]*$"
+)
 _CONTACT_LINE = regex.compile(r"(?i)\d{3}|@|www\.|https?:|\.(?:com|org|net)\b|" + _CRED)
 _TAIL = 240
 
@@ -222,9 +224,10 @@ def _sign_offs(text: str, near: Iterable[tuple[int, int]] = ()) -> list[tuple[in
     if "\n" in text or "\r" in text or len(text) <= _TAIL:
         regions = [(0, len(text))]
     else:
-        regions = _merge_regions([(len(text) - _TAIL, len(text))] + [
-            (max(0, a - _TAIL // 2), min(len(text), b + _TAIL // 2)) for a, b in near
-        ])
+        regions = _merge_regions(
+            [(len(text) - _TAIL, len(text))]
+            + [(max(0, a - _TAIL // 2), min(len(text), b + _TAIL // 2)) for a, b in near]
+        )
     return [s for lo, hi in regions for s in _sign_offs_in(text, lo, hi)]
 
 
@@ -253,7 +256,7 @@ def _sign_offs_in(text: str, lo: int, hi: int) -> list[tuple[int, int]]:
 
 
 def _dash_signature(text: str, i: int) -> bool:
-    """"- Jane Smith" at the start of a line or after a sentence."""
+    """ "- Jane Smith" at the start of a line or after a sentence."""
     before = text[max(0, i - 3) : i].rstrip(" \t\xa0")
     return i == 0 or not before or before[-1] in "\n\r.!?"
 
@@ -312,7 +315,7 @@ def _credentials(text: str) -> list[tuple[int, int]]:
         lo = max(0, c.start() - 60)
         for m in CREDENTIAL_RE.finditer(text, lo, c.start() + 40):
             if m.start("cred") == c.start() and not _state_not_credential(text, m):
-                spans.append(m.span("name"))
+                spans.append((m.start("name"), m.end("cred")))  # "Jane Doe, LPC" -> "[name]"
     return spans
 
 
@@ -325,7 +328,7 @@ def _name_lines(text: str) -> list[tuple[int, int]]:
     for m in NAME_LINE_RE.finditer(text, lo):
         rest = text[m.end() :].lstrip("\r\n")
         next_line = rest.split("\n", 1)[0]
-        before = text[:m.start()].rstrip(" \t\xa0")
+        before = text[: m.start()].rstrip(" \t\xa0")
         last_line = not rest.strip()
         signature = (_CONTACT_LINE.search(next_line) or last_line) and (
             not before or before[-1] in "\n!.,"
@@ -350,7 +353,7 @@ def cue_spans(text: str, near: Iterable[tuple[int, int]] = ()) -> list[tuple[int
 
 
 def _looks_like_intro(text: str, i: int) -> bool:
-    """"This is Liam Chen" introduces someone when it opens the text, a line or a sentence, or a
+    """ "This is Liam Chen" introduces someone when it opens the text, a line or a sentence, or a
     greeting precedes it; "this is Spanish for..." in running text does not."""
     before = text[max(0, i - 40) : i]
     return bool(regex.search(r"(?:^|[\n.!?]|(?i:hi|hello|hey|dear \S+)[,!]?)\s*$", before))
@@ -362,13 +365,17 @@ def _public(name: str) -> bool:
 
 
 def _state_not_credential(text: str, m: regex.Match) -> bool:
-    """"Boston, MA 02108" is a place: an ambiguous credential alone, followed by a ZIP code."""
+    """ "Boston, MA 02108" is a place: an ambiguous credential alone, followed by a ZIP code."""
     creds = regex.split(r"[ \t\xa0]*,[ \t\xa0]*|[ \t\xa0]+", m.group("cred").strip())
     if not all(_AMBIGUOUS_CRED.match(c) for c in creds if c):
         return False
     if regex.match(r"[ \t\xa0]*\d", text[m.end() :]):
         return True
-    return bool(regex.search(r"(?i:\b(?:in|to|from|at|near|of|around|outside|visit)\s+)$", text[: m.start()]))
+    return bool(
+        regex.search(
+            r"(?i:\b(?:in|to|from|at|near|of|around|outside|visit)\s+)$", text[: m.start()]
+        )
+    )
 
 
 def _in_resource_name(text: str, span: tuple[int, int]) -> bool:
@@ -434,8 +441,11 @@ def known_spans(text: str, names: Iterable[str], words: Iterable[str]) -> list[t
     present = set(_WORD_RE.findall(text.lower()))
     index = _by_first_word(names)
     candidates = frozenset().union(*(index[w] for w in present & index.keys()))
-    own = frozenset(w for w in words if _WORD_RE.findall(w.lower())[:1] and present.issuperset(
-        _WORD_RE.findall(w.lower())))
+    own = frozenset(
+        w
+        for w in words
+        if _WORD_RE.findall(w.lower())[:1] and present.issuperset(_WORD_RE.findall(w.lower()))
+    )
     spans = []
     for pattern in (_names_re(candidates, True), _names_re(own, False)):
         if pattern is not None:

@@ -303,9 +303,7 @@ def duplicate_ids(examples: Sequence[Example], keep: int = 5) -> tuple[int, list
     return count, repeated
 
 
-def report_duplicate_ids(
-    examples: Sequence[Example], name: str, skips: SkipCounter | None
-) -> None:
+def report_duplicate_ids(examples: Sequence[Example], name: str, skips: SkipCounter | None) -> None:
     """Training data may repeat an id (kept: ids only name rows); the count and first ids are
     logged and counted in `skips`. Evaluation prompts with a repeated id are an error instead
     (`scoring.load_prompts`)."""

@@ -352,7 +352,7 @@ def build(seed: int = 29) -> list[dict]:
                 ["Email me at", "Write to", "You can reach me at", "E-mail:", "Contact"]
             )
             add(f"email/{cls}", f"{fill()} {lead} {addr} anytime.", [("email", addr)])
-    for _ in range(2):
+    for _ in range(3):
         first, last = _name(rng)
         for url, cls in urls(rng, first, last):
             lead = rng.choice(["Visit", "More at", "See my site", "Book online at", "Find me at"])
