@@ -172,7 +172,8 @@ class _Url(PatternRecognizer):
             name="Url",
             patterns=[
                 Pattern("scheme", rf"(?<![\w@])(?:https?|ftp)://{_URL_END}", 0.9),
-                Pattern("www", rf"(?<![\w@.])www\d{{0,3}}\.{_URL_END}", 0.8),
+                # "Lewiswww.example.com": a lost space glues "www." to a word.
+                Pattern("www", rf"(?<![@.])www\d{{0,3}}\.{_URL_END}", 0.8),
                 Pattern(
                     "bare",
                     rf"(?<![\w@.\-])(?:{_LABEL}\.)+[a-z]{{2,24}}(?![a-z_\-@])(?:[/?#]{_URL_END})?",
@@ -353,7 +354,7 @@ class Scrubber:
             if vanity:
                 b = vanity.end()
             number = phonenumbers.convert_alpha_characters_in_number(text[a:b])
-            if len(_digits(number)) < 7 or _YEAR_RANGE.fullmatch(number.strip()):
+            if len(_digits(number)) < 7 or _YEAR_RANGE.fullmatch(number.strip(" ()[]")):
                 continue
             if is_crisis_number(number) or any(
                 is_crisis_number(p) for p in re.split(r"[ \t]*[,/;]|\bor\b", number)
@@ -403,9 +404,9 @@ class Scrubber:
         addresses = self._phones(text) + self._addresses(text)
         addresses = _merge(addresses)
         names_ = [
-            s
+            part
             for s in _merge(self._names(text, names, words, addresses))
-            if not _overlaps(s, addresses)
+            for part in _outside(text, s, addresses)
         ]
         return sorted(addresses + names_)
 
@@ -417,37 +418,35 @@ class Scrubber:
         return {k: counts[k] for k in KINDS if counts[k]}
 
     def scrub(self, text: str, names: Iterable[str] = (), words: Iterable[str] = ()) -> str:
-        """`text` with every span replaced by its placeholder; a signature's name that ends the
-        text is dropped instead ("...\n\nWarmly,\nJane Doe, LPC" -> "...\n\nWarmly,"), so that a
-        model trained on the text does not learn to sign with "[name]"."""
+        """`text` with every span replaced by its placeholder."""
         out, last = [], 0
-        spans = self.spans(text, names, words)
-        for s in spans:
+        for s in self.spans(text, names, words):
             out.append(text[last : s.start])
             out.append(s.placeholder)
             last = s.end
-        if spans and _ends_signature(text, spans[-1]):
-            out[-1] = ""
-            return "".join(out).rstrip(" \t\xa0\r\n-–—~")
         out.append(text[last:])
         return "".join(out)
 
 
-def _overlaps(s: Span, others: Sequence[Span]) -> bool:
-    return any(o.start < s.end and s.start < o.end for o in others)
-
-
-_END_OF_SIGNATURE = regex.compile(rf"[ \t\xa0,]*(?:(?:{pii_cues.CREDENTIALS})[ \t\xa0,]*)*[.!]?\s*")
-
-
-def _ends_signature(text: str, span: Span) -> bool:
-    """A name after a closing or a line break with nothing but credentials after it."""
-    before = text[: span.start].rstrip(" \t\xa0-–—~")
-    return (
-        span.kind == "name"
-        and before[-1:] in (",", "!", ".", "\n", "\r")
-        and _END_OF_SIGNATURE.fullmatch(text, span.end) is not None
-    )
+def _outside(text: str, span: Span, others: Sequence[Span]) -> list[Span]:
+    """The parts of a name span outside the address spans ("Virginia Chowwww.example.ca": the
+    name is "Virginia Chow", the address "www.example.ca")."""
+    parts = [(span.start, span.end)]
+    for o in others:
+        parts = [
+            piece
+            for a, b in parts
+            for piece in (((a, b),) if o.end <= a or b <= o.start else ((a, o.start), (o.end, b)))
+        ]
+    out = []
+    for a, b in parts:
+        while a < b and not text[a].isalpha():
+            a += 1
+        while b > a and not (text[b - 1].isalpha() or text[b - 1] == "."):
+            b -= 1
+        if b - a >= 2:
+            out.append(dataclasses.replace(span, start=a, end=b))
+    return out
 
 
 _RANK = {"email": 0, "url": 1, "phone": 2, "name": 3}

@@ -82,9 +82,9 @@ CREDENTIALS = (
     r"LCSW|LMSW|LICSW|LISW|LSW|LPC|LPCC|LPCA|LPC-S|LPCMH|LMHC|LMFT|LCPC|LCMHC|LMAC|LCAS|LCADC|LCDC|"
     r"NCC|CCTP|DCC|CHT|CPC|RMFT|CADC|CSAT|ATR|RPT|BCC|DBH|MFT|MFTI|MSW|MSc|MEd|MPH|"
     r"Ph\.?\s?D\.?|Psy\.?\s?D\.?|Ed\.?\s?D\.?|M\.?\s?D\.?|M\.?\s?A\.?|M\.?\s?S\.?|M\.Ed\.?|J\.?D\.?|"
-    r"RN|RP|LMHP|LAMFT|LGPC|APCC|AMFT|ACSW|BCD|CEAP|CRC|PMHNP|NP|MBA|BA|BSW"
+    r"RN|RP|LMHP|LAMFT|LGPC|APCC|AMFT|ACSW|BCD|CEAP|CRC|PMHNP|NP|MBA|BA|BSW|LADC|CASAC|R\.C\.C\.|C\.C\.C\."
 )
-_CRED = rf"(?:{CREDENTIALS})(?![\p{{L}}])"
+_CRED = rf"(?:{CREDENTIALS})(?:-[A-Z]{{1,2}})?(?![\p{{L}}])"  # LPC-S, LCSW-C, MFT-C
 _AMBIGUOUS_CRED = regex.compile(r"^(?:MA|MS|MD|PA|DC)$")  # also US states: "Boston, MA 02108"
 _PARTICLES = r"(?:van|von|der|den|de|del|della|da|di|du|la|le|bin|al|ben|st\.)"
 NAME_WORD = r"(?:\p{Lu}['’](?=\p{Lu}))?\p{Lu}\p{Ll}+(?:\p{Lu}\p{Ll}+)*(?:[-‐]\p{Lu}?\p{Ll}+)*"
@@ -160,6 +160,7 @@ _SEPARATORS = " \t\xa0\r\n,!.:;-–—~"
 _NO_DASH = frozenset("-–—~")
 _SEP_CAP = re.compile(r"[,!.:;\n\r\-–—~][ \t\xa0\r\n\-–—~]*(?=[A-Z\u00c0-\u00de])")
 """Where a signature's name may start: after punctuation or a line break (cheap, stdlib `re`)."""
+_ONLY_HONORIFIC = regex.compile(_HONORIFIC)
 NAME_AT = regex.compile(rf"(?:{_HONORIFIC}[ \t\xa0]+)?(?P<name>{FULL_NAME})")
 SIGNATURE_AT = regex.compile(rf"(?:{_HONORIFIC}[ \t\xa0]+)?(?P<name>{FULL_NAME}){_FOLLOW}")
 _INTRO_CUES = {  # found with str.find (fast): (letters that must precede it, cue pattern)
@@ -251,7 +252,7 @@ def _sign_offs_in(text: str, lo: int, hi: int) -> list[tuple[int, int]]:
             continue
         sig = SIGNATURE_AT.match(text, p)
         if sig:
-            spans.append(sig.span("name"))
+            spans.append(sig.span())  # with its honorific: "Dr. [name]" would keep the title
     return spans
 
 
@@ -280,7 +281,7 @@ def _intros(text: str) -> list[tuple[int, int]]:
             if ok:
                 m = NAME_AT.match(text, q)
                 if m and _intro_name_ok(text, max(start, 0), m, cue in _INTRO_NEEDS_CONTEXT):
-                    spans.append(m.span("name"))
+                    spans.append(m.span())
             i = text.find(cue, i + 1)
     return spans
 
@@ -299,8 +300,8 @@ def _honorifics(text: str) -> list[tuple[int, int]]:
         while i >= 0:
             if i == 0 or not text[i - 1].isalpha():
                 m = _HONORIFIC_AT.match(text, i)
-                if m and not _public(m.group("name")):
-                    spans.append(m.span("name"))
+                if m and not _public(m.group("name")) and _trim(text, *m.span("name")):
+                    spans.append(m.span())
             i = text.find(h, i + 1)
     return spans
 
@@ -347,7 +348,7 @@ def cue_spans(text: str, near: Iterable[tuple[int, int]] = ()) -> list[tuple[int
     out = []
     for a, b in spans:
         t = _trim(text, a, b)
-        if t:
+        if t and not _ONLY_HONORIFIC.fullmatch(text, *t):
             out.append(t)
     return [s for s in out if not _in_resource_name(text, s)]
 
@@ -416,7 +417,7 @@ def _names_re(names: frozenset[str], ignore_case: bool) -> regex.Pattern | None:
         return None
     alts = sorted(names, key=len, reverse=True)
     return regex.compile(
-        r"(?<![\p{L}])(?:" + "|".join(map(_name_pattern, alts)) + r")(?![\p{L}])",
+        r"(?<![\p{L}])(?:" + "|".join(map(_name_pattern, alts)) + r")(?:(?![\p{L}])|(?=www\.))",
         regex.IGNORECASE if ignore_case else 0,
     )
 
