@@ -256,10 +256,10 @@ _DIGITS = "0123456789"
 
 def _obfuscated(text: str) -> bool:
     """Whether text may hold an obfuscated address ("at" and "dot" spelled out)."""
-    return any(w in text for w in _OBFUSCATION_CUES)
+    low = text.lower()
+    return "dot" in low or "(at" in low or "[at" in low or "{at" in low or "<at" in low
 
 
-_OBFUSCATION_CUES = ("dot", "DOT", "Dot", "at)", "AT)", "at]", "AT]", "at}", "at>", "at )", "at ]")
 _WINDOW = 80
 _VANITY = re.compile(r"[-. ]?[A-Z]{3,}(?![A-Za-z])")
 _YEAR_RANGE = re.compile(r"(?:19|20)\d\d[ \t]*[-‐‑‒–—/][ \t]*(?:19|20)?\d\d")
@@ -267,11 +267,15 @@ _YEAR_RANGE = re.compile(r"(?:19|20)\d\d[ \t]*[-‐‑‒–—/][ \t]*(?:19|20)
 
 def _windows(text: str, trigger: re.Pattern, radius: int = _WINDOW) -> list[tuple[int, int]]:
     """Merged windows of `radius` characters around each trigger, widened to whole words."""
+    return _around(text, [m.span() for m in trigger.finditer(text)], radius)
+
+
+def _around(text: str, spans: Sequence[tuple[int, int]], radius: int) -> list[tuple[int, int]]:
     out: list[tuple[int, int]] = []
-    for m in trigger.finditer(text):
-        a = max(0, m.start() - radius)
+    for start, end in spans:
+        a = max(0, start - radius)
         a -= _NON_SPACE.match(text[max(0, a - 200) : a][::-1]).end()  # back to a space
-        b = _NON_SPACE.match(text, min(len(text), m.end() + radius)).end()
+        b = _NON_SPACE.match(text, min(len(text), end + radius)).end()
         if out and a <= out[-1][1]:
             out[-1] = (out[-1][0], max(b, out[-1][1]))
         else:
@@ -297,9 +301,12 @@ def _digits(s: str) -> str:
 
 
 def is_crisis_number(number: str) -> bool:
-    """Whether `number` (any format) is a public crisis or help line (`CRISIS_NUMBERS`)."""
-    d = _digits(number)
-    return d in pii_cues.CRISIS_NUMBERS or d.lstrip("0") in pii_cues.CRISIS_NUMBERS
+    """Whether `number` (any format; "911/112/999" several) is a public crisis or help line
+    (`CRISIS_NUMBERS`)."""
+    parts = [_digits(p) for p in re.split(r"[/,;]", number)]
+    return all(
+        d in pii_cues.CRISIS_NUMBERS or d.lstrip("0") in pii_cues.CRISIS_NUMBERS for d in parts if d
+    ) and any(parts)
 
 
 def is_crisis_site(url: str) -> bool:
@@ -308,6 +315,12 @@ def is_crisis_site(url: str) -> bool:
     host = re.split(r"[/?#:]", host, maxsplit=1)[0].lower().rstrip(".")
     host = host.removeprefix("www.")
     return any(host == h or host.endswith("." + h) for h in pii_cues.CRISIS_HOSTS)
+
+
+_WARM_UP = (
+    "Hi, I'm Tom. Call +44 20 7946 0958, 020 7946 0958, (02) 9876 5432, 030 12345678 or "
+    "555-0144; jane@example.org, jane at gmail dot com, www.example.ie, @jane.\nThanks,\nTom, LPC"
+)
 
 
 class Scrubber:
@@ -328,6 +341,14 @@ class Scrubber:
             supported_regions=tuple(phone_regions), leniency=phonenumbers.Leniency.POSSIBLE
         )
         self._ner = _ner_analyzer(ner_model) if ner_model else None
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Loads what the libraries load lazily (each region's phone metadata and patterns, the
+        public suffix list) once, here, instead of inside the first texts scrubbed."""
+        for region in self._phone.supported_regions:
+            list(phonenumbers.PhoneNumberMatcher(_WARM_UP, region, leniency=self._phone.leniency))
+        self.scrub(_WARM_UP)
 
     # -------------------------------------------------------------------- spans
 
@@ -343,11 +364,12 @@ class Scrubber:
     def _phones(self, text: str) -> list[Span]:
         if sum(map(text.count, _DIGITS)) < 7:  # cheaper than any regex scan
             return []
-        wins = [
-            w
-            for w in _windows(text, _TRIGGERS["phone"], 12)
-            if len(_digits(text[w[0] : w[1]])) >= 7
-        ]
+        runs = [
+            m.span()
+            for m in _TRIGGERS["phone"].finditer(text)
+            if len(_digits(m.group())) >= 7 and not is_crisis_number(m.group())
+        ]  # a crisis line ("1-800-273-8255") needs no library to be kept
+        wins = _around(text, runs, 12)
         spans = []
         for a, b in sorted(set(self._run(self._phone, text, wins, "PHONE_NUMBER"))):
             vanity = _VANITY.match(text, b)  # "1-800-273-TALK": the letters are digits too
@@ -356,9 +378,7 @@ class Scrubber:
             number = phonenumbers.convert_alpha_characters_in_number(text[a:b])
             if len(_digits(number)) < 7 or _YEAR_RANGE.fullmatch(number.strip(" ()[]")):
                 continue
-            if is_crisis_number(number) or any(
-                is_crisis_number(p) for p in re.split(r"[ \t]*[,/;]|\bor\b", number)
-            ):
+            if is_crisis_number(number):
                 continue
             spans.append(Span(a, b, "phone"))
         return spans

@@ -48,7 +48,10 @@ CRISIS_NUMBERS = frozenset(
         *("1300224636", "611300224636"),  # Beyond Blue
         *("08001111", "4408001111"),  # Childline UK
         *("0800543354", "64800543354", "1737"),  # Lifeline NZ, 1737 Need to talk?
-        *("116111", "911", "999", "112", "000"),  # child helpline, emergency numbers
+        *("08082000247", "448082000247"),  # UK National Domestic Abuse Helpline (Refuge)
+        *("08000684141", "0800585858", "08088084994", "03001233393"),  # Papyrus, CALM, Mix, Mind
+        *("1800247247", "88788"),  # Women's Aid Ireland; US DV hotline by text
+        *("116111", "911", "999", "112", "000", "111"),  # child helpline, emergency numbers
     }
 )
 """Digits of public crisis and help lines (with and without country codes): never scrubbed."""
@@ -175,6 +178,11 @@ _INTRO_NEEDS_CONTEXT = ("his is ",)
 _HONORIFIC_AT = regex.compile(rf"{_HONORIFIC}[ \t\xa0]+(?P<name>{FULL_NAME})")
 _HONORIFICS = ("Dr", "Mr", "Ms", "Prof")  # "Mr" finds "Mrs" too
 _CRED_START = re.compile(r"[ABCDEJLMNPR](?:[A-Z]|\.[ ]?[A-Z]|sy\.?[ ]?D|h\.?[ ]?D|Sc|Ed)")
+_CRED_PREFIXES = frozenset(
+    {a[:2] for a in CREDENTIALS.split("|") if "\\" not in a[:2]}
+    | {"M.", "M ", "MD", "MA", "MS", "Ph", "Ps", "Ed", "J.", "JD", "R.", "C."}
+)
+"""First two characters of every credential: most capitalised candidates stop here."""
 _CRED_AT = regex.compile(rf"{_CRED}(?:[ \t\xa0]*,?[ \t\xa0]*{_CRED})*")
 CREDENTIAL_RE = regex.compile(
     rf"(?P<name>{FULL_NAME})(?:[ \t\xa0]*,[ \t\xa0]*|[ \t\xa0]+)(?P<cred>{_CRED}(?:[ \t\xa0]*,?[ \t\xa0]*{_CRED})*)"
@@ -183,7 +191,7 @@ NAME_LINE_RE = regex.compile(
     rf"(?m)^[ \t\xa0]*(?:[-–—~]+[ \t\xa0]*)?(?P<name>{FULL_NAME})[ \t\xa0]*,?[ \t\xa0]*$"
 )
 _CONTACT_LINE = regex.compile(r"(?i)\d{3}|@|www\.|https?:|\.(?:com|org|net)\b|" + _CRED)
-_TAIL = 240
+_TAIL = 400
 
 
 def _trim(text: str, start: int, end: int) -> tuple[int, int] | None:
@@ -219,10 +227,10 @@ def _after_closing(text: str, p: int) -> bool:
 
 
 def _sign_offs(text: str, near: Iterable[tuple[int, int]] = ()) -> list[tuple[int, int]]:
-    """Names after a closing. A signature sits at the end, before a line break, or next to a
-    contact line; text without line breaks is searched at its end and around `near` (the
-    numbers and addresses found) only, which keeps long prose cheap."""
-    if "\n" in text or "\r" in text or len(text) <= _TAIL:
+    """Names after a closing. A signature sits at the end or next to a contact line: the text is
+    searched in its last `_TAIL` characters and around `near` (the numbers and addresses found)
+    only, which keeps long prose cheap."""
+    if len(text) <= _TAIL:
         regions = [(0, len(text))]
     else:
         regions = _merge_regions(
@@ -309,7 +317,7 @@ def _honorifics(text: str) -> list[tuple[int, int]]:
 def _credentials(text: str) -> list[tuple[int, int]]:
     spans = []
     for c in _CRED_START.finditer(text):
-        if c.start() and text[c.start() - 1].isalpha():
+        if (c.start() and text[c.start() - 1].isalpha()) or c.group()[:2] not in _CRED_PREFIXES:
             continue
         if not _CRED_AT.match(text, c.start()):
             continue
