@@ -35,6 +35,11 @@ CAUGHT = [
     ("name", "Be well and be you..Robin J. Landwehr, DBH, LPC, NCC", ["Robin", "Landwehr"]),
     ("name", "I hope that helps! -Kate", ["Kate"]),
     ("name", "Feel free to reach out!\n\nSarah\n(312) 555-0199", ["Sarah"]),
+    ("name", "Hi, Karen here. I work with couples.", ["Karen"]),
+    ("name", "Your counselor,\nJane", ["Jane"]),
+    ("name", "Warmly,\n\nDr. Maria Gonzalez-Reyes\nLicensed Therapist", ["Maria", "Gonzalez"]),
+    ("email", "Write to jane dot doe at gmail dot com", ["jane", "doe"]),
+    ("phone", "From abroad: 0044 20 7946 0958 or +353 (0)87 123 4567", ["7946", "123 4567"]),
 ]
 
 
@@ -57,6 +62,8 @@ KEPT = [
     "I'm so sorry. I'm Catholic. This is a normal reaction. Thanks, God bless.",
     "She lives in Boston, MA 02108 now. He was born on 12/05/1990. The U.S. has resources.",
     "Look at the situation from a distance. At the end of the day, you decide.",
+    "This is Normal. Everyone here is kind. I'm Korean and proud. Licensed Therapist",
+    "National Domestic Abuse Helpline 0808 2000 247; emergency services (911/112/999).",
 ]
 
 

@@ -118,7 +118,10 @@ class _ObfuscatedEmail(PatternRecognizer):
     GMAIL DOT COM", "jane.doe at gmail.com". Matched with overlaps, so that "me at jane.doe" (no
     suffix: rejected) does not hide "jane.doe at gmail dot com" after it."""
 
-    PATTERN = rf"(?<![\w.@])[a-z0-9][\w.+\-]{{0,63}}{_AT}{_LABEL}(?:{_DOT}{_LABEL}){{1,3}}(?![\w])"
+    PATTERN = (
+        rf"(?<![\w.@])[a-z0-9][\w.+\-]{{0,63}}(?:{_DOT}[\w+\-]{{1,63}}){{0,3}}"  # "jane dot doe"
+        rf"{_AT}{_LABEL}(?:{_DOT}{_LABEL}){{1,3}}(?![\w])"
+    )
 
     def __init__(self) -> None:
         super().__init__(

@@ -104,10 +104,10 @@ NOT_NAMES = _words(
     """a an the and but or so if then also just really very still only always never now here there
     this that these those it its i you he she we they my your our their me him her us them not no
     yes ok okay sorry glad happy sad fine good great well sure afraid curious hoping writing
-    thinking wondering currently hope thanks thank best take be remember please feel let what when
+    thinking wondering currently thanks thank best take be remember please feel let what when
     where why how who which while because since after before as at in on of for to from with by
     about into over under again once today tomorrow yesterday monday tuesday wednesday thursday
-    friday saturday sunday january february march april may june july august september october
+    friday saturday sunday january february march july september october
     november december god jesus christ lord christian catholic jewish muslim buddhist hindu
     atheist american canadian british english irish australian mexican african asian black white
     latina latino latinx hispanic native gay lesbian bi bisexual trans transgender queer straight
@@ -118,7 +118,14 @@ NOT_NAMES = _words(
     second next last new old big little such same different important hard easy true false
     facebook instagram twitter linkedin youtube google tiktok reddit amazon netflix internet
     email phone call text website online office clinic center centre practice group program
-    dialectical cognitive behavioral behavioural emotionally focused narrative solution"""
+    dialectical cognitive behavioral behavioural emotionally focused narrative solution normal
+    common difficult tough real totally completely absolutely exactly definitely probably possibly
+    perfectly korean indian mexican filipino nigerian italian german french russian ukrainian
+    iranian persian arab african caribbean jamaican haitian cuban dominican brazilian colombian
+    pakistani bangladeshi vietnamese chinese japanese spanish polish jewish turkish swedish
+    danish finnish scottish welsh kurdish european latin asexual pansexual nonbinary intersex
+    adopted disabled deaf blind sober clean okay licensed certified registered clinical senior
+    associate owner founder director everyone everybody someone somebody anyone nobody people"""
 )
 """Capitalised words that a cue ("I'm", "Thanks,") is often followed by without being a name."""
 
@@ -154,7 +161,12 @@ CLOSINGS = tuple(
     wishing you strength|namaste|in health|in peace|in gratitude|in service|talk soon|
     until next time|cordially|fondly|onward|in kindness|with hope|be gentle with yourself|
     take good care|all best|best to you|good luck to you|best of luck to you|
-    with appreciation|sending hugs|sending love|kind wishes""".replace("\n", " ").split("|")
+    with appreciation|sending hugs|sending love|kind wishes|xoxo|much love|love always|
+    your counselor|your counsellor|your therapist|your friend|yours in health|sending you strength|
+    sending you love|sending you hugs|sending you light|sending good vibes|warmth|in solidarity|
+    solidarity|be kind to yourself|you've got this|you got this|good luck to you""".replace(
+        "\n", " "
+    ).split("|")
 )
 CLOSINGS = tuple(sorted({" ".join(c.split()) for c in CLOSINGS}))
 """Closings after which a signature may follow (lower case, single spaces)."""
@@ -294,6 +306,27 @@ def _intros(text: str) -> list[tuple[int, int]]:
     return spans
 
 
+_HERE_INTRO = regex.compile(
+    rf"(?:^|(?<=[\n.!?])|(?i:hi|hello|hey|greetings)[,!]?)[ \t\xa0]*(?P<name>{FULL_NAME})[ \t\xa0]+here"
+    r"(?=[ \t\xa0]*(?:[.,!:;\-–—]|$))"
+)
+
+
+def _here_intros(text: str) -> list[tuple[int, int]]:
+    """ "Hi, Karen here." / "Dr. Lee here": a name followed by "here" at the start of a sentence."""
+    spans = []
+    i = text.find(" here")
+    while i >= 0:
+        found = [m for m in _HERE_INTRO.finditer(text, max(0, i - 60), i + 5) if m.end() == i + 5]
+        if found:
+            m = found[-1]
+            first = m.group("name").split()[0].lower()
+            if first not in NOT_NAMES:
+                spans.append(m.span("name"))
+        i = text.find(" here", i + 1)
+    return spans
+
+
 def _intro_name_ok(text: str, i: int, m: regex.Match, needs_context: bool) -> bool:
     first = m.group("name").split()[0]
     if first.lower() in NOT_NAMES or _public(m.group("name")):
@@ -342,7 +375,7 @@ def _name_lines(text: str) -> list[tuple[int, int]]:
         signature = (_CONTACT_LINE.search(next_line) or last_line) and (
             not before or before[-1] in "\n!.,"
         )
-        if signature and m.group("name").split()[0].lower() not in NOT_NAMES:
+        if signature and not any(w.lower() in NOT_NAMES for w in m.group("name").split()):
             spans.append(m.span("name"))
     return spans
 
@@ -351,7 +384,13 @@ def cue_spans(text: str, near: Iterable[tuple[int, int]] = ()) -> list[tuple[int
     """Names recognisable from a cue: introductions, sign-offs, credentials, honorifics.
 
     `near`: spans of numbers and addresses already found (a signature may sit beside them)."""
-    spans = _sign_offs(text, near) + _intros(text) + _honorifics(text) + _credentials(text)
+    spans = (
+        _sign_offs(text, near)
+        + _intros(text)
+        + _here_intros(text)
+        + _honorifics(text)
+        + _credentials(text)
+    )
     spans += _name_lines(text)
     out = []
     for a, b in spans:

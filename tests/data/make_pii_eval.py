@@ -122,6 +122,10 @@ CLOSINGS = [
     "Many thanks,",
     "Wishing you well,",
     "Peace,",
+    "Your counselor,",
+    "xoxo,",
+    "Sending you strength,",
+    "Talk soon,",
 ]
 FILLER = [
     "It sounds like you have been carrying a lot on your own.",
@@ -168,6 +172,11 @@ NEG_WORDS = [
     "I'm American but I live abroad.",
     "Call your doctor if the side effects continue.",
     "Check out the book Mindset by Carol Dweck.",
+    "This is Normal, and it passes.",
+    "I'm Korean and my parents are strict.",
+    "Everyone here is kind.",
+    "Hope this helps you sleep better.",
+    "Write down what you notice at night.",
     "He wrote 3 pages.Then he stopped.",
 ]
 CRISIS = [
@@ -270,6 +279,7 @@ def emails(rng: random.Random, first: str, last: str) -> list[tuple[str, str]]:
         (f"{f.upper()} AT {host.upper()} DOT COM", "caps-at-dot"),
         (f"{f}_{l}{rng.randint(1, 9)} at gmail.com", "at-word-real-domain"),
         (f"{f}{{at}}{host}{{dot}}net", "brace-at-dot"),
+        (f"{f} dot {l} at {host} dot com", "dotted-local-words"),
     ]
 
 
@@ -369,6 +379,7 @@ def build(seed: int = 29) -> list[dict]:
         "I am {n}",
         "Hi there, my name's {n}",
         "I'm Dr. {n}",
+        "Hi, {n} here",
     ]
     for k in range(48):
         first, last = _name(rng)
