@@ -394,9 +394,22 @@ class Scrubber:
         upper = _windows(text, _TRIGGERS["url_upper"], 0)
         if upper:
             wins = _union(wins, [(a, b) for a, b in upper if text[a:b].upper() == text[a:b]])
-        at_domain = any(" at " in text[max(0, a - 48) : a + 1].lower() for a, _ in wins)
-        if "@" in text or at_domain or _obfuscated(text):
-            email_wins = _windows(text, _TRIGGERS["email"])
+        # E-mail windows: around "@", around spelled-out "at"/"dot", and before a domain that
+        # follows " at " ("jane at gmail.com"; not "a line at findahelpline.com").
+        email_wins = _around(
+            text,
+            [
+                (a, b)
+                for a, b in wins
+                if " at " in text[max(0, a - 48) : a + 1].lower() and not is_crisis_site(text[a:b])
+            ],
+            _WINDOW,
+        )
+        if "@" in text:
+            email_wins = _union(email_wins, _windows(text, _TRIGGERS["at"]))
+        if _obfuscated(text):
+            email_wins = _union(email_wins, _windows(text, _TRIGGERS["email"]))
+        if email_wins:
             for a, b in self._run(self._email, text, email_wins, "EMAIL_ADDRESS"):
                 if not is_crisis_site(text[a:b].rsplit("@", 1)[-1].strip()):
                     spans.append(Span(a, b, "email"))

@@ -317,6 +317,10 @@ def _here_intros(text: str) -> list[tuple[int, int]]:
     spans = []
     i = text.find(" here")
     while i >= 0:
+        after = text[i + 5 : i + 6].lstrip(" \t\xa0") or text[i + 5 : i + 8].strip()[:1]
+        if after and after not in ".,!:;-–—":  # "Karen here." / "Karen here, ..."
+            i = text.find(" here", i + 1)
+            continue
         found = [m for m in _HERE_INTRO.finditer(text, max(0, i - 60), i + 5) if m.end() == i + 5]
         if found:
             m = found[-1]
