@@ -20,6 +20,8 @@ Crisis and help resources are never removed (`pii_cues.CRISIS_NUMBERS`, `CRISIS_
 `CRISIS_NAMES_RE`), matched on the whole number or address: "1-800-662-4357" and
 "childline.org.uk/get-support" stay, "childline.org.uk.example.com" goes.
 
+The generic recognisers live in `pii_recognizers`, the counseling layer in `pii_cues`.
+
 Speed: the recognisers run only on windows around cheap triggers (a run of digits, an "@", a dot
 inside a word, a closing word), so text without personal information costs a few regex scans.
 """
@@ -33,12 +35,22 @@ import re
 from collections.abc import Iterable, Sequence
 
 import phonenumbers
-import regex
-import tldextract
-from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer, RecognizerResult
-from presidio_analyzer.predefined_recognizers import EmailRecognizer, PhoneRecognizer
 
 from psycho_jax.data import pii_cues
+from psycho_jax.data.pii_recognizers import (
+    DIGITS,
+    TRIGGERS,
+    Email,
+    EntityRecognizer,
+    Handle,
+    ObfuscatedEmail,
+    Phone,
+    Url,
+    digits,
+    may_be_domain,
+    may_be_obfuscated,
+    ner_analyzer,
+)
 
 KINDS = ("email", "url", "phone", "name")
 PLACEHOLDERS = {
@@ -50,21 +62,6 @@ PLACEHOLDERS = {
 }
 PHONE_REGIONS = ("US", "GB", "AU", "DE", "IE", "NZ", "IN", "FR", "ZA", "NL", "ES", "IT", "BR")
 """Default regions for numbers written without a country code (national formats)."""
-NER_INSTALL_HINT = (
-    "pip install 'psycho_jax[ner]' and a spaCy pipeline with a PERSON entity "
-    "(e.g. `python -m spacy download en_core_web_lg`, or a local pipeline directory)"
-)
-
-
-@functools.cache
-def _suffixes() -> tldextract.TLDExtract:
-    # The public suffix list that tldextract ships: never fetched (no network at run time).
-    return tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
-
-
-def _has_public_suffix(host: str) -> bool:
-    parts = _suffixes()(host.lower())
-    return bool(parts.suffix) and bool(parts.domain)
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -79,188 +76,6 @@ class Span:
     @property
     def placeholder(self) -> str:
         return PLACEHOLDERS[self.label or self.kind]
-
-
-# ---------------------------------------------------------------------------- recognisers
-
-
-class _Email(EmailRecognizer):
-    """Presidio's e-mail pattern, a stray space around "@", domains on a public suffix."""
-
-    PATTERNS = [
-        *EmailRecognizer.PATTERNS,
-        Pattern(
-            "Email (space around @)",
-            r"(?<![\w.@])[\w.+\-]*\w[ \t]+@[ \t]*\w[\w\-]*(?:\.[\w\-]+)+",
-            0.5,
-        ),
-        Pattern(
-            "Email (space after @)", r"(?<![\w.@])[\w.+\-]*\w@[ \t]+\w[\w\-]*(?:\.[\w\-]+)+", 0.5
-        ),
-    ]
-
-    def validate_result(self, pattern_text: str) -> bool:
-        host = pattern_text.rsplit("@", 1)[-1].strip().rstrip(".")
-        return _has_public_suffix(host)
-
-
-_AT = r"(?:[ \t]*[\(\[\{<][ \t]*at[ \t]*[\)\]\}>][ \t]*|[ \t]+at[ \t]+|[ \t]*@[ \t]*)"
-_DOT = r"(?:[ \t]*[\(\[\{<][ \t]*dot[ \t]*[\)\]\}>][ \t]*|[ \t]+dot[ \t]+|\.)"
-_LABEL = r"[a-z0-9](?:[a-z0-9\-]{0,62}[a-z0-9])?"
-_MAIL_HOSTS = (
-    r"gmail|googlemail|yahoo|hotmail|outlook|live|icloud|me|aol|protonmail|proton|gmx|web|mail|"
-    r"yandex|zoho|msn|comcast|verizon|btinternet|sky|eircom|bigpond|optusnet|t-online|fastmail"
-)
-
-
-class _ObfuscatedEmail(PatternRecognizer):
-    """ "jane at gmail dot com", "jane(at)gmail(dot)com", "jane [at] gmail [dot] com", "JANE AT
-    GMAIL DOT COM", "jane.doe at gmail.com". Matched with overlaps, so that "me at jane.doe" (no
-    suffix: rejected) does not hide "jane.doe at gmail dot com" after it."""
-
-    PATTERN = (
-        rf"(?<![\w.@])[a-z0-9][\w.+\-]{{0,63}}(?:{_DOT}[\w+\-]{{1,63}}){{0,3}}"  # "jane dot doe"
-        rf"{_AT}{_LABEL}(?:{_DOT}{_LABEL}){{1,3}}(?![\w])"
-    )
-
-    def __init__(self) -> None:
-        super().__init__(
-            "EMAIL_ADDRESS",
-            name="ObfuscatedEmail",
-            patterns=[Pattern("obfuscated", self.PATTERN, 0.6)],
-        )
-        self._re = regex.compile(self.PATTERN, regex.IGNORECASE)
-
-    def analyze(self, text, entities, nlp_artifacts=None, regex_flags=None):
-        found = [
-            RecognizerResult("EMAIL_ADDRESS", m.start(), m.end(), 0.6)
-            for m in self._re.finditer(text, overlapped=True)
-            if self.validate_result(m.group())
-        ]
-        return EntityRecognizer.remove_duplicates(found)
-
-    def validate_result(self, pattern_text: str) -> bool:
-        m = re.match(rf"(?i)(.*?){_AT}(.*)$", pattern_text)
-        if m is None:
-            return False
-        local, host = m.group(1), m.group(2)
-        plain_at = re.fullmatch(
-            r"(?i)[ \t]+at[ \t]+|[ \t]*@[ \t]*",
-            pattern_text[len(local) : len(pattern_text) - len(host)],
-        )
-        host_plain = re.sub(rf"(?i){_DOT}", ".", host)
-        if not _has_public_suffix(host_plain):
-            return False
-        obfuscated_dot = host_plain != host
-        if pattern_text.count("@") and not obfuscated_dot and "(" not in host:
-            return False  # a plain address: _Email's
-        if plain_at and not obfuscated_dot:
-            # "look at example.com": an address only when the host is a mail provider and the
-            # local part looks like one (digits, dots, underscores).
-            return bool(re.match(rf"(?i)(?:{_MAIL_HOSTS})\.", host_plain)) and bool(
-                re.search(r"[\d._]", local)
-            )
-        return True
-
-
-_URL_END = r"(?:[^\s<>\"'()\[\]{}]*[^\s<>\"'()\[\]{}.,;:!?])?"
-
-
-class _Url(PatternRecognizer):
-    """Web addresses: with a scheme, with `www.`, or a bare domain on a public suffix."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            "URL",
-            name="Url",
-            patterns=[
-                Pattern("scheme", rf"(?<![\w@])(?:https?|ftp)://{_URL_END}", 0.9),
-                # "Lewiswww.example.com": a lost space glues "www." to a word.
-                Pattern("www", rf"(?<![@.])www\d{{0,3}}\.{_URL_END}", 0.8),
-                Pattern(
-                    "bare",
-                    rf"(?<![\w@.\-])(?:{_LABEL}\.)+[a-z]{{2,24}}(?![a-z_\-@])(?:[/?#]{_URL_END})?",
-                    0.5,
-                ),
-            ],
-        )
-
-    def validate_result(self, pattern_text: str) -> bool:
-        if re.match(r"(?i)(?:https?|ftp)://|www\d{0,3}\.", pattern_text):
-            return True
-        host = re.split(r"[/?#]", pattern_text, maxsplit=1)[0]
-        tld = host.rsplit(".", 1)[-1]
-        if tld[0].isupper() and not host.isupper():
-            return False  # "better.Life", "time.It": sentences run together
-        return _has_public_suffix(host)
-
-
-_BARE = re.compile(rf"(?i)(?:{_LABEL}\.)+[a-z]{{2,24}}(?![a-z])")
-
-
-def _may_be_domain(token: str) -> bool:
-    """A cheap check before the URL recogniser: does the token hold a host on a public suffix?"""
-    return any(_has_public_suffix(m.group(0)) for m in _BARE.finditer(token))
-
-
-class _Handle(PatternRecognizer):
-    """Social handles: "@jane_doe", "IG: @calm.with.kai"."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            "HANDLE",
-            name="Handle",
-            patterns=[
-                Pattern(
-                    "handle", r"(?<![\w@.])@[a-z0-9_](?:[a-z0-9_.]{0,28}[a-z0-9_])?(?![\w@])", 0.6
-                )
-            ],
-        )
-
-
-class _Phone(PhoneRecognizer):
-    """Presidio's libphonenumber recogniser at `POSSIBLE` leniency (fictional 555 numbers are
-    numbers too), trying the default regions in order and stopping at the first that reads a
-    number in the window: a national format ("020 7946 0958") needs a region that knows it."""
-
-    def analyze(self, text, entities, nlp_artifacts=None):
-        todo = [m.span() for m in _TRIGGERS["phone"].finditer(text) if len(_digits(m.group())) >= 7]
-        found = []
-        for region in self.supported_regions:
-            if not todo:
-                break
-            for m in phonenumbers.PhoneNumberMatcher(text, region, leniency=self.leniency):
-                found.append(self._get_recognizer_result(m, text, region, nlp_artifacts))
-            todo = [run for run in todo if not _covered(text, run, found)]
-        return EntityRecognizer.remove_duplicates(found)
-
-
-def _covered(text: str, run: tuple[int, int], found: Sequence[RecognizerResult]) -> bool:
-    """Whether one number found holds every digit of `text[run]`: a region that reads "0151
-    53605649" as two numbers has not read it (German mobile). A run of two numbers is never
-    covered, so every region is tried and the longest readings kept."""
-    digits = [k for k in range(*run) if text[k].isdigit()]
-    return any(r.start <= digits[0] and digits[-1] < r.end for r in found)
-
-
-# Cheap triggers (stdlib `re`, each led by a literal or one character class, so they scan fast):
-# the recognisers only see windows around them.
-_TRIGGERS = {
-    "phone": re.compile(r"\d[\d \t().\-‐‑‒–—/]{4,}\d"),
-    "email": re.compile(r"@|[\(\[\{<][ \t]*[aA][tT][ \t]*[\)\]\}>]|[ \t][aA][tT][ \t]"),
-    # A bare domain's suffix is lower case (or the whole address upper case): "better.Life" is not.
-    "url": re.compile(r"\.[a-z]{2,24}(?![a-z])"),
-    "url_upper": re.compile(r"\.[A-Z]{2,24}(?![A-Za-z])"),
-    "url_scheme": re.compile(r"://|[wW]{3}\d{0,3}\."),
-    "at": re.compile("@"),
-}
-_DIGITS = "0123456789"
-
-
-def _obfuscated(text: str) -> bool:
-    """Whether text may hold an obfuscated address ("at" and "dot" spelled out)."""
-    low = text.lower()
-    return "dot" in low or "(at" in low or "[at" in low or "{at" in low or "<at" in low
 
 
 _WINDOW = 80
@@ -299,14 +114,10 @@ def _union(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> list[tuple[int
 _NON_SPACE = re.compile(r"\S*")
 
 
-def _digits(s: str) -> str:
-    return "".join(c for c in s if c.isdigit())
-
-
 def is_crisis_number(number: str) -> bool:
     """Whether `number` (any format; "911/112/999" several) is a public crisis or help line
     (`CRISIS_NUMBERS`)."""
-    parts = [_digits(p) for p in re.split(r"[/,;]", number)]
+    parts = [digits(p) for p in re.split(r"[/,;]", number)]
     return all(
         d in pii_cues.CRISIS_NUMBERS or d.lstrip("0") in pii_cues.CRISIS_NUMBERS for d in parts if d
     ) and any(parts)
@@ -336,14 +147,14 @@ class Scrubber:
     """
 
     def __init__(self, phone_regions: Sequence[str] = PHONE_REGIONS, ner_model: str | None = None):
-        self._email = _Email()
-        self._obfuscated = _ObfuscatedEmail()
-        self._url = _Url()
-        self._handle = _Handle()
-        self._phone = _Phone(
+        self._email = Email()
+        self._obfuscated = ObfuscatedEmail()
+        self._url = Url()
+        self._handle = Handle()
+        self._phone = Phone(
             supported_regions=tuple(phone_regions), leniency=phonenumbers.Leniency.POSSIBLE
         )
-        self._ner = _ner_analyzer(ner_model) if ner_model else None
+        self._ner = ner_analyzer(ner_model) if ner_model else None
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -365,12 +176,12 @@ class Scrubber:
         return out
 
     def _phones(self, text: str) -> list[Span]:
-        if sum(map(text.count, _DIGITS)) < 7:  # cheaper than any regex scan
+        if sum(map(text.count, DIGITS)) < 7:  # cheaper than any regex scan
             return []
         runs = [
             m.span()
-            for m in _TRIGGERS["phone"].finditer(text)
-            if len(_digits(m.group())) >= 7 and not is_crisis_number(m.group())
+            for m in TRIGGERS["phone"].finditer(text)
+            if len(digits(m.group())) >= 7 and not is_crisis_number(m.group())
         ]  # a crisis line ("1-800-273-8255") needs no library to be kept
         wins = _around(text, runs, 12)
         spans = []
@@ -379,7 +190,7 @@ class Scrubber:
             if vanity:
                 b = vanity.end()
             number = phonenumbers.convert_alpha_characters_in_number(text[a:b])
-            if len(_digits(number)) < 7 or _YEAR_RANGE.fullmatch(number.strip(" ()[]")):
+            if len(digits(number)) < 7 or _YEAR_RANGE.fullmatch(number.strip(" ()[]")):
                 continue
             if is_crisis_number(number):
                 continue
@@ -388,10 +199,10 @@ class Scrubber:
 
     def _addresses(self, text: str) -> list[Span]:
         spans: list[Span] = []
-        wins = [w for w in _windows(text, _TRIGGERS["url"], 0) if _may_be_domain(text[w[0] : w[1]])]
+        wins = [w for w in _windows(text, TRIGGERS["url"], 0) if may_be_domain(text[w[0] : w[1]])]
         if "://" in text or "www" in text or "WWW" in text:
-            wins = _union(wins, _windows(text, _TRIGGERS["url_scheme"], 0))
-        upper = _windows(text, _TRIGGERS["url_upper"], 0)
+            wins = _union(wins, _windows(text, TRIGGERS["url_scheme"], 0))
+        upper = _windows(text, TRIGGERS["url_upper"], 0)
         if upper:
             wins = _union(wins, [(a, b) for a, b in upper if text[a:b].upper() == text[a:b]])
         # E-mail windows: around "@", around spelled-out "at"/"dot", and before a domain that
@@ -406,9 +217,9 @@ class Scrubber:
             _WINDOW,
         )
         if "@" in text:
-            email_wins = _union(email_wins, _windows(text, _TRIGGERS["at"]))
-        if _obfuscated(text):
-            email_wins = _union(email_wins, _windows(text, _TRIGGERS["email"]))
+            email_wins = _union(email_wins, _windows(text, TRIGGERS["at"]))
+        if may_be_obfuscated(text):
+            email_wins = _union(email_wins, _windows(text, TRIGGERS["email"]))
         if email_wins:
             for a, b in self._run(self._email, text, email_wins, "EMAIL_ADDRESS"):
                 if not is_crisis_site(text[a:b].rsplit("@", 1)[-1].strip()):
@@ -416,7 +227,7 @@ class Scrubber:
             for a, b in self._run(self._obfuscated, text, email_wins, "EMAIL_ADDRESS"):
                 spans.append(Span(a, b, "email"))
             if "@" in text:
-                at = _windows(text, _TRIGGERS["at"], 0)
+                at = _windows(text, TRIGGERS["at"], 0)
                 for a, b in self._run(self._handle, text, at, "HANDLE"):
                     spans.append(Span(a, b, "url", "handle"))
         for a, b in self._run(self._url, text, wins, "URL"):
@@ -500,23 +311,6 @@ def _merge(spans: Sequence[Span]) -> list[Span]:
         else:
             out.append(s)
     return out
-
-
-def _ner_analyzer(model: str):
-    """Presidio's AnalyzerEngine over a spaCy pipeline, for PERSON entities only."""
-    import pathlib
-
-    import spacy
-    from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
-    from presidio_analyzer.nlp_engine import SpacyNlpEngine
-    from presidio_analyzer.predefined_recognizers import SpacyRecognizer
-
-    if not (spacy.util.is_package(model) or pathlib.Path(model).exists()):
-        raise ImportError(f"spaCy pipeline {model!r} is not installed: {NER_INSTALL_HINT}")
-    engine = SpacyNlpEngine(models=[{"lang_code": "en", "model_name": model}])
-    registry = RecognizerRegistry(supported_languages=["en"])
-    registry.add_recognizer(SpacyRecognizer(supported_entities=["PERSON"]))
-    return AnalyzerEngine(registry=registry, nlp_engine=engine, supported_languages=["en"])
 
 
 @functools.cache
