@@ -27,6 +27,11 @@ setuptools.setup(
         "datasets>=3.0",
         "grain>=0.2.18",
         "regex",
+        # Personal information (psycho_jax.data.pii): libphonenumber, Presidio's recognisers, the
+        # public suffix list that tldextract ships (read offline).
+        "phonenumbers>=8.13",
+        "presidio-analyzer>=2.2.350",
+        "tldextract>=5.0",
         "matplotlib>=3.8",
         "tensorboardX>=2.6",
         "tqdm",
@@ -58,6 +63,9 @@ setuptools.setup(
         # tfds needs importlib_resources (etils[epath]) at run time without requiring it.
         "tfds": ["tensorflow-datasets>=4.9.8", "array-record>=0.8", "importlib_resources"],
         "wandb": ["wandb>=0.17"],
+        # Person names from a named-entity model (pii.Scrubber(ner_model=...)); the spaCy
+        # pipeline itself is installed apart: `python -m spacy download en_core_web_lg`.
+        "ner": ["spacy>=3.7"],
         "tpu": ["jax[tpu]"],
         "cuda": ["jax[cuda12]"],
     },

@@ -62,6 +62,7 @@ def test_audit_report(tmp_path):
         "1-train1"
     ]
     assert tr["tokens"]["prompt"]["n"] == 11
+    assert tr["duplicate_ids"] == {"count": 0, "ids": []}
     assert report["duplicate_prompts"]["train & test"] == {"count": 1, "ids": ["3-train3"]}
     t40 = tr["truncation"]["40"]
     assert t40["longer_than_max_len"] == t40["skip_policy_skips"] > 0
@@ -136,3 +137,33 @@ def test_audit_transcripts_cli(tmp_path):
     assert "(e.g. {})" not in md and "assistant tokens kept as targets" in md
     for stats in train["tokens"].values():
         assert all(float(v) == round(float(v), 1) for v in stats.values())
+
+
+def test_audit_reports_repeated_ids_and_pii_by_kind(tmp_path):
+    rows = [
+        {
+            "id": "a",
+            "prompt": "Call me on +44 20 7946 0958.",
+            "chosen": "Hugs,\nDana",
+            "rejected": "No.",
+        },
+        {
+            "id": "a",
+            "prompt": "Mail jane at gmail dot com",
+            "chosen": "See bit.ly/x1",
+            "rejected": "Ok.",
+        },
+        {"id": "b", "prompt": "Call 988 or 1-800-662-4357.", "chosen": "Sure.", "rejected": "No."},
+    ]
+    path = tmp_path / "dups.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    report = audit.run([f"train={path}"], "sample", str(tmp_path / "out"), max_lens=[64])
+    tr = report["splits"]["train"]
+    assert tr["duplicate_ids"] == {"count": 1, "ids": ["a"]}
+    assert tr["pii"]["hits"] == {"email": 1, "url": 1, "phone": 1, "name": 1}
+    assert (
+        "examples repeating an earlier id: 1 ['a']" in (tmp_path / "out" / "report.md").read_text()
+    )
+    assert tr["load_skipped"]["events"] == {
+        f"duplicate example ids in file:{path} (kept; e.g. a)": 1
+    }

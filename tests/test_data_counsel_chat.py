@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from psycho_jax.data import counsel_chat, pii, sources
-from psycho_jax.data.formats import Conversation, PreferencePair
+from psycho_jax.data.formats import Conversation, DataError, PreferencePair, SkipCounter
 
 
 def test_scrub_patterns():
@@ -29,8 +29,8 @@ def test_scrub_patterns():
     assert (
         "my name is [name]" in out and "[email]" in out and "[phone]" in out and "[website]" in out
     )
-    assert out.rstrip().endswith("Warmly,")
-    assert pii.find(text) == {"email": 1, "url": 2, "phone": 2, "name": 4}
+    assert out.rstrip().endswith("Warmly,\n[name]")
+    assert pii.find(text) == {"email": 1, "url": 2, "phone": 2, "name": 3}
     assert pii.find("I hope you feel better, and Grace is a virtue.") == {}
 
 
@@ -126,3 +126,45 @@ def test_counsel_chat_text_has_no_therapist_info(counsel_chat_csv, cc_frame):
             t[:200],
         )
     assert "[phone]" in blob and "[website]" in blob and "[name]" in blob  # scrubbing did happen
+
+
+def _cc_frame():
+    rows = []
+    for i, (qid, up) in enumerate([(1, 3), (1, 1), (1, "n/a"), (2, 0), (2, 2)]):
+        rows.append(
+            {
+                "questionID": qid,
+                "questionTitle": f"Question {qid}",
+                "questionText": "I feel low.",
+                "questionLink": "",
+                "topic": "depression",
+                "therapistInfo": "Mei-Ling Warren-ParkHelping you heal",
+                "therapistURL": "https://counselchat.com/therapists/mei-ling-warren-park-lpc",
+                "answerText": f"Answer {i}: rest and reach out. Warmly, Mei-Ling Warren-Park, LPC",
+                "upvotes": up,
+                "views": 10,
+                "split": "train",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def test_bad_upvotes_name_their_row_or_are_counted(tmp_path):
+    path = tmp_path / "cc.csv"
+    _cc_frame().to_csv(path, index=False)
+    with pytest.raises(
+        DataError, match=r"cc.csv: row 2, field 'upvotes': expected a whole number, got 'n/a'"
+    ):
+        counsel_chat.load(path)
+    skips = SkipCounter()
+    sft = sources.load_source(f"counselchat:{path}", on_error="skip", skips=skips)
+    assert [c.row for c in sft] == [0, 1, 3, 4] and skips.total_skipped == 1
+    assert all(
+        "Mei-Ling" not in m.content and "Warren" not in m.content for c in sft for m in c.messages
+    )
+    assert sft[0].messages[1].content == "Answer 0: rest and reach out. Warmly, [name]"
+    pairs = counsel_chat.load(path, mode="pairs", on_error="skip", skips=SkipCounter())
+    assert [(p.meta["chosen_upvotes"], p.meta["rejected_upvotes"]) for p in pairs] == [
+        (3, 1),
+        (2, 0),
+    ]

@@ -108,8 +108,8 @@ BAD_ROWS = [
     ),
     (
         "psychocounsel",
-        _pc_row(chosen_clarity_rating="4"),
-        "field 'chosen_clarity_rating': expected an integer rating, got str",
+        _pc_row(chosen_clarity_rating="four"),  # "4" is a number (a CSV column read as text)
+        "field 'chosen_clarity_rating': expected an integer rating, got 'four'",
     ),
     (
         "psychocounsel",

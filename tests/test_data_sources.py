@@ -1,6 +1,7 @@
 """Sources: local files, `datasets.load_dataset` on local dirs, the embedded sample, mixtures."""
 
 import json
+import pathlib
 
 import pandas as pd
 import pytest
@@ -91,7 +92,7 @@ def test_undecodable_files_name_the_file(tmp_path):
         sources.read_file(bad)
     latin = tmp_path / "latin.jsonl"
     latin.write_bytes('{"prompt": "caf\xe9"}\n'.encode("latin-1"))
-    with pytest.raises(DataError, match=r"latin.jsonl: not UTF-8 text"):
+    with pytest.raises(DataError, match=r"latin.jsonl: line 1: not UTF-8 text \(byte 0xe9"):
         sources.read_file(latin)
     pq = tmp_path / "broken.parquet"
     pq.write_bytes(b"PAR1 this is not parquet")
@@ -99,7 +100,7 @@ def test_undecodable_files_name_the_file(tmp_path):
         sources.read_file(pq)
     csv = tmp_path / "latin.csv"
     csv.write_bytes("question,chosen\ncaf\xe9,x\n".encode("latin-1"))
-    with pytest.raises(DataError, match=r"latin.csv: not UTF-8 text"):
+    with pytest.raises(DataError, match=r"latin.csv: line 2: not UTF-8 text"):
         sources.read_file(csv)
     js = tmp_path / "obj.json"
     js.write_text(json.dumps({"a": 1}))
@@ -164,3 +165,75 @@ def test_mixture_weights_and_determinism():
         ["sample:preference_test@3", "sample:preference_train@1"], total=400
     )
     assert len(examples) == 400 and sum(p.id.startswith("1000") for p in examples) == 300
+
+
+def test_one_non_numeric_rating_costs_only_its_row(tmp_path):
+    df = _pc_frame(6).astype({"chosen_clarity_rating": object})
+    df.loc[4, "chosen_clarity_rating"] = "n/a"  # the whole CSV column is read as text
+    path = tmp_path / "pairs.csv"
+    df.to_csv(path, index=False)
+    with pytest.raises(
+        DataError,
+        match=r"pairs.csv: row 4, field 'chosen_clarity_rating': expected an integer rating, got 'n/a'",
+    ):
+        sources.load_source(str(path))
+    skips = SkipCounter()
+    pairs = sources.load_source(str(path), on_error="skip", skips=skips)
+    assert [p.row for p in pairs] == [0, 1, 2, 3, 5] and skips.total_skipped == 1
+    assert pairs[0].chosen_ratings == (5,) * 7
+    assert skips.examples and "row 4" in skips.summary()
+
+
+def test_bom_and_bad_bytes_in_jsonl(tmp_path):
+    rows = [{"prompt": f"q{i}", "chosen": "kind", "rejected": "curt"} for i in range(3)]
+    text = "\n".join(json.dumps(r) for r in rows) + "\n"
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert [p.prompt[0].content for p in sources.load_source(str(bom))] == ["q0", "q1", "q2"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(text.encode() + b'{"prompt": "caf\xe9", "chosen": "a", "rejected": "b"}\n')
+    with pytest.raises(DataError, match=r"bad.jsonl: line 4: not UTF-8 text \(byte 0xe9 at offset"):
+        sources.load_source(str(bad))
+
+
+def test_a_directory_loads_its_data_files_or_says_what_it_accepts(tmp_path):
+    d = tmp_path / "pairs"
+    d.mkdir()
+    _pc_frame(3).to_json(d / "a.jsonl", orient="records", lines=True)
+    _pc_frame(2, start=3).to_parquet(d / "b.parquet")
+    (d / "notes.txt").write_text("not data")
+    pairs = sources.load_source(str(d))
+    assert [p.id for p in pairs] == [f"{i}-p{i}" for i in range(5)]
+    assert [pathlib.Path(p.file).name for p in pairs] == ["a.jsonl"] * 3 + ["b.parquet"] * 2
+    name, rows = sources.read_rows(sources.parse_source(str(d)))
+    assert name == str(d) and len(rows) == 5
+    bad = _pc_frame(2)
+    bad.loc[1, "chosen"] = ""
+    bad.to_csv(d / "c.csv", index=False)
+    with pytest.raises(DataError, match=r"c.csv: row 1, field 'chosen': empty string"):
+        sources.load_source(str(d))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.md").write_text("x")
+    with pytest.raises(DataError, match=r"empty: directory has no data files.*\.jsonl.*readme.md"):
+        sources.load_source(str(empty))
+    with pytest.raises(DataError, match=r"missing: no such file or directory"):
+        sources.load_source(str(tmp_path / "missing"))
+
+
+def test_duplicate_ids_are_reported_in_training_and_an_error_in_eval_prompts(tmp_path):
+    rows = [
+        {"id": f"x{i % 3}", "prompt": f"q{i}", "chosen": "kind", "rejected": "curt"}
+        for i in range(7)
+    ]
+    path = tmp_path / "dups.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    skips = SkipCounter()
+    pairs = sources.load_source(str(path), skips=skips)
+    assert len(pairs) == 7  # kept: an id only names a row
+    assert sources.duplicate_ids(pairs) == (4, ["x0", "x1", "x2"])
+    assert skips.events == {f"duplicate example ids in file:{path} (kept; e.g. x0, x1, x2)": 4}
+    from psycho_jax import scoring
+
+    with pytest.raises(DataError, match=r"dups.jsonl: row 3, field 'id': 'x0' repeats row 0"):
+        scoring.load_prompts(str(path))

@@ -24,7 +24,7 @@ PACKAGE = ROOT / "psycho_jax"
 
 # module -> the extra that provides it; imported only inside functions, with "psycho_jax[extra]"
 # in the module's error message.
-OPTIONAL = {"tensorflow_datasets": "tfds", "wandb": "wandb"}
+OPTIONAL = {"tensorflow_datasets": "tfds", "wandb": "wandb", "spacy": "ner"}
 # distribution -> why it is required though no module of ours imports it.
 RUNTIME_NEEDS = {
     "jinja2": "transformers' apply_chat_template renders the chat template with it",

@@ -11,7 +11,8 @@ conversations. Prints and writes `report.md` and `report.json` to `--out`, with 
 (token lengths) and `ratings_<label>.png` (per-principle rating gaps): row counts and skipped rows
 per split, token-length distributions, chosen-vs-rejected length bias, per-principle rating gaps,
 pairs whose rejected reply is rated safer than the chosen one, prompts shared across splits (the whole
-prompt or conversation), personal-information hits (`pii.find`), per-turn labels and first speakers of
+prompt or conversation), personal-information hits by kind (`pii.find`: e-mails, web addresses and
+handles, phone numbers, names), examples that repeat an id, per-turn labels and first speakers of
 conversations, and how many rows each truncation policy would change at each `--max_len` (default the
 configs' `data.max_len`) with the share of assistant tokens that stay targets (keep_last_turns, and
 `data.windows`). Transcripts are read with `--role_map` / `--merge_consecutive` as training reads
@@ -180,6 +181,8 @@ def audit_split(
                 if len(where[kind]) < _MAX_EXAMPLES and e.id not in where[kind]:
                     where[kind].append(e.id)
     report["pii"] = {"hits": dict(hits), "ids": dict(where)}
+    count, ids = sources.duplicate_ids(examples, _MAX_EXAMPLES)
+    report["duplicate_ids"] = {"count": count, "ids": ids}
     report["truncation"] = _truncation(examples, full, ct, max_lens, skips.assistant_tokens[0])
     return report, arrays
 
@@ -270,6 +273,8 @@ def to_markdown(report: dict[str, Any]) -> str:
             f"- personal information hits: {hits} (e.g. {r['pii']['ids']})"
             if hits
             else "- personal information hits: none",
+            f"- examples repeating an earlier id: {r['duplicate_ids']['count']} "
+            f"{r['duplicate_ids']['ids'] or ''}".rstrip(),
         ]
         for max_len, t in r["truncation"].items():
             line = (

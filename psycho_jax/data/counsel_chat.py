@@ -17,6 +17,7 @@ they sign), with e-mails, phone numbers and web addresses.
 from __future__ import annotations
 
 import itertools
+import math
 import pathlib
 from collections.abc import Iterable
 from typing import Literal
@@ -29,8 +30,10 @@ from psycho_jax.data.formats import (
     DataError,
     Example,
     Message,
+    OnError,
     PreferencePair,
     SkipCounter,
+    handle,
 )
 
 COLUMNS = (
@@ -86,12 +89,29 @@ def name_words(name: str) -> set[str]:
     return {w for w in ((words[0], words[-1]) if words else ()) if len(w) >= 3}
 
 
+def _whole(row: dict, field: str, file: str, i: int) -> int:
+    """`row[field]` as a whole number (a CSV column with one bad cell is read as text)."""
+    v = row[field]
+    if isinstance(v, bool):
+        raise DataError(file, i, field, f"expected a whole number, got {v!r}")
+    if isinstance(v, int):
+        return v
+    try:
+        f = float(str(v).strip())
+    except ValueError:
+        f = math.nan
+    if not math.isfinite(f) or not f.is_integer():
+        raise DataError(file, i, field, f"expected a whole number, got {v!r}")
+    return int(f)
+
+
 def load(
     path: str | pathlib.Path,
     *,
     split: str | None = None,
     mode: Literal["sft", "pairs"] = "sft",
     skips: SkipCounter | None = None,
+    on_error: OnError = "raise",
 ) -> list[Example]:
     """CounselChat as scrubbed SFT conversations or weak preference pairs.
 
@@ -99,10 +119,13 @@ def load(
         path: `counsel_chat.csv`.
         split: "train", "val" or "test" (the file's `split` column); None: all rows.
         mode: "sft" or "pairs".
-        skips: counts answers left empty or identical after scrubbing (skipped).
+        skips: counts answers left empty or identical after scrubbing (skipped), and rows skipped
+            for a bad `questionID` or `upvotes` with `on_error="skip"`.
+        on_error: "raise" or "skip" a row whose `questionID` or `upvotes` is not a whole number.
 
     Raises:
-        DataError: the file is unreadable or lacks a column (named).
+        DataError: the file is unreadable, lacks a column (named), or (`on_error="raise"`) a row's
+            `questionID` or `upvotes` is not a whole number (file, row and field named).
     """
     from psycho_jax.data.sources import read_file
 
@@ -130,9 +153,13 @@ def load(
     for i, r in enumerate(rows):
         if split is not None and str(r["split"]) != split:
             continue
+        try:
+            qid, upvotes = _whole(r, "questionID", file, i), _whole(r, "upvotes", file, i)
+        except DataError as e:
+            handle(e, on_error, skips)
+            continue
         own = name_words(names[r["therapistURL"]]) if names[r["therapistURL"]] else set()
         answer = clean(r["answerText"], own)
-        qid = int(r["questionID"])
         if qid not in questions:
             title, body = str(r["questionTitle"]).strip(), str(r["questionText"]).strip()
             q = title if not body or body == title else f"{title}\n\n{body}"
@@ -140,7 +167,7 @@ def load(
         if len(answer) < 2:
             skips.skip("counselchat: empty answer after scrubbing", f"{file}: row {i}")
             continue
-        questions[qid][1].append((i, answer, int(r["upvotes"])))
+        questions[qid][1].append((i, answer, upvotes))
 
     out: list[Example] = []
     for qid, (question, answers) in questions.items():

@@ -435,6 +435,8 @@ def _rating(row: Mapping[str, Any], field: str, file: str, i: int) -> int:
     if field not in row:
         raise DataError(file, i, field, "missing field")
     v = row[field]
+    if isinstance(v, str):  # a CSV column with one bad cell is all strings: each cell on its own
+        v = _number_text(v, file, i, field, "an integer rating")
     if isinstance(v, bool) or not isinstance(v, int | float):
         try:  # numpy integers and floats
             v = v.item()
@@ -453,6 +455,20 @@ def _rating(row: Mapping[str, Any], field: str, file: str, i: int) -> int:
     return v
 
 
+def _number_text(v: str, file: str, i: int, field: str, what: str) -> int | float:
+    """A number written as text ("4", " 4.0 "); anything else is this row's error."""
+    t = v.strip()
+    if not t:
+        raise DataError(file, i, field, f"missing value (empty cell), expected {what}")
+    try:
+        return int(t)
+    except ValueError:
+        try:
+            return float(t)
+        except ValueError:
+            raise DataError(file, i, field, f"expected {what}, got {v!r}") from None
+
+
 def _ratings(row: Mapping[str, Any], file: str, i: int) -> tuple[tuple[int, ...] | None, ...]:
     if not any(c in row for c in RATING_COLUMNS):
         return None, None
@@ -469,8 +485,10 @@ def _distinct(chosen: str, rejected: str, file: str, i: int) -> None:
 
 def _margin(row: Mapping[str, Any], file: str, i: int) -> float | None:
     v = row.get("margin")
-    if v is None:
+    if v is None or (isinstance(v, str) and not v.strip()):
         return None
+    if isinstance(v, str):  # a CSV column with one bad cell is all strings
+        v = _number_text(v, file, i, "margin", "a number")
     if isinstance(v, bool) or not isinstance(v, int | float):
         raise DataError(file, i, "margin", f"expected a number, got {type(v).__name__}")
     if not math.isfinite(v):

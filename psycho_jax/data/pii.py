@@ -1,190 +1,334 @@
 """Personal information in counseling text: find it (audit) and scrub it (before training).
 
-Scrubbed, each replaced by a bracketed placeholder so the sentence still reads:
-- e-mail addresses -> `[email]`; web addresses (`http(s)://`, `www.`, bare `name.com`) -> `[website]`;
-- phone numbers -> `[phone]`, except public crisis lines (`CRISIS_LINES`; 988 and 741741 are too
-  short to look like phone numbers) and crisis web sites (`CRISIS_SITES`), which are resources a
-  counseling reply should keep;
-- names: honorific + name ("Dr. Jane Smith", "I'm Ms. Lee"), self-introductions ("my name is
-  Jane"), sign-offs ("Warmly, Jane" / "- Jane Smith, LPC" at the end), names followed by
-  credentials ("Jane Smith, LCSW"), and names passed in (e.g. the therapists of a dataset) ->
-  `[name]`.
+Each kind is replaced by a placeholder so the sentence still reads:
 
-Regexes, not a named-entity model: they catch the patterns above, not every name in free text; the
-audit reports what they find so that a person can look.
+- `phone` -> `[phone]`: Google's libphonenumber (`phonenumbers.PhoneNumberMatcher`, through
+  Presidio's `PhoneRecognizer`) tried with the default regions in `PHONE_REGIONS`, so "+44 20 7946
+  0958", "0412 345 678", "030 1234567", "555 - 0144" and unseparated digits are all numbers;
+- `email` -> `[email]`: Presidio's `EmailRecognizer` (domains checked against the public suffix list
+  that `tldextract` ships) plus patterns for "jane @gmail.com" and the obfuscated forms "jane at gmail
+  dot com", "jane(at)gmail(dot)com", "jane [at] gmail [dot] com";
+- `url` -> `[website]` (web addresses: scheme, `www.`, bare domains on any public suffix such as .ie
+  or .de, link shorteners) and `[handle]` (social handles, "@jane_doe"): Presidio
+  `PatternRecognizer`s; a bare domain whose suffix is capitalised ("better.Life") is two sentences
+  run together, not an address;
+- `name` -> `[name]`: the counseling-specific cues of `pii_cues` (introductions, sign-offs,
+  credentials, honorifics), the names a corpus passes in, and, with `Scrubber(ner_model=...)` and
+  an installed spaCy model, Presidio's named-entity recogniser.
+
+Crisis and help resources are never removed (`pii_cues.CRISIS_NUMBERS`, `CRISIS_HOSTS`,
+`CRISIS_NAMES_RE`), matched on the whole number or address: "1-800-662-4357" and
+"childline.org.uk/get-support" stay, "childline.org.uk.example.com" goes.
+
+The generic recognisers live in `pii_recognizers`, the counseling layer in `pii_cues`.
+
+Speed: the recognisers run only on windows around cheap triggers (a run of digits, an "@", a dot
+inside a word, a closing word), so text without personal information costs a few regex scans.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Sequence
 
-import regex
+import phonenumbers
 
-CREDENTIALS = (
-    "LCSW|LMSW|LICSW|LSW|LPC|LPCC|LPCA|LPC-S|LMHC|LMFT|LCPC|LCMHC|LMAC|LCAS|LCADC|NCC|CCTP|DCC|CHT|"
-    "PhD|Ph\\.D\\.?|PsyD|Psy\\.D\\.?|EdD|MD|M\\.D\\.|MA|M\\.A\\.|MS|M\\.S\\.|MSW|MSc|MEd|M\\.Ed\\.?|"
-    "MFT|MFTI|ATR|RPT|CADC|CSAT|JD|MPH|BCC"
-)
-_NAME = r"\p{Lu}[\p{L}'’\-]+"
-_FULL_NAME = rf"{_NAME}(?:\s+\p{{Lu}}\.)?(?:\s+{_NAME}){{0,2}}"
-
-EMAIL_RE = regex.compile(r"[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+")
-_TLDS = (
-    "com|org|net|edu|gov|info|biz|io|us|co|me|health|life|today|online|care|help|counseling|therapy"
-)
-URL_RE = regex.compile(
-    r"(?:https?://|www\.)[^\s<>()\"']+[^\s<>()\"'.,;:!?]"
-    rf"|\b[\w\-]+(?:\.[\w\-]+)*\.(?:{_TLDS})\b(?:/[^\s<>()\"']*[^\s<>()\"'.,;:!?])?",
-    regex.IGNORECASE,
-)
-_URL_HINT = regex.compile(rf"https?://|www\.|\.(?:{_TLDS})\b", regex.IGNORECASE)  # cheap pre-check
-PHONE_RE = regex.compile(
-    r"(?<!\d)(?:\+?1[\s.\-]?)?(?:\(\d{3}\)\s?|\d{3}[\s.\-]?)\d{3}[\s.\-]\d{4}(?!\d)"
-)
-CRISIS_LINES = frozenset(
-    {
-        *("8002738255", "18002738255"),  # US National Suicide Prevention Lifeline (before 988)
-        *("8007997233", "18007997233"),  # US National Domestic Violence Hotline
-        *("8006564673", "18006564673"),  # RAINN sexual assault hotline
-        *("8004224453", "18004224453"),  # Childhelp National Child Abuse Hotline
-    }
-)
-"""Digits of public crisis lines: never scrubbed or reported."""
-CRISIS_SITES = regex.compile(
-    r"(?:https?://)?(?:www\.)?(?:findahelpline\.com|988lifeline\.org|suicidepreventionlifeline\.org|"
-    r"thehotline\.org|rainn\.org|crisistextline\.org|samaritans\.org|childhelp\.org|"
-    r"childline\.org\.uk|nationaldahelpline\.org\.uk)(?:/\S*)?$",
-    regex.IGNORECASE,
-)
-"""Public crisis-resource web sites: never scrubbed or reported."""
-HONORIFIC_RE = regex.compile(rf"\b(?:Dr|Mr|Mrs|Ms|Mx|Prof)\.?\s+{_FULL_NAME}")
-INTRO_RE = regex.compile(rf"(?i:\bmy name is)\s+(?:(?:Dr|Mr|Mrs|Ms|Mx)\.?\s+)?{_FULL_NAME}")
-CREDENTIAL_NAME_RE = regex.compile(rf"\b{_FULL_NAME},?\s+(?:{CREDENTIALS})\b")
-SIGN_OFF_RE = regex.compile(
-    rf"(?i:\b(?:warmly|sincerely|best|regards|best regards|kind regards|best wishes|blessings|"
-    rf"take care|peace|cheers|respectfully|with care)),?\s*[\r\n\-–—]*\s*{_FULL_NAME}\s*"
-    rf"(?:,?\s*(?:{CREDENTIALS})\b[\s,]*)*\s*$"
-    rf"|(?:^|\n)\s*[\-–—]{{1,2}}\s*{_FULL_NAME}(?:,?\s*(?:{CREDENTIALS})\b)*\s*$"
+from psycho_jax.data import pii_cues
+from psycho_jax.data.pii_recognizers import (
+    DIGITS,
+    TRIGGERS,
+    Email,
+    EntityRecognizer,
+    Handle,
+    ObfuscatedEmail,
+    Phone,
+    Url,
+    digits,
+    may_be_domain,
+    may_be_obfuscated,
+    ner_analyzer,
 )
 
-PLACEHOLDERS = {"email": "[email]", "url": "[website]", "phone": "[phone]", "name": "[name]"}
+KINDS = ("email", "url", "phone", "name")
+PLACEHOLDERS = {
+    "email": "[email]",
+    "url": "[website]",
+    "handle": "[handle]",
+    "phone": "[phone]",
+    "name": "[name]",
+}
+PHONE_REGIONS = ("US", "GB", "AU", "DE", "IE", "NZ", "IN", "FR", "ZA", "NL", "ES", "IT", "BR")
+"""Default regions for numbers written without a country code (national formats)."""
 
 
-def _is_crisis_line(number: str) -> bool:
-    return "".join(c for c in number if c.isdigit()) in CRISIS_LINES
+@dataclasses.dataclass(frozen=True, order=True)
+class Span:
+    """`text[start:end]` is personal information of `kind`; `label` picks the placeholder."""
+
+    start: int
+    end: int
+    kind: str
+    label: str = ""
+
+    @property
+    def placeholder(self) -> str:
+        return PLACEHOLDERS[self.label or self.kind]
 
 
-def _url(m: regex.Match) -> str:
-    return m.group(0) if CRISIS_SITES.match(m.group(0)) else PLACEHOLDERS["url"]
+_WINDOW = 80
+_VANITY = re.compile(r"[-. ]?[A-Z]{3,}(?![A-Za-z])")
+_YEAR_RANGE = re.compile(r"(?:19|20)\d\d[ \t]*[-‐‑‒–—/][ \t]*(?:19|20)?\d\d")
 
 
-@functools.lru_cache(maxsize=64)
-def _names_re(names: frozenset[str], ignore_case: bool) -> regex.Pattern | None:
-    if not names:
-        return None
-    alts = sorted(names, key=len, reverse=True)
-    flags = regex.IGNORECASE if ignore_case else 0
-    return regex.compile(
-        r"(?<!\p{L})(?:" + "|".join(map(regex.escape, alts)) + r")(?!\p{L})", flags
-    )
+def _windows(text: str, trigger: re.Pattern, radius: int = _WINDOW) -> list[tuple[int, int]]:
+    """Merged windows of `radius` characters around each trigger, widened to whole words."""
+    return _around(text, [m.span() for m in trigger.finditer(text)], radius)
 
 
-@functools.lru_cache(maxsize=64)
-def _by_first_word(names: frozenset[str]) -> dict[str, frozenset[str]]:
-    index: dict[str, set[str]] = collections.defaultdict(set)
-    for n in names:
-        words = _WORD_RE.findall(n.lower())
-        if words:
-            index[words[0]].add(n)
-    return {k: frozenset(v) for k, v in index.items()}
+def _around(text: str, spans: Sequence[tuple[int, int]], radius: int) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for start, end in spans:
+        a = max(0, start - radius)
+        a -= _NON_SPACE.match(text[max(0, a - 200) : a][::-1]).end()  # back to a space
+        b = _NON_SPACE.match(text, min(len(text), end + radius)).end()
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(b, out[-1][1]))
+        else:
+            out.append((a, b))
+    return out
 
 
-_WORD_RE = regex.compile(r"\p{L}+")
+def _union(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(a + b):
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(hi, out[-1][1]))
+        else:
+            out.append((lo, hi))
+    return out
 
 
-def _known_names(text: str, names: Iterable[str], words: Iterable[str]) -> list[regex.Pattern]:
-    """Patterns for the given names that can occur in `text` (found by their first word)."""
-    names = names if isinstance(names, frozenset) else frozenset(n for n in names if n)
-    words = words if isinstance(words, frozenset) else frozenset(w for w in words if w)
-    if not names and not words:
-        return []
-    present = set(_WORD_RE.findall(text.lower()))
-    index = _by_first_word(names)
-    candidates = frozenset().union(*(index[w] for w in present & index.keys()))
-    pats = (
-        _names_re(candidates, True),
-        _names_re(frozenset(w for w in words if w.lower() in present), False),
-    )
-    return [p for p in pats if p is not None]
+_NON_SPACE = re.compile(r"\S*")
 
 
-def _urls(text: str) -> list[str]:
-    return URL_RE.findall(text) if _URL_HINT.search(text) else []
+def is_crisis_number(number: str) -> bool:
+    """Whether `number` (any format; "911/112/999" several) is a public crisis or help line
+    (`CRISIS_NUMBERS`)."""
+    parts = [digits(p) for p in re.split(r"[/,;]", number)]
+    return all(
+        d in pii_cues.CRISIS_NUMBERS or d.lstrip("0") in pii_cues.CRISIS_NUMBERS for d in parts if d
+    ) and any(parts)
 
 
-def _sub_sign_off(text: str) -> str:
-    # A sign-off ends the text: search its last 400 characters only (the pattern is slow on long text).
-    cut = max(0, len(text) - 400)
-    return text[:cut] + SIGN_OFF_RE.sub(lambda m: _keep_lead(m.group(0)), text[cut:])
+def is_crisis_site(url: str) -> bool:
+    """Whether the whole address `url` is on a crisis or help resource's host (or a sub-domain)."""
+    host = re.sub(r"(?i)^(?:https?|ftp)://", "", url)
+    host = re.split(r"[/?#:]", host, maxsplit=1)[0].lower().rstrip(".")
+    host = host.removeprefix("www.")
+    return any(host == h or host.endswith("." + h) for h in pii_cues.CRISIS_HOSTS)
+
+
+_WARM_UP = (
+    "Hi, I'm Tom. Call +44 20 7946 0958, 020 7946 0958, (02) 9876 5432, 030 12345678 or "
+    "555-0144; jane@example.org, jane at gmail dot com, www.example.ie, @jane.\nThanks,\nTom, LPC"
+)
+
+
+class Scrubber:
+    """Finds and replaces personal information (module docstring); `scrub`/`find` use one default.
+
+    Args:
+        phone_regions: default regions for national phone formats, tried in order.
+        ner_model: a spaCy pipeline (package name or directory) whose PERSON entities are names
+            too, through Presidio's `SpacyNlpEngine`; None: cues and given names only.
+    """
+
+    def __init__(self, phone_regions: Sequence[str] = PHONE_REGIONS, ner_model: str | None = None):
+        self._email = Email()
+        self._obfuscated = ObfuscatedEmail()
+        self._url = Url()
+        self._handle = Handle()
+        self._phone = Phone(
+            supported_regions=tuple(phone_regions), leniency=phonenumbers.Leniency.POSSIBLE
+        )
+        self._ner = ner_analyzer(ner_model) if ner_model else None
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Loads what the libraries load lazily (each region's phone metadata and patterns, the
+        public suffix list) once, here, instead of inside the first texts scrubbed."""
+        for region in self._phone.supported_regions:
+            list(phonenumbers.PhoneNumberMatcher(_WARM_UP, region, leniency=self._phone.leniency))
+        self.scrub(_WARM_UP)
+
+    # -------------------------------------------------------------------- spans
+
+    def _run(
+        self, recognizer: EntityRecognizer, text: str, windows, entity: str
+    ) -> list[tuple[int, int]]:
+        out = []
+        for a, b in windows:
+            for r in recognizer.analyze(text[a:b], [entity], None):
+                out.append((a + r.start, a + r.end))
+        return out
+
+    def _phones(self, text: str) -> list[Span]:
+        if sum(map(text.count, DIGITS)) < 7:  # cheaper than any regex scan
+            return []
+        runs = [
+            m.span()
+            for m in TRIGGERS["phone"].finditer(text)
+            if len(digits(m.group())) >= 7 and not is_crisis_number(m.group())
+        ]  # a crisis line ("1-800-273-8255") needs no library to be kept
+        wins = _around(text, runs, 12)
+        spans = []
+        for a, b in sorted(set(self._run(self._phone, text, wins, "PHONE_NUMBER"))):
+            vanity = _VANITY.match(text, b)  # "1-800-273-TALK": the letters are digits too
+            if vanity:
+                b = vanity.end()
+            number = phonenumbers.convert_alpha_characters_in_number(text[a:b])
+            if len(digits(number)) < 7 or _YEAR_RANGE.fullmatch(number.strip(" ()[]")):
+                continue
+            if is_crisis_number(number):
+                continue
+            spans.append(Span(a, b, "phone"))
+        return spans
+
+    def _addresses(self, text: str) -> list[Span]:
+        spans: list[Span] = []
+        wins = [w for w in _windows(text, TRIGGERS["url"], 0) if may_be_domain(text[w[0] : w[1]])]
+        if "://" in text or "www" in text or "WWW" in text:
+            wins = _union(wins, _windows(text, TRIGGERS["url_scheme"], 0))
+        upper = _windows(text, TRIGGERS["url_upper"], 0)
+        if upper:
+            wins = _union(wins, [(a, b) for a, b in upper if text[a:b].upper() == text[a:b]])
+        # E-mail windows: around "@", around spelled-out "at"/"dot", and before a domain that
+        # follows " at " ("jane at gmail.com"; not "a line at findahelpline.com").
+        email_wins = _around(
+            text,
+            [
+                (a, b)
+                for a, b in wins
+                if " at " in text[max(0, a - 48) : a + 1].lower() and not is_crisis_site(text[a:b])
+            ],
+            _WINDOW,
+        )
+        if "@" in text:
+            email_wins = _union(email_wins, _windows(text, TRIGGERS["at"]))
+        if may_be_obfuscated(text):
+            email_wins = _union(email_wins, _windows(text, TRIGGERS["email"]))
+        if email_wins:
+            for a, b in self._run(self._email, text, email_wins, "EMAIL_ADDRESS"):
+                if not is_crisis_site(text[a:b].rsplit("@", 1)[-1].strip()):
+                    spans.append(Span(a, b, "email"))
+            for a, b in self._run(self._obfuscated, text, email_wins, "EMAIL_ADDRESS"):
+                spans.append(Span(a, b, "email"))
+            if "@" in text:
+                at = _windows(text, TRIGGERS["at"], 0)
+                for a, b in self._run(self._handle, text, at, "HANDLE"):
+                    spans.append(Span(a, b, "url", "handle"))
+        for a, b in self._run(self._url, text, wins, "URL"):
+            if not is_crisis_site(text[a:b]):
+                spans.append(Span(a, b, "url"))
+        return spans
+
+    def _names(
+        self, text: str, names: Iterable[str], words: Iterable[str], near: Sequence[Span]
+    ) -> list[Span]:
+        found = pii_cues.cue_spans(text, [(s.start, s.end) for s in near])
+        found += pii_cues.known_spans(text, names, words)
+        if self._ner is not None:
+            for r in self._ner.analyze(text, language="en", entities=["PERSON"]):
+                found.append((r.start, r.end))
+        return [Span(a, b, "name") for a, b in found if b > a]
+
+    def spans(self, text: str, names: Iterable[str] = (), words: Iterable[str] = ()) -> list[Span]:
+        """Non-overlapping spans of personal information, in order. Where spans overlap, the
+        address or number wins over a name, and overlapping names merge into one."""
+        addresses = self._phones(text) + self._addresses(text)
+        addresses = _merge(addresses)
+        names_ = [
+            part
+            for s in _merge(self._names(text, names, words, addresses))
+            for part in _outside(text, s, addresses)
+        ]
+        return sorted(addresses + names_)
+
+    def find(
+        self, text: str, names: Iterable[str] = (), words: Iterable[str] = ()
+    ) -> dict[str, int]:
+        """Counts of personal information in `text` by kind (`KINDS`); kinds with none left out."""
+        counts = collections.Counter(s.kind for s in self.spans(text, names, words))
+        return {k: counts[k] for k in KINDS if counts[k]}
+
+    def scrub(self, text: str, names: Iterable[str] = (), words: Iterable[str] = ()) -> str:
+        """`text` with every span replaced by its placeholder."""
+        out, last = [], 0
+        for s in self.spans(text, names, words):
+            out.append(text[last : s.start])
+            out.append(s.placeholder)
+            last = s.end
+        out.append(text[last:])
+        return "".join(out)
+
+
+def _outside(text: str, span: Span, others: Sequence[Span]) -> list[Span]:
+    """The parts of a name span outside the address spans ("Virginia Chowwww.example.ca": the
+    name is "Virginia Chow", the address "www.example.ca")."""
+    parts = [(span.start, span.end)]
+    for o in others:
+        parts = [
+            piece
+            for a, b in parts
+            for piece in (((a, b),) if o.end <= a or b <= o.start else ((a, o.start), (o.end, b)))
+        ]
+    out = []
+    for a, b in parts:
+        while a < b and not text[a].isalpha():
+            a += 1
+        while b > a and not (text[b - 1].isalpha() or text[b - 1] == "."):
+            b -= 1
+        if b - a >= 2:
+            out.append(dataclasses.replace(span, start=a, end=b))
+    return out
+
+
+_RANK = {"email": 0, "url": 1, "phone": 2, "name": 3}
+
+
+def _merge(spans: Sequence[Span]) -> list[Span]:
+    """Overlapping spans become one (the kind of the first, e-mails before web addresses)."""
+    out: list[Span] = []
+    for s in sorted(spans, key=lambda s: (s.start, -s.end, _RANK[s.kind])):
+        if out and s.start < out[-1].end:
+            last = out[-1]
+            out[-1] = dataclasses.replace(last, end=max(last.end, s.end))
+        elif out and s.kind == "name" == out[-1].kind and s.start == out[-1].end:
+            out[-1] = dataclasses.replace(out[-1], end=s.end)
+        else:
+            out.append(s)
+    return out
+
+
+@functools.cache
+def default() -> Scrubber:
+    """The shared default `Scrubber` (built once: the recognisers compile their patterns)."""
+    return Scrubber()
 
 
 def find(text: str, names: Iterable[str] = (), words: Iterable[str] = ()) -> dict[str, int]:
-    """Counts of personal information in `text` by kind: email, url, phone, name.
+    """Counts of personal information in `text` by kind: email, url (with handles), phone, name.
 
     `names` (full names) are matched in any case; `words` (single first or last names) only
     exactly as given, so "Hope" the name is found and "hope" the word is not.
     """
-    hits: collections.Counter[str] = collections.Counter()
-    hits["email"] = len(EMAIL_RE.findall(text))
-    stripped = EMAIL_RE.sub(" ", text)
-    hits["url"] = sum(not CRISIS_SITES.match(u) for u in _urls(stripped))
-    hits["phone"] = sum(not _is_crisis_line(m) for m in PHONE_RE.findall(text))
-    spans = set()
-    patterns = [
-        HONORIFIC_RE,
-        INTRO_RE,
-        CREDENTIAL_NAME_RE,
-        *_known_names(text, names, words),
-    ]
-    for pattern in patterns:
-        spans.update(m.span() for m in pattern.finditer(text))
-    cut = max(0, len(text) - 400)
-    spans.update(
-        (cut + a, cut + b) for a, b in (m.span() for m in SIGN_OFF_RE.finditer(text[cut:]))
-    )
-    hits["name"] = len(spans)
-    return {k: v for k, v in hits.items() if v}
+    return default().find(text, names, words)
 
 
 def scrub(text: str, names: Iterable[str] = (), words: Iterable[str] = ()) -> str:
-    """`text` with e-mails, web addresses, phone numbers (not crisis lines) and names replaced.
-
-    `names` and `words` as in `find`.
-    """
-    text = EMAIL_RE.sub(PLACEHOLDERS["email"], text)
-    # Phones before web addresses: "Example.com404.293.5654" (a lost space) hides the address.
-    text = PHONE_RE.sub(
-        lambda m: m.group(0) if _is_crisis_line(m.group(0)) else PLACEHOLDERS["phone"], text
-    )
-    if _URL_HINT.search(text):
-        text = URL_RE.sub(_url, text)
-    text = _sub_sign_off(text)
-    for pattern in _known_names(text, names, words):
-        text = pattern.sub(PLACEHOLDERS["name"], text)
-    text = HONORIFIC_RE.sub(PLACEHOLDERS["name"], text)
-    text = CREDENTIAL_NAME_RE.sub(PLACEHOLDERS["name"], text)
-    text = INTRO_RE.sub(lambda m: _intro(m.group(0)), text)
-    return text
-
-
-def _keep_lead(sign_off: str) -> str:
-    """Keeps the closing word of a sign-off ("Warmly,"), drops the name after it."""
-    m = regex.match(r"\s*(?i:[a-z ]+),?", sign_off)
-    lead = m.group(0).strip() if m and m.group(0).strip() else ""
-    return (" " + lead if lead else "").rstrip()
-
-
-def _intro(match: str) -> str:
-    return f"{match[: len('my name is')]} {PLACEHOLDERS['name']}"
+    """`text` with e-mails, web addresses, handles, phone numbers and names replaced (crisis and
+    help resources kept). `names` and `words` as in `find`."""
+    return default().scrub(text, names, words)

@@ -2,7 +2,8 @@
 
 A source is named by a string (`parse_source`), so configs and command lines can list them:
 
-    data/pairs.jsonl                      a local JSONL / JSON / Parquet / CSV file
+    data/pairs.jsonl                      a local JSONL / JSON / Parquet / CSV file, or a
+                                          directory of them (read in name order)
     data/pairs.parquet@0.3                ... with mixture weight 0.3 (default 1)
     hf:Psychotherapy-LLM/PsychoCounsel-Preference:train
                                           `datasets.load_dataset(name, split=...)`; a local
@@ -22,6 +23,7 @@ cannot be decoded is a `DataError` naming it (and the line, for JSONL).
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
 import os
@@ -30,6 +32,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from absl import logging
 
 from psycho_jax.data import formats, shipped
 from psycho_jax.data.formats import DataError, Example, OnError, SkipCounter
@@ -98,15 +101,62 @@ def parse_source(spec: str) -> Source:
 # ---------------------------------------------------------------------------- reading rows
 
 
+def data_files(path: str | pathlib.Path) -> list[pathlib.Path]:
+    """The data files a local path names: the file itself, or a directory's `FILE_SUFFIXES` files
+    (sorted by name, not recursive; hidden files ignored).
+
+    Raises:
+        DataError: the path is missing, or a directory with no data file (says what is accepted).
+    """
+    path = pathlib.Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise DataError(str(path), None, None, "no such file or directory")
+    files = sorted(
+        p
+        for p in path.iterdir()
+        if p.is_file() and p.suffix.lower() in FILE_SUFFIXES and not p.name.startswith(".")
+    )
+    if not files:
+        seen = sorted(p.name for p in path.iterdir())[:5]
+        raise DataError(
+            str(path),
+            None,
+            None,
+            f"directory has no data files: a data directory holds {'/'.join(FILE_SUFFIXES)} files "
+            f"(read in name order; found {seen or 'nothing'}); or name one file, or use "
+            "hf:<directory> for a Hugging Face dataset folder",
+        )
+    return files
+
+
+def _decode(data: bytes, file: str) -> str:
+    """UTF-8 text (a byte-order mark dropped); a bad byte is reported with its line."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise DataError(
+            file,
+            None,
+            None,
+            f"line {line}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
+            "save the file as UTF-8",
+        ) from None
+
+
 def read_file(path: str | pathlib.Path) -> list[dict[str, Any]]:
     """Rows of a local JSONL / JSON / Parquet / CSV file, values as stored.
 
     Raises:
         DataError: the file is missing, of an unknown type, or cannot be decoded (names the file,
-            and the line for JSONL).
+            and the line for JSONL and for bytes that are not UTF-8).
     """
     path = pathlib.Path(path)
     file = str(path)
+    if path.is_dir():
+        raise DataError(file, None, None, "is a directory: name a file (sources read directories)")
     if not path.is_file():
         raise DataError(file, None, None, "no such file")
     suffix = path.suffix.lower()
@@ -114,22 +164,20 @@ def read_file(path: str | pathlib.Path) -> list[dict[str, Any]]:
         raise DataError(
             file, None, None, f"unknown file type {suffix!r}; use one of {FILE_SUFFIXES}"
         )
-    if suffix in (".jsonl", ".json"):
+    if suffix in (".jsonl", ".json", ".csv"):
+        text = _decode(path.read_bytes(), file)
+    if suffix == ".json":
         try:
-            text = path.read_bytes().decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise DataError(file, None, None, f"not UTF-8 text ({e})") from None
-        if suffix == ".json":
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise DataError(file, None, None, f"not valid JSON ({e})") from None
-            if isinstance(data, dict):  # {"data": [...]} or {"train": [...]}: one list inside
-                lists = [v for v in data.values() if isinstance(v, list)]
-                data = lists[0] if len(lists) == 1 else data
-            if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-                raise DataError(file, None, None, "expected a JSON list of objects")
-            return data
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(file, None, None, f"not valid JSON ({e})") from None
+        if isinstance(data, dict):  # {"data": [...]} or {"train": [...]}: one list inside
+            lists = [v for v in data.values() if isinstance(v, list)]
+            data = lists[0] if len(lists) == 1 else data
+        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+            raise DataError(file, None, None, "expected a JSON list of objects")
+        return data
+    if suffix == ".jsonl":
         rows = []
         for lineno, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
@@ -150,9 +198,7 @@ def read_file(path: str | pathlib.Path) -> list[dict[str, Any]]:
         if suffix == ".parquet":
             df = pd.read_parquet(path)
         else:
-            df = pd.read_csv(path, encoding="utf-8", keep_default_na=False, na_values=[])
-    except UnicodeDecodeError as e:
-        raise DataError(file, None, None, f"not UTF-8 text ({e})") from None
+            df = pd.read_csv(io.StringIO(text), keep_default_na=False, na_values=[])
     except Exception as e:  # pyarrow / pandas parser errors
         kind = "Parquet" if suffix == ".parquet" else "CSV"
         raise DataError(
@@ -268,8 +314,8 @@ def _plain_tfds(value: Any, nested: bool = False) -> Any:
 
 def read_rows(source: Source) -> tuple[str, list[dict[str, Any]]]:
     """(display name, rows) of a file, hf or sample source."""
-    if source.kind == "file":
-        return source.location, read_file(source.location)
+    if source.kind == "file":  # a directory: its files' rows, in name order
+        return source.location, [r for f in data_files(source.location) for r in read_file(f)]
     if source.kind == "hf":
         return source.name, read_hf(source.location, source.split)
     if source.kind == "tfds":
@@ -293,16 +339,63 @@ def load_source(
     if source.kind == "counselchat":
         from psycho_jax.data import counsel_chat
 
-        return counsel_chat.load(
-            source.location, split=source.split, mode=source.counselchat_mode, skips=skips
+        examples = counsel_chat.load(
+            source.location,
+            split=source.split,
+            mode=source.counselchat_mode,
+            skips=skips,
+            on_error=on_error,
         )
-    name, rows = read_rows(source)
+    elif source.kind == "file":  # each file parsed on its own, so errors name it
+        examples = []
+        for f in data_files(source.location):
+            examples += _parse(str(f), read_file(f), source, on_error, skips, options)
+    else:
+        examples = _parse(*read_rows(source), source, on_error, skips, options)
+    report_duplicate_ids(examples, source.name, skips)
+    return examples
+
+
+def _parse(
+    name: str,
+    rows: list[dict[str, Any]],
+    source: Source,
+    on_error: OnError,
+    skips: SkipCounter | None,
+    options: formats.ConversationOptions | None,
+) -> list[Example]:
     if not rows:
         raise DataError(name, None, None, "no rows")
     columns = set().union(*(r.keys() for r in rows))
     fmt = source.format or formats.detect_format(columns, name)
     formats.check_columns(columns, fmt, name)
     return formats.parse_rows(rows, fmt, name, on_error=on_error, skips=skips, options=options)
+
+
+def duplicate_ids(examples: Sequence[Example], keep: int = 5) -> tuple[int, list[str]]:
+    """How many examples repeat an earlier example's id, and the first `keep` repeated ids."""
+    seen: set[str] = set()
+    repeated: list[str] = []
+    count = 0
+    for e in examples:
+        if e.id in seen:
+            count += 1
+            if e.id not in repeated and len(repeated) < keep:
+                repeated.append(e.id)
+        seen.add(e.id)
+    return count, repeated
+
+
+def report_duplicate_ids(examples: Sequence[Example], name: str, skips: SkipCounter | None) -> None:
+    """Training data may repeat an id (kept: ids only name rows); the count and first ids are
+    logged and counted in `skips`. Evaluation prompts with a repeated id are an error instead
+    (`scoring.load_prompts`)."""
+    count, ids = duplicate_ids(examples)
+    if not count:
+        return
+    logging.warning("%s: %d example(s) repeat an earlier id, e.g. %s", name, count, ids)
+    if skips is not None:
+        skips.count(f"duplicate example ids in {name} (kept; e.g. {', '.join(ids)})", count)
 
 
 # ---------------------------------------------------------------------------- mixtures
