@@ -11,7 +11,7 @@ from typing import Any
 import ml_collections
 
 from psycho_jax import sharding
-from psycho_jax.model import LORA_TARGETS, LlamaConfig
+from psycho_jax.model import LORA_TARGETS, NUMERICS, LlamaConfig
 
 TASKS = ("sft", "reward", "dpo", "online_dpo")
 DPO_LOSSES = ("sigmoid", "ipo", "hinge", "robust", "simpo", "orpo")
@@ -301,18 +301,6 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> No
                 "'' with lora.rank > 0 and a live reference (the reference is the frozen base, "
                 "init_from); for another reference set dpo.reference=precomputed",
             )
-
-
-NUMERICS = (
-    "dtype",
-    "param_dtype",
-    "attention",
-    "remat",
-    "scan_layers",
-    "head_chunk",
-    "head_keep_mib",
-    "attention_blocks",
-)
 
 
 def numerics(c: ml_collections.ConfigDict) -> dict[str, Any]:
