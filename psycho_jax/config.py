@@ -13,7 +13,7 @@ import ml_collections
 from psycho_jax import losses, sharding
 from psycho_jax.data.formats import parse_role_map
 from psycho_jax.data.templating import DEFAULT_MAX_LEN
-from psycho_jax.model import LORA_TARGETS, PRESETS, LlamaConfig
+from psycho_jax.model import LORA_TARGETS, NUMERICS, PRESETS, LlamaConfig
 
 TASKS = ("sft", "reward", "dpo", "online_dpo")
 MARGINS = ("none", "constant", "ratings")
@@ -323,18 +323,6 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> No
                 "'' with lora.rank > 0 and a live reference (the reference is the frozen base, "
                 "init_from); for another reference set dpo.reference=precomputed",
             )
-
-
-NUMERICS = (
-    "dtype",
-    "param_dtype",
-    "attention",
-    "remat",
-    "scan_layers",
-    "head_chunk",
-    "head_keep_mib",
-    "attention_blocks",
-)
 
 
 def numerics(c: ml_collections.ConfigDict) -> dict[str, Any]:

@@ -43,6 +43,20 @@ ATTENTION_IMPLS = ("auto", "xla", "custom", "einsum")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
+# LlamaConfig fields that choose how a model computes, not what: a checkpoint loads under any values
+# of these (`psycho_jax.checkpoint`); every other field but `initializer_range` is its architecture.
+NUMERICS = (
+    "dtype",
+    "param_dtype",
+    "attention",
+    "remat",
+    "scan_layers",
+    "head_chunk",
+    "head_keep_mib",
+    "attention_blocks",
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class RopeScaling:
     """Llama 3 ("llama3") rotary frequency scaling, as in Hugging Face's `rope_scaling`."""
@@ -180,6 +194,14 @@ class LlamaConfig:
 
     def replace(self, **changes: Any) -> LlamaConfig:
         return dataclasses.replace(self, **changes)
+
+    def architecture(self) -> dict[str, Any]:
+        """The fields that decide the function the model computes: shapes, rotary base and scaling,
+        norm epsilon, tied embeddings, LoRA layout (everything but `NUMERICS` and the initialiser)."""
+        skip = (*NUMERICS, "initializer_range")
+        return {
+            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip
+        }
 
     @property
     def num_params(self) -> int:

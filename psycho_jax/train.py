@@ -466,6 +466,111 @@ def principle_head_if_rated(c: ml_collections.ConfigDict, tokenizer) -> ml_colle
     return c
 
 
+def stop_after_bad_steps(
+    ckpt: ckpt_lib.Checkpointer,
+    save,
+    step: int,
+    bad: int,
+    last_good: int,
+    saved_step: int | None,
+    metrics: dict[str, jax.Array],
+) -> None:
+    """Stops a run after `bad` consecutive non-finite steps (each left the state unchanged).
+
+    The state is saved only when a finite step updated it after the newest checkpoint (`saved_step`;
+    `step` itself counts when finite): otherwise the newest checkpoint already holds it, and a save
+    would only push an older checkpoint out under `keep_checkpoints` (a resumed checkpoint whose
+    every step is non-finite may itself be damaged)."""
+    if float(metrics["skipped"]) == 0.0:
+        last_good = step
+    newest = "none" if saved_step is None else str(ckpt.path(saved_step))
+    if saved_step is None or last_good > saved_step:
+        save(step)
+        where = f"the last good state is saved in {ckpt.path(step)} (as after step {last_good})"
+    else:
+        where = (
+            f"no step since the newest checkpoint ({newest}) was finite, so nothing was saved: "
+            "that checkpoint holds the state they started from"
+        )
+    ckpt.close()
+    raise FloatingPointError(
+        f"{bad} consecutive steps had a non-finite loss or gradient (up to step {step - 1}); "
+        f"stopped; {where}. Lower the learning rate or check the data"
+    )
+
+
+def configured_architecture(
+    c: ml_collections.ConfigDict, vocab_size: int, saved: LlamaConfig
+) -> LlamaConfig:
+    """The architecture the config builds: its preset and sizes, or `init_from`'s model with the
+    config's LoRA layout. When `init_from` can no longer be read, the checkpoint's (`saved`) with
+    the config's LoRA layout, said in the log."""
+    if not c.init_from:
+        return config_lib.llama_config(c, vocab_size)
+    try:
+        source = ckpt_lib.read_architecture(c.init_from)
+    except (OSError, ValueError, ckpt_lib.CheckpointDamaged) as e:
+        logging.warning(
+            "init_from=%s cannot be read (%s); the resumed model is the checkpoint's",
+            c.init_from,
+            e,
+        )
+        source = saved
+    return source.replace(**config_lib.lora_fields(c))
+
+
+def resume(
+    c: ml_collections.ConfigDict,
+    task: tasks.Task,
+    ckpt: ckpt_lib.Checkpointer,
+    vocab_size: int,
+    mesh,
+    loader,
+) -> tuple[nnx.Module, nnx.GraphDef, optax.GradientTransformation, TrainState] | None:
+    """The stopped run from its newest intact checkpoint, or None when there is none.
+
+    The model is built as the checkpoint records it (never from the preset: a run from `init_from`
+    resumes the model it trained), with the config's numerics; a config that builds another
+    architecture, head or task is an error naming both values. Parameters, optimizer, step and the
+    loader's position are restored and checked against their checksums; a damaged checkpoint is
+    named, moved to `damaged_checkpoints/`, and the previous one is tried.
+    """
+    rules = tuple(tuple(r) for r in c.sharding_rules)
+    numerics = config_lib.numerics(c)
+    labels = task.num_labels if task.name == "reward" else None
+    damaged = []
+    for step in ckpt.steps():
+        where = ckpt.path(step)
+        try:
+            if not ckpt.has_train_state(step):
+                raise ckpt_lib.CheckpointDamaged(where, "no optimizer state ('opt')")
+            meta = ckpt.meta(step)
+            cfg, saved_labels = ckpt_lib.architecture_of(meta, **numerics)
+            expected = configured_architecture(c, vocab_size, cfg)
+            ckpt_lib.check_compatible(meta, expected, labels, task.name, numerics, where)
+            model = sharding.init_sharded(
+                ckpt_lib.make_model(cfg, saved_labels, c.seed), mesh, rules
+            )
+            graphdef, params, rest = nnx.split(model, trainable_filter(model), ...)
+            tx, state = init_train_state(c, params, rest, mesh)
+            state, loader_state = ckpt.restore(step, state, graphdef, meta)
+        except ckpt_lib.CheckpointDamaged as e:
+            dest = ckpt.set_aside(step)
+            damaged.append(str(where))
+            logging.error(
+                "%s; moved to %s (delete it when no longer needed); trying the previous checkpoint",
+                e,
+                dest,
+            )
+            continue
+        loader.set_state(loader_state)
+        logging.info("resumed from %s", where)
+        return model, graphdef, tx, state
+    if damaged:
+        logging.error("no intact checkpoint left (%s damaged): starting afresh", ", ".join(damaged))
+    return None
+
+
 def train_and_evaluate(
     c: ml_collections.ConfigDict, workdir: str | pathlib.Path
 ) -> dict[str, float]:
@@ -489,28 +594,19 @@ def train_and_evaluate(
     c = principle_head_if_rated(c, tokenizer)
     task = tasks.make_task(c)
     ckpt = ckpt_lib.Checkpointer(workdir, c)
-    resume_step = ckpt.latest_step()
-    if resume_step is not None and not ckpt.has_train_state(resume_step):
-        raise ValueError(
-            f"{workdir}/checkpoints/{resume_step} has no optimizer state to resume from"
-        )
-    # On resume the weights come from the checkpoint: skip loading init_from.
-    init_from = "" if resume_step is not None else c.init_from
-    model = build_model(c, task, len(tokenizer), mesh, init_from)
-    if resume_step is not None:
-        ckpt_lib.check_compatible(ckpt.meta(resume_step), model, task, workdir)
-    graphdef, params, rest = nnx.split(model, trainable_filter(model), ...)
-    tx, state = init_train_state(c, params, rest, mesh)
+    train_loader = data_lib.make_loader(c, tokenizer, "train", task.name)
+    resumed = resume(c, task, ckpt, len(tokenizer), mesh, train_loader)
+    if resumed is None:
+        model = build_model(c, task, len(tokenizer), mesh, c.init_from)
+        graphdef, params, rest = nnx.split(model, trainable_filter(model), ...)
+        tx, state = init_train_state(c, params, rest, mesh)
+    else:
+        model, graphdef, tx, state = resumed
+        params = state.params
 
     def batches(split: str, epochs: int | None, loader=None):
         loader = loader or data_lib.make_loader(c, tokenizer, split, task.name, epochs=epochs)
         return reference_lib.attach(loader, ref_tables[split]) if ref_tables else iter(loader)
-
-    train_loader = data_lib.make_loader(c, tokenizer, "train", task.name)
-    if resume_step is not None:
-        state, loader_state = ckpt.restore(resume_step, state, graphdef)
-        train_loader.set_state(loader_state)
-        logging.info("resumed from %s/checkpoints/%d", workdir, resume_step)
 
     # The DPO reference, after a resume's restore (a LoRA model's base is then in `state.rest`).
     reference, ref_tables = None, {}
@@ -575,8 +671,12 @@ def train_and_evaluate(
         writer.write(step, metrics)
         return metrics
 
+    saved_step = start_step if resumed is not None else None
+
     def save(step: int, metrics: dict[str, float] | None = None) -> None:
+        nonlocal saved_step
         ckpt.save(step, state, graphdef, model, c, train_loader.get_state(), metrics)
+        saved_step = step
 
     final: dict[str, float] = {}
     if c.eval_every and start_step == 0:
@@ -607,12 +707,8 @@ def train_and_evaluate(
                     bad_in_a_row = 0
             pending = (step, metrics, ids)
             if bad_in_a_row >= c.max_bad_steps:
-                save(step)  # every skipped step left the state as it was: the last good one
-                ckpt.close()
-                raise FloatingPointError(
-                    f"{bad_in_a_row} consecutive steps had a non-finite loss or gradient "
-                    f"(up to step {step - 1}); stopped. The last good state is saved in "
-                    f"{workdir}/checkpoints/{step}: lower the learning rate or check the data"
+                stop_after_bad_steps(
+                    ckpt, save, step, bad_in_a_row, step - bad_in_a_row - 1, saved_step, metrics
                 )
             if step % c.log_every == 0 or step == c.num_steps:
                 if jax.process_count() > 1:  # each host counted only its own rows

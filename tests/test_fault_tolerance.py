@@ -249,7 +249,7 @@ def test_incompatible_checkpoint_and_unwritable_workdir_fail_early(uninterrupted
     shutil.copytree(uninterrupted, workdir)
     c = _sft()
     c.model.dim = 96
-    with pytest.raises(ValueError, match="another model or task.*dim: 64 vs 96"):
+    with pytest.raises(ValueError, match="another model or task.*dim: checkpoint 64 vs config 96"):
         train.train_and_evaluate(c, workdir)
     blocker = tmp_path / "file"
     blocker.write_text("")

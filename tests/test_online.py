@@ -213,6 +213,15 @@ def test_online_dpo_end_to_end_stopped_and_resumed(tmp_path, monkeypatch):
     for x, y in zip(final, _params(w / "round_2"), strict=True):
         np.testing.assert_array_equal(x, y)
     assert any(not np.array_equal(x, y) for x, y in zip(final, _params(sft), strict=True))
+
+    # The stopped and resumed run is the uninterrupted one: same sampled pairs (the sampling keys
+    # depend only on the seed and the round), same final policy, bitwise.
+    full = tmp_path / "online_full"
+    train.train_and_evaluate(c, full)
+    for r in (1, 2):
+        assert (full / f"round_{r}" / "pairs.jsonl").read_text() == pairs[r].read_text()
+    for x, y in zip(final, _params(full), strict=True):
+        np.testing.assert_array_equal(x, y)
     assert json.loads((w / "final_metrics.json").read_text()) == summary
 
     # A finished run started again only reports.
