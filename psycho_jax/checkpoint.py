@@ -43,6 +43,7 @@ def _manager(workdir: pathlib.Path, create: bool = True, **options: Any) -> ocp.
 
 def model_meta(model: nnx.Module, task: str, step: int) -> dict[str, Any]:
     cfg = dataclasses.asdict(model.config)
+    cfg.pop("platform")  # where a program was compiled for, not a property of the weights
     return {
         "task": task,
         "step": step,

@@ -31,20 +31,28 @@ Array = jax.Array
 # ----------------------------------------------------------------------------- matrix products
 
 
-def _wide_result(dtype) -> bool:
+def on_cpu(platform: str = "") -> bool:
+    """Whether a program compiled for `platform` ("" = the default backend, else "cpu", "tpu",
+    "gpu": the mesh's devices, `LlamaConfig.platform`) runs on XLA:CPU: the CPU-only paths below
+    follow the target a program is compiled for, not the machine compiling it."""
+    return (platform or jax.default_backend()) == "cpu"
+
+
+def _wide_result(dtype, platform: str = "") -> bool:
     """Whether a product of `dtype` operands should be computed with a float32 result and then
     rounded. XLA:CPU computes a bfloat16 x bfloat16 -> bfloat16 product by converting both operands
     to float32, but a bfloat16 -> float32 one with bfloat16 kernels (2048x512x1408 on an
     AVX-512-BF16 core pair: 167 GFLOP/s, against 196 for float32 and 298 for bf16 -> f32);
     accelerators round inside the product, so only CPU asks."""
-    return jnp.dtype(dtype).itemsize < 4 and jax.default_backend() == "cpu"
+    return jnp.dtype(dtype).itemsize < 4 and on_cpu(platform)
 
 
-def mm(eq: str, a: Array, b: Array, out_dtype=None) -> Array:
+def mm(eq: str, a: Array, b: Array, out_dtype=None, platform: str = "") -> Array:
     """`einsum(eq, a, b)` in `out_dtype` (default a's dtype), accumulated in float32 when the
-    operands are low precision (see `_wide_result`). No gradient: for kernels' backward passes."""
+    operands are low precision on CPU (see `_wide_result`). No gradient: for kernels' backward
+    passes."""
     out_dtype = out_dtype or a.dtype
-    if _wide_result(a.dtype):
+    if _wide_result(a.dtype, platform):
         return jnp.einsum(eq, a, b, preferred_element_type=jnp.float32).astype(out_dtype)
     return jnp.einsum(eq, a, b).astype(out_dtype)
 
@@ -56,18 +64,19 @@ def _transposed(eq: str) -> tuple[str, str]:
     return f"{z},{y}->{x}", f"{x},{z}->{y}"
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 3))
-def project(eq: str, x: Array, w: Array, out_dtype=None) -> Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 3, 4))
+def project(eq: str, x: Array, w: Array, out_dtype=None, platform: str = "") -> Array:
     """`einsum(eq, x, w)` in `out_dtype` (default x's dtype) of activations x and weights w of the
     same dtype, for a differentiable projection. Low-precision operands on CPU take float32 results
     in the forward and both gradients (`_wide_result`), and the incoming gradient is rounded to the
     operands' dtype (as autocast does); otherwise this is the plain einsum. Each index of `eq` must
-    appear in exactly two of its three terms (a plain contraction with batch axes)."""
-    return _project_forward(eq, x, w, out_dtype)[0]
+    appear in exactly two of its three terms (a plain contraction with batch axes). `platform`:
+    the target (`on_cpu`)."""
+    return _project_forward(eq, x, w, out_dtype, platform)[0]
 
 
-def _project_forward(eq, x, w, out_dtype):
-    return mm(eq, x, w, out_dtype), (x, w)
+def _project_forward(eq, x, w, out_dtype, platform):
+    return mm(eq, x, w, out_dtype, platform), (x, w)
 
 
 def after(w: Array, g: Array) -> Array:
@@ -79,12 +88,12 @@ def after(w: Array, g: Array) -> Array:
     return w + (0.0 * g.reshape(-1)[0]).astype(w.dtype)
 
 
-def _project_backward(eq, out_dtype, res, dy):
+def _project_backward(eq, out_dtype, platform, res, dy):
     x, w = res
     eq_x, eq_w = _transposed(eq)
     dy = dy.astype(x.dtype)
     w = after(w, dy)
-    return mm(eq_x, dy, w, x.dtype), mm(eq_w, x, dy, w.dtype)
+    return mm(eq_x, dy, w, x.dtype, platform), mm(eq_w, x, dy, w.dtype, platform)
 
 
 project.defvjp(_project_forward, _project_backward)
@@ -93,22 +102,22 @@ project.defvjp(_project_forward, _project_backward)
 # ----------------------------------------------------------------------------- SwiGLU MLP
 
 
-@jax.custom_vjp
-def gated_mlp(x: Array, w_gate: Array, w_up: Array, w_down: Array) -> Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def gated_mlp(x: Array, w_gate: Array, w_up: Array, w_down: Array, platform: str = "") -> Array:
     """`(silu(x @ w_gate) * (x @ w_up)) @ w_down`. x [B,T,D], w_gate/w_up [D,F], w_down [F,D]
-    -> [B,T,D] in x's dtype (weights cast to it)."""
-    return _mlp_forward(x, w_gate, w_up, w_down)[0]
+    -> [B,T,D] in x's dtype (weights cast to it). `platform`: the target (`on_cpu`)."""
+    return _mlp_forward(x, w_gate, w_up, w_down, platform)[0]
 
 
-def _mlp_forward(x, w_gate, w_up, w_down):
+def _mlp_forward(x, w_gate, w_up, w_down, platform):
     dt = x.dtype
-    gate = mm("BTD,DF->BTF", x, w_gate.astype(dt))
-    up = mm("BTD,DF->BTF", x, w_up.astype(dt))
-    y = mm("BTF,FD->BTD", jax.nn.silu(gate) * up, w_down.astype(dt))
+    gate = mm("BTD,DF->BTF", x, w_gate.astype(dt), platform=platform)
+    up = mm("BTD,DF->BTF", x, w_up.astype(dt), platform=platform)
+    y = mm("BTF,FD->BTD", jax.nn.silu(gate) * up, w_down.astype(dt), platform=platform)
     return y, (x, gate, up, w_gate, w_up, w_down)
 
 
-def _mlp_backward(res, dy):
+def _mlp_backward(platform, res, dy):
     x, gate, up, w_gate, w_up, w_down = res
     dt = x.dtype
     w_gate, w_up, w_down = (after(w, dy) for w in (w_gate, w_up, w_down))
@@ -116,11 +125,11 @@ def _mlp_backward(res, dy):
     sig = jax.nn.sigmoid(g32)
     silu = g32 * sig
     act = (silu * up.astype(jnp.float32)).astype(dt)
-    dact = mm("BTD,FD->BTF", dy.astype(dt), w_down.astype(dt), jnp.float32)
+    dact = mm("BTD,FD->BTF", dy.astype(dt), w_down.astype(dt), jnp.float32, platform)
     d_up = (dact * silu).astype(dt)
     d_gate = (dact * up.astype(jnp.float32) * (sig * (1.0 + g32 * (1.0 - sig)))).astype(dt)
-    dx = mm("BTF,DF->BTD", d_gate, w_gate.astype(dt), jnp.float32) + mm(
-        "BTF,DF->BTD", d_up, w_up.astype(dt), jnp.float32
+    dx = mm("BTF,DF->BTD", d_gate, w_gate.astype(dt), jnp.float32, platform) + mm(
+        "BTF,DF->BTD", d_up, w_up.astype(dt), jnp.float32, platform
     )
     f32 = dict(preferred_element_type=jnp.float32)
     dw_gate = jnp.einsum("BTD,BTF->DF", x, d_gate, **f32).astype(w_gate.dtype)
@@ -202,7 +211,7 @@ def _rope_backward(res, dy):
 rope.defvjp(_rope_forward, _rope_backward)
 
 
-def materialized(x: Array) -> Array:
+def materialized(x: Array, platform: str = "") -> Array:
     """`x` itself, computed once into its own buffer rather than fused into its consumers.
 
     XLA fuses cheap element-wise producers into every consumer and recomputes them per element:
@@ -211,10 +220,11 @@ def materialized(x: Array) -> Array:
     CPU). XLA:CPU drops `optimization_barrier`s before fusion, but a conditional on a value known
     only at run time is a fusion boundary it keeps; `any(x != 0)` is that value, and the other
     branch returns zeros, which is `x` whenever it is taken: the result equals `x` exactly.
-    On other backends `x` is returned as it is: the effect was measured on CPU only, and an XLA:GPU
-    conditional may copy its predicate to the host (a synchronisation per use).
+    For any other target (`platform`, see `on_cpu`) `x` is returned as it is: the effect was
+    measured on CPU only, and an XLA:GPU conditional may copy its predicate to the host (a
+    synchronisation per use).
     """
-    if jax.default_backend() != "cpu":
+    if not on_cpu(platform):
         return x
     return jax.lax.cond(jnp.any(x != 0), lambda: x, lambda: jnp.zeros_like(x))
 
@@ -236,8 +246,8 @@ def _from_groups(x: Array, t: int) -> Array:
     return x.reshape(b, k, g, t, h).transpose(0, 3, 1, 2, 4).reshape(b, t, k * g, h)
 
 
-@jax.custom_vjp
-def attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def attention(q: Array, k: Array, v: Array, mask: Array, platform: str = "") -> Array:
     """Grouped-query softmax attention with a boolean mask, softmax in float32.
 
     Args:
@@ -250,12 +260,13 @@ def attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
     The backward pass keeps only the softmax's log-normaliser [B,K,G*T] and recomputes the
     probabilities from q and k (one more [G*T, H] x [H, S] product), as flash attention and
     PyTorch's CPU `scaled_dot_product_attention` do: the [B,N,T,S] probabilities are not held for the
-    backward pass (at 512 tokens, 12 heads, batch 8: 100 MB per layer).
+    backward pass (at 512 tokens, 12 heads, batch 8: 100 MB per layer). `platform`: the target
+    (`on_cpu`).
     """
-    return _attention_forward(q, k, v, mask)[0]
+    return _attention_forward(q, k, v, mask, platform)[0]
 
 
-def _attention_forward(q, k, v, mask):
+def _attention_forward(q, k, v, mask, platform):
     b, t, n, h = q.shape
     kv = k.shape[2]
     scale = jnp.asarray(h**-0.5, q.dtype)
@@ -266,21 +277,21 @@ def _attention_forward(q, k, v, mask):
     s = jnp.where(mask[:, None, None], s, jnp.finfo(jnp.float32).min)
     lse = jax.nn.logsumexp(s, axis=-1)  # [B,K,G,T]
     p = jnp.exp(s - lse[..., None]).reshape(b, kv, n // kv * t, -1).astype(v.dtype)
-    o = mm("BKQS,BKSH->BKQH", p, vg)
+    o = mm("BKQS,BKSH->BKQH", p, vg, platform=platform)
     return _from_groups(o, t), (qg, kg, vg, mask, lse.reshape(b, kv, -1), o)
 
 
-def _attention_forward_rule(q, k, v, mask):
-    out, (qg, kg, vg, mask, lse, o) = _attention_forward(q, k, v, mask)
-    return out, (qg, kg, vg, _keys_first(mask), lse, o)
+def _attention_forward_rule(q, k, v, mask, platform):
+    out, (qg, kg, vg, mask, lse, o) = _attention_forward(q, k, v, mask, platform)
+    return out, (qg, kg, vg, _keys_first(mask, platform), lse, o)
 
 
-def _keys_first(mask: Array) -> Array:
+def _keys_first(mask: Array, platform: str) -> Array:
     """[B,T,S] -> [B,S,T], the backward pass's layout, in its own buffer (see `materialized`)."""
-    return materialized(mask.transpose(0, 2, 1))
+    return materialized(mask.transpose(0, 2, 1), platform)
 
 
-def _attention_backward(res, dout):
+def _attention_backward(platform, res, dout):
     """Flash-attention's backward in the transposed [keys, queries] layout: the recomputed scores
     are a different product than the forward's (k q^T, not q k^T), so XLA cannot merge the two and
     keep the forward's [T,S] scores alive instead (XLA:CPU drops optimisation barriers before CSE)."""
@@ -297,7 +308,7 @@ def _attention_backward(res, dout):
     # The mask repeated per query head of a group, [B,S,G*T] in qg's order, as its own buffer:
     # broadcast inside the exp fusion ([B,S,T] over the middle G of [B,K,S,G,T]) XLA:CPU's loop
     # runs ~6x slower than the same fusion over a 4-d layout.
-    mask_g = materialized(jnp.tile(mask_t, (1, 1, gt // t)))
+    mask_g = materialized(jnp.tile(mask_t, (1, 1, gt // t)), platform)
     s_t = jnp.einsum("BKSH,BKQH->BKSQ", kg, qg, **f32)
     s_t = jnp.where(mask_g[:, None], s_t, jnp.finfo(jnp.float32).min)
     p_t = jnp.exp(s_t - lse[:, :, None, :])  # [B,K,S,G*T]
@@ -317,7 +328,9 @@ def _attention_backward(res, dout):
 attention.defvjp(_attention_forward_rule, _attention_backward)
 
 
-def causal_attention(q: Array, k: Array, v: Array, mask: Array, blocks: int = 1) -> Array:
+def causal_attention(
+    q: Array, k: Array, v: Array, mask: Array, blocks: int = 1, platform: str = ""
+) -> Array:
     """`attention` for self-attention under a causal mask, in `blocks` blocks of queries: block i
     attends to the keys up to its own end only, so the key blocks above the diagonal, which a
     causal mask hides entirely, are never computed (with 4 blocks, 10 of the 16 query x key
@@ -337,8 +350,9 @@ def causal_attention(q: Array, k: Array, v: Array, mask: Array, blocks: int = 1)
     """
     t = q.shape[1]
     if k.shape[1] != t:
-        return attention(q, k, v, mask)
-    return _causal_attention(q, k, v, mask, blocks if blocks >= 1 and t % blocks == 0 else 1)
+        return attention(q, k, v, mask, platform)
+    blocks = blocks if blocks >= 1 and t % blocks == 0 else 1
+    return _causal_attention(q, k, v, mask, blocks, platform)
 
 
 def _block_bounds(t: int, blocks: int) -> list[tuple[int, int]]:
@@ -346,22 +360,24 @@ def _block_bounds(t: int, blocks: int) -> list[tuple[int, int]]:
     return [(i * c, (i + 1) * c) for i in range(blocks)]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _causal_attention(q, k, v, mask, blocks):
-    return _causal_forward(q, k, v, mask, blocks)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _causal_attention(q, k, v, mask, blocks, platform):
+    return _causal_forward(q, k, v, mask, blocks, platform)[0]
 
 
-def _causal_forward(q, k, v, mask, blocks):
+def _causal_forward(q, k, v, mask, blocks, platform):
     outs, lses = [], []
     for lo, hi in _block_bounds(q.shape[1], blocks):
-        o, (*_, lse, _) = _attention_forward(q[:, lo:hi], k[:, :hi], v[:, :hi], mask[:, lo:hi, :hi])
+        o, (*_, lse, _) = _attention_forward(
+            q[:, lo:hi], k[:, :hi], v[:, :hi], mask[:, lo:hi, :hi], platform
+        )
         outs.append(o)
         lses.append(lse)  # [B,K,G*c]
     out = outs[0] if blocks == 1 else jnp.concatenate(outs, axis=1)
-    return out, (q, k, v, _keys_first(mask), tuple(lses), out)
+    return out, (q, k, v, _keys_first(mask, platform), tuple(lses), out)
 
 
-def _causal_backward(blocks, res, dout):
+def _causal_backward(blocks, platform, res, dout):
     q, k, v, mask_t, lses, out = res
     kv, h = k.shape[2], q.shape[-1]
     scale = jnp.asarray(h**-0.5, q.dtype)
@@ -375,7 +391,7 @@ def _causal_backward(blocks, res, dout):
             lse,
             _to_groups(out[:, lo:hi], kv),
         )
-        dq_i, dk_i, dv_i, _ = _attention_backward(block, dout[:, lo:hi])
+        dq_i, dk_i, dv_i, _ = _attention_backward(platform, block, dout[:, lo:hi])
         dqs.append(dq_i)
         dk = dk.at[:, :hi].add(dk_i)
         dv = dv.at[:, :hi].add(dv_i)

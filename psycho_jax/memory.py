@@ -29,6 +29,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import time
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -37,7 +39,7 @@ import ml_collections
 from flax import nnx
 
 from psycho_jax import config as config_lib
-from psycho_jax import sharding, tasks
+from psycho_jax import sharding, tasks, topology
 from psycho_jax.model import Llama, LlamaConfig, RewardModel, trainable_filter
 
 GB = 1024**3
@@ -61,6 +63,12 @@ class Plan:
     num_params: int
     compiled: dict[str, int]  # argument, output, temp, alias, total (XLA memory_analysis)
     analytic: dict[str, int]  # parameters, optimizer, gradients, reference, activations, total
+    platform: str = "cpu"  # what the step was compiled for
+    device_kind: str = ""
+    compile_seconds: float = 0.0
+    cost: dict[str, float] = dataclasses.field(default_factory=dict)  # XLA cost_analysis()
+    hlo: topology.HloSummary | None = None  # collectives and dot FLOPs of the optimized program
+    analytic_flops: dict[str, float] = dataclasses.field(default_factory=dict)  # per device
 
     def table(self) -> str:
         rows = [f"| {k} | {v / GB:.2f} |" for k, v in self.analytic.items()]
@@ -133,8 +141,32 @@ def analytic_activations(c, cfg: LlamaConfig, task: tasks.Task, mesh) -> int:
     return int(rows * per_row)
 
 
-def plan(c: ml_collections.ConfigDict) -> Plan:
-    """Compiles `c`'s train step abstractly on its mesh and returns the per-device memory."""
+def analytic_flops(c, cfg: LlamaConfig, task: tasks.Task, num_devices: int) -> dict[str, float]:
+    """Matrix-product FLOPs of one train step per device, counted from the shapes.
+
+    `model`: the MFU convention (forward 2 x weights x tokens plus attention's two [T,S] products
+    over every query x key, backward twice the forward); `hardware`: what the step computes, the
+    model FLOPs plus the layers' forward again under remat, a live DPO reference's forward, and
+    (LoRA) no weight gradients of the frozen base (its backward: the input gradient only)."""
+    rows = c.batch_size * (1 if task.name == "sft" else 2)
+    t, d, L = c.data.max_len, cfg.dim, cfg.n_layers
+    layer_w = d * cfg.head_dim * (2 * cfg.n_heads + 2 * cfg.n_kv_heads) + 3 * d * cfg.ffn_dim
+    attn = 2 * 2 * t * cfg.n_heads * cfg.head_dim  # per token per layer: q k^T and p v
+    head = 0 if task.name == "reward" else 2 * d * cfg.vocab_size
+    fwd_layers = rows * t * L * (2 * layer_w + attn)
+    fwd = fwd_layers + rows * t * head
+    backward = 2 * fwd if not cfg.lora_rank else fwd + rows * t * L * attn  # dX (+ attention dW-free)
+    model = fwd + backward
+    hardware = model + (fwd_layers if cfg.remat != "none" else 0)
+    if task.needs_reference:
+        hardware += fwd
+    return {"model": model / num_devices, "hardware": hardware / num_devices}
+
+
+def plan(c: ml_collections.ConfigDict, devices: Sequence[jax.Device] | None = None) -> Plan:
+    """Compiles `c`'s train step abstractly on its mesh over `devices` (default: this machine's;
+    compile-only devices of a TPU slice from `topology.devices` compile with the TPU compiler) and
+    returns the per-device memory, with the compiled program's cost and collectives."""
     from psycho_jax import train  # heavy imports only when planning
 
     c = c.copy_and_resolve_references()
@@ -142,11 +174,14 @@ def plan(c: ml_collections.ConfigDict) -> Plan:
         c.init_from = c.init_from or "(dry run)"
         c.online.reward_model = c.online.reward_model or "(dry run)"
         c.task = "dpo" if c.task == "online_dpo" else c.task  # online DPO trains DPO steps
-    config_lib.validate(c, jax.device_count())
-    mesh = sharding.make_mesh(tuple(c.mesh))
+    devices = list(jax.devices() if devices is None else devices)
+    config_lib.validate(c, len(devices))
+    mesh = sharding.make_mesh(tuple(c.mesh), devices=devices)
     rules = tuple(tuple(r) for r in c.sharding_rules)
     task = tasks.make_task(c)
-    cfg = model_config(c)
+    # Kernels and layouts for the devices compiled for, not this machine's default backend.
+    platform = topology.platform_of(devices)
+    cfg = model_config(c).replace(platform=platform)
     if task.name == "reward":
         make = lambda: RewardModel(cfg, num_labels=task.num_labels, rngs=nnx.Rngs(0))
     else:
@@ -178,8 +213,10 @@ def plan(c: ml_collections.ConfigDict) -> Plan:
         out_shardings=(shardings, None),
         donate_argnums=0,
     )
+    start = time.perf_counter()
     with jax.set_mesh(mesh):
         compiled = step.lower(state, batch, reference).compile()
+    seconds = time.perf_counter() - start
     m = compiled.memory_analysis()
     compiled_bytes = {
         "arguments": int(m.argument_size_in_bytes),
@@ -205,7 +242,19 @@ def plan(c: ml_collections.ConfigDict) -> Plan:
     }
     analytic["total"] = sum(analytic.values())
     num_params = sum(math.prod(x.shape) for x in jax.tree.leaves(params))
-    return Plan(dict(mesh.shape), num_params, compiled_bytes, analytic)
+    cost = compiled.cost_analysis() or {}
+    return Plan(
+        dict(mesh.shape),
+        num_params,
+        compiled_bytes,
+        analytic,
+        platform=platform,
+        device_kind=devices[0].device_kind,
+        compile_seconds=seconds,
+        cost={k: float(cost.get(k, 0.0)) for k in ("flops", "bytes accessed", "optimal_seconds")},
+        hlo=topology.summarize_hlo(compiled.as_text()),
+        analytic_flops=analytic_flops(c, cfg, task, mesh.size),
+    )
 
 
 def device_memory_gb(hardware: str) -> float:
@@ -220,3 +269,72 @@ def devices_needed(c: ml_collections.ConfigDict) -> int:
     """How many devices the config's mesh needs (its -1 axis counts as 1, or `c.num_devices`)."""
     n = math.prod(s for s in c.mesh if s != -1)
     return max(n, c.get("num_devices", 0) or 0, 1)
+
+
+def tpu_report(p: Plan, c: ml_collections.ConfigDict, tpu: topology.Slice) -> dict[str, Any]:
+    """What a step compiled for a TPU slice costs per chip: memory against the chip's HBM, FLOPs
+    against the analytic count, the compiler's time estimate with the MFU and tokens/s/chip it
+    implies, and the program's collectives. Returns the figures and their printed `text`.
+
+    `cost_analysis()` counts a loop's body once (the scan over layers, gradient accumulation, the
+    head's chunks); the step time is its `optimal_seconds` scaled by the matrix-product FLOPs with
+    trip counts over those without (`topology.summarize_hlo`), and never under those FLOPs at the
+    chip's peak."""
+    chip, hlo = tpu.chip, p.hlo
+    total = p.compiled["total"]
+    fits = total <= chip.hbm_gib * GB
+    once = hlo.dot_flops_once or 1.0
+    scaled = p.cost.get("optimal_seconds", 0.0) * hlo.dot_flops / once
+    seconds = max(scaled, hlo.dot_flops / chip.peak_bf16_flops)
+    tokens = c.batch_size * c.data.max_len * (1 if c.task == "sft" else 2)
+    chips = math.prod(p.mesh.values())
+    mfu = p.analytic_flops["model"] / seconds / chip.peak_bf16_flops if seconds else 0.0
+    out = {
+        "topology": tpu.topology,
+        "chips": chips,
+        "device_kind": p.device_kind,
+        "hbm_gib": chip.hbm_gib,
+        "fits": fits,
+        "headroom_gib": chip.hbm_gib - total / GB,
+        "compile_seconds": p.compile_seconds,
+        "flops_per_chip": {
+            "cost_analysis (loop bodies once)": p.cost.get("flops", 0.0),
+            "dots, loops counted": hlo.dot_flops,
+            "analytic hardware": p.analytic_flops["hardware"],
+            "analytic model": p.analytic_flops["model"],
+        },
+        "step_seconds": seconds,
+        "optimal_seconds_raw": p.cost.get("optimal_seconds", 0.0),
+        "mfu": mfu,
+        "tokens_per_second_per_chip": tokens / chips / seconds if seconds else 0.0,
+        "collectives": {op: dict(zip(("ops", "per_step", "bytes"), v, strict=True))
+                        for op, v in hlo.collectives.items() if v[0]},  # fmt: skip
+        "loops": hlo.loops,
+    }
+    verdict = "fits" if fits else "DOES NOT FIT"
+    lines = [
+        f"TPU {tpu.name} ({tpu.topology}, {chips} chips of {p.device_kind}, {chip.hbm_gib} GiB "
+        f"HBM): compiled by the TPU compiler in {p.compile_seconds:.0f} s",
+        f"memory per chip: {total / GB:.2f} GiB compiled (analytic {p.analytic['total'] / GB:.2f})"
+        f" -> {verdict}, headroom {out['headroom_gib']:.2f} GiB",
+        "FLOPs per chip: " + ", ".join(f"{k} {_si(v)}" for k, v in out["flops_per_chip"].items()),
+        f"step time (compiler estimate, loops scaled): {seconds * 1e3:.3g} ms "
+        f"(raw optimal_seconds {out['optimal_seconds_raw'] * 1e3:.3g} ms; while-loop trip counts "
+        f"{hlo.loops}) -> MFU {mfu:.1%}, {out['tokens_per_second_per_chip']:,.0f} tokens/s/chip",
+        "collectives per step: "
+        + (", ".join(f"{op} {v['ops']} ops x{v['per_step'] / max(v['ops'], 1):.1f} = "
+                     f"{v['per_step']} runs, {_si(v['bytes'], 1024, 'B')}"
+                     for op, v in out["collectives"].items()) or "none"),  # fmt: skip
+    ]
+    out["text"] = "\n".join(lines)
+    return out
+
+
+def _si(x: float, base: int = 1000, unit: str = "") -> str:
+    """1.23e12 -> "1.23 T"; with base 1024 and unit "B", binary prefixes ("1.5 GiB")."""
+    prefixes = ("", "K", "M", "G", "T", "P")
+    i = 0
+    while abs(x) >= base and i < len(prefixes) - 1:
+        x, i = x / base, i + 1
+    suffix = prefixes[i] + ("i" if base == 1024 and i else "") + unit
+    return f"{x:.3g} {suffix}".rstrip()
