@@ -153,7 +153,9 @@ class HloSummary:
     shard; all-reduce: the reduced array). `dot_flops` = 2 x output elements x contracted size of
     every dot and convolution, times its executions: the per-step FLOPs the compiler's
     `cost_analysis()` undercounts by counting each loop body once (`dot_flops_once` is the figure
-    without trip counts, comparable to it)."""
+    without trip counts, comparable to it). Exact for the unoptimized program's dots
+    (`Lowered.as_text(dialect="hlo")`); the TPU compiler rewrites batched dots into windowed
+    convolutions, whose window taps this counts as products (an overcount)."""
 
     collectives: dict[str, tuple[int, int, int]]
     dot_flops: float
@@ -167,16 +169,30 @@ def _split_call(rest: str) -> tuple[list[str], str]:
     for i, ch in enumerate(rest):
         depth += ch == "("
         if ch == ")":
-            if depth == 0:
-                return re.findall(r"%([\w.\-]+)", rest[:i]), rest[i + 1 :]
+            if depth == 0:  # operands print as "%name" or "shape %name" (optimized) or "name"
+                names = [o.split()[-1].lstrip("%") for o in _top_level(rest[:i]) if o.strip()]
+                return names, rest[i + 1 :]
             depth -= 1
     return [], rest
+
+
+def _top_level(text: str) -> list[str]:
+    """`text` split at commas outside brackets and braces."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return parts + [text[start:]]
 
 
 def _trip_count(condition: list[str]) -> int:
     """A while loop's trip count from its condition `i < constant(N)` (JAX's loops count from 0);
     1 when the condition has another form."""
-    if len(condition) > 8 or not any("direction=LT" in line for line in condition):
+    root = [line for line in condition if line.lstrip().startswith("ROOT")]
+    if not root or "compare(" not in root[0] or "direction=LT" not in root[0]:
         return 1
     consts = [int(m.group(1)) for line in condition if (m := re.search(r"constant\((\d+)\)", line))]
     return consts[0] if len(consts) == 1 else 1
