@@ -170,8 +170,11 @@ def main(argv):
             raise app.UsageError("--topology plans a training config: add --dry_run")
         from psycho_jax import topology
 
-        topology.parse(flags.FLAGS.topology)  # an unknown name fails before JAX starts
-        topology.require_libtpu()
+        try:  # an unknown name or a missing TPU compiler fails before JAX starts
+            topology.parse(flags.FLAGS.topology)
+            topology.require_libtpu()
+        except (ValueError, RuntimeError) as e:
+            raise app.UsageError(str(e)) from e
         topology.prepare_environment()
         jax.config.update("jax_platforms", "cpu")  # this machine computes nothing; libtpu compiles
     elif flags.FLAGS.dry_run and "task" in flags.FLAGS.config:  # a training plan on one machine
