@@ -562,6 +562,25 @@ def _constrain_batch(x: Array) -> Array:
     return jax.lax.with_sharding_constraint(x, spec)
 
 
+def embed_lookup(table: Array, tokens: Array) -> Array:
+    """`table[tokens]` ([V,D], [B,T] -> [B,T,D]) with its sharding spelled out on a mesh with an
+    `fsdp` axis: every device looks up every token (ids are a few bytes) in its `fsdp` slice of the
+    model dimension (the vocabulary gathered, as FSDP gathers any weight before use), and the rows
+    are then moved to the devices of their batch shard (`data` sliced, an all-to-all over `fsdp`).
+    Left to itself, the partitioner meets a table sharded on the model dimension and a batch
+    sharded over the same axis with a full rematerialisation of the lookup on every device."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or not {"data", "fsdp"} <= set(mesh.axis_names):
+        return jnp.take(table, tokens, axis=0)
+    P = jax.sharding.PartitionSpec
+    fsdp = "fsdp" if table.shape[1] % mesh.shape["fsdp"] == 0 else None
+    table = jax.lax.with_sharding_constraint(table, P(None, fsdp))
+    tokens = jax.lax.with_sharding_constraint(tokens, P())
+    x = jnp.take(table, tokens, axis=0)
+    data = "data" if tokens.shape[0] % mesh.shape["data"] == 0 else None
+    return jax.lax.with_sharding_constraint(x, P(data, None, fsdp))
+
+
 def init_cache(cfg: LlamaConfig, batch_size: int, max_len: int, dtype: str | None = None) -> Cache:
     """An empty KV cache for `batch_size` sequences of up to `max_len` tokens."""
     shape = (cfg.n_layers, batch_size, max_len, cfg.n_kv_heads, cfg.head_dim)
@@ -658,8 +677,7 @@ class Transformer(nnx.Module):
 
         rope = kernels.rope_tables(positions, rope_frequencies(cfg))
         dt = jnp.dtype(cfg.dtype)
-        x = jnp.take(self.embed_tokens[...], tokens, axis=0).astype(dt)
-        x = _constrain_batch(x)
+        x = _constrain_batch(embed_lookup(self.embed_tokens[...].astype(dt), tokens))
         weights = {
             name: var[...] for name, var in vars(self.layers).items() if isinstance(var, nnx.Param)
         }
