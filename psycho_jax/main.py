@@ -146,6 +146,7 @@ def plan_memory(config: ml_collections.ConfigDict, slice_name: str = "") -> dict
         report = memory.tpu_report(p, config, tpu)
         print(report.pop("text"))
         summary.update(report)
+        print(json.dumps({"tpu_plan": summary}))
         return summary
     hardware = config.get("hardware", "")
     if hardware:

@@ -14,7 +14,9 @@ Next to it, an analytic estimate:
   reference    a live DPO reference: its parameters (sharded as the policy)
   activations  per micro-batch row on this device: with full remat, the residual stream saved at each
                layer boundary, L x T x D x bytes(dtype), plus one layer's working set recomputed in the
-               backward pass (q, k, v, attention probabilities N x T x T float32, MLP 3 x T x F) and
+               backward pass (q, k, v, attention scores N x T x T float32, and with
+               `jax.nn.dot_product_attention` (any target but CPU) their probabilities again in
+               the compute dtype, MLP 3 x T x F) and
                the logits C x V float32 twice (logits and their gradient, C = `model.head_chunk`
                positions, or T with head_chunk=0), plus for DPO T x V float32 probabilities when the
                micro-batch's fit in `model.head_keep_mib`; without remat every layer's working set is
@@ -40,7 +42,7 @@ from flax import nnx
 
 from psycho_jax import config as config_lib
 from psycho_jax import sharding, tasks, topology
-from psycho_jax.model import Llama, LlamaConfig, RewardModel, trainable_filter
+from psycho_jax.model import Llama, LlamaConfig, RewardModel, resolve_attention, trainable_filter
 
 GB = 1024**3
 
@@ -130,7 +132,11 @@ def analytic_activations(c, cfg: LlamaConfig, task: tasks.Task, mesh) -> int:
     k, h, v, L = cfg.n_kv_heads, cfg.head_dim, cfg.vocab_size, cfg.n_layers
     tp = mesh.shape["tensor"]
     act = jnp.dtype(cfg.dtype).itemsize
-    layer = t * ((n + 2 * k) * h * act / tp + n * t * 4 / tp + 3 * f * act / tp + 4 * d * act)
+    # the scores in float32; `jax.nn.dot_product_attention` and the einsum form also keep the
+    # probabilities in the compute dtype (the custom kernel recomputes them from the scores)
+    custom = resolve_attention(cfg.attention, cached=False, platform=cfg.target) == "custom"
+    scores = n * t * (4 if custom else 4 + act) / tp
+    layer = t * ((n + 2 * k) * h * act / tp + scores + 3 * f * act / tp + 4 * d * act)
     # The output projection's logits and their gradient: one chunk of positions at a time
     # (`kernels.target_logprobs`), or the whole sequence with `head_chunk=0`.
     head_t = min(cfg.head_chunk, t) if cfg.head_chunk else t

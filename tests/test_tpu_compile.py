@@ -115,3 +115,36 @@ def test_llama3_1b_layer_fits_v5p_and_not_v5e():
     report = memory.tpu_report(p, c, tpu)
     assert not report["fits"] and report["headroom_gib"] < 0, report["text"]
     assert "DOES NOT FIT" in report["text"]
+
+
+DECODE_ON_MESH = """
+import jax, numpy as np
+jax.config.update("jax_num_cpu_devices", 8)
+from flax import nnx
+from psycho_jax import decode, sharding
+from psycho_jax.model import Llama, LlamaConfig
+mesh = sharding.make_mesh((2, 2, 2))
+cfg = LlamaConfig.tiny(dim=64, ffn_dim=128, vocab_size=512)
+model = sharding.init_sharded(lambda: Llama(cfg, rngs=nnx.Rngs(0)), mesh)
+sampler = decode.Sampler(model, mesh=mesh, stop_ids=[1], bucket=8)
+out = sampler.generate(np.ones((4, 8), np.int32), np.ones((4, 8), bool), decode.Sampling(max_new_tokens=4))
+print("tokens", out.tokens[0].tolist())
+"""
+
+
+def test_decode_on_a_2x2x2_mesh_keeps_the_embedding_lookup_sharded():
+    """XLA's partitioner warns (on stderr, from C++) when it falls back to copying a whole array to
+    every device; the decode loop's embedding lookup did (`model.embed_lookup` spells it out)."""
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(root)}
+    env.pop("XLA_FLAGS", None)
+    out = subprocess.run([sys.executable, "-c", DECODE_ON_MESH], capture_output=True, text=True,
+                         env=env, timeout=300, cwd=root)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "tokens" in out.stdout
+    assert "Involuntary full rematerialization" not in out.stderr, out.stderr[-3000:]
