@@ -162,7 +162,8 @@ def analytic_flops(c, cfg: LlamaConfig, task: tasks.Task, num_devices: int) -> d
     head = 0 if task.name == "reward" else 2 * d * cfg.vocab_size
     fwd_layers = rows * t * L * (2 * layer_w + attn)
     fwd = fwd_layers + rows * t * head
-    backward = 2 * fwd if not cfg.lora_rank else fwd + rows * t * L * attn  # dX (+ attention dW-free)
+    # LoRA: the frozen base's backward is its input gradient (plus attention's second product)
+    backward = 2 * fwd if not cfg.lora_rank else fwd + rows * t * L * attn
     model = fwd + backward
     hardware = model + (fwd_layers if cfg.remat != "none" else 0)
     if task.needs_reference:
@@ -321,8 +322,11 @@ def tpu_report(p: Plan, c: ml_collections.ConfigDict, tpu: topology.Slice) -> di
         "optimal_seconds_raw": p.cost.get("optimal_seconds", 0.0),
         "mfu": mfu,
         "tokens_per_second_per_chip": tokens / chips / seconds if seconds else 0.0,
-        "collectives": {op: dict(zip(("ops", "per_step", "bytes"), v, strict=True))
-                        for op, v in hlo.collectives.items() if v[0]},  # fmt: skip
+        "collectives": {
+            op: dict(zip(("ops", "per_step", "bytes"), v, strict=True))
+            for op, v in hlo.collectives.items()
+            if v[0]
+        },
         "loops": hlo.loops,
     }
     verdict = "fits" if fits else "DOES NOT FIT"
@@ -337,9 +341,14 @@ def tpu_report(p: Plan, c: ml_collections.ConfigDict, tpu: topology.Slice) -> di
         f"{hlo.loops}; the FLOPs at peak: {at_peak * 1e3:.4g} ms) -> MFU {mfu:.1%}, "
         f"{out['tokens_per_second_per_chip']:,.0f} tokens/s/chip",
         "collectives per step: "
-        + (", ".join(f"{op} {v['ops']} ops x{v['per_step'] / max(v['ops'], 1):.1f} = "
-                     f"{v['per_step']} runs, {_si(v['bytes'], 1024, 'B')}"
-                     for op, v in out["collectives"].items()) or "none"),  # fmt: skip
+        + (
+            ", ".join(
+                f"{op} {v['ops']} ops x{v['per_step'] / max(v['ops'], 1):.1f} = "
+                f"{v['per_step']} runs, {_si(v['bytes'], 1024, 'B')}"
+                for op, v in out["collectives"].items()
+            )
+            or "none"
+        ),
     ]
     out["text"] = "\n".join(lines)
     return out

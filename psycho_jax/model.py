@@ -673,7 +673,8 @@ class Transformer(nnx.Module):
         if segment_ids is not None:
             mask &= segment_ids[:, :, None] == segment_ids[:, None, :]
         mask |= k_idx[None, None, :] == q_idx[None, :, None]
-        mask = kernels.materialized(mask, cfg.target)  # one buffer, not recomputed in every layer's fusions
+        # one buffer, not recomputed in every layer's fusions (CPU)
+        mask = kernels.materialized(mask, cfg.target)
 
         rope = kernels.rope_tables(positions, rope_frequencies(cfg))
         dt = jnp.dtype(cfg.dtype)

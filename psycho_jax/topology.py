@@ -84,8 +84,8 @@ def parse(name: str) -> Slice:
         chip = CHIPS[gen]
         cores = int(m.group(2))
         shapes = _SHAPES_3D if chip.dims == 3 else _SHAPES_2D
-        shape = shapes.get(cores // chip.cores_per_chip) if cores % chip.cores_per_chip == 0 else None
-        if shape:
+        shape = shapes.get(cores // chip.cores_per_chip)
+        if shape and cores % chip.cores_per_chip == 0:
             topology = f"{gen}:{'x'.join(map(str, shape))}"
             return Slice(name, gen, math.prod(shape), topology)
     raise ValueError(
@@ -245,7 +245,8 @@ def summarize_hlo(text: str) -> HloSummary:
             if op == "while":
                 t = re.search(r'"known_trip_count":\{"n":"(\d+)"', attrs)
                 cond = re.search(r"condition=%?([\w.\-]+)", attrs)
-                trips = int(t.group(1)) if t else _trip_count(raw.get(cond.group(1), []) if cond else [])
+                condition = raw.get(cond.group(1), []) if cond else []
+                trips = int(t.group(1)) if t else _trip_count(condition)
                 if static:
                     loops.append(trips)
                 if b := re.search(r"body=%?([\w.\-]+)", attrs):
