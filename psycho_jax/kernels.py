@@ -20,6 +20,7 @@ G = N / K, H head dim, D model dim, F MLP dim, V vocab, C positions per chunk.
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple
 
 import jax
@@ -476,28 +477,60 @@ def _chunk_logits(h, w, vocab_major):
 def _target_logprobs_forward(hidden, w, targets, mask, chunk, vocab_major, keep_probs):
     layout = _Layout.of(mask, chunk)
     hs, ts, ms = layout.split(hidden), layout.split(targets), layout.split(mask)
-    active = jnp.any(ms, axis=(1, 2))  # [n]: some row has a target in the chunk
 
-    def body(_, xs):
-        h, tgt, m, on = xs
+    def run(hs, ts, ms, w_dt):
+        def body(_, xs):
+            h, tgt, m, on = xs
 
-        def compute():
-            logits = _chunk_logits(h, w, vocab_major)
-            lse = jax.nn.logsumexp(logits, axis=-1)
-            picked = jnp.take_along_axis(logits, tgt[..., None], axis=-1, mode="clip")[..., 0]
-            probs = jnp.exp(logits - lse[..., None]) if keep_probs else None
-            return jnp.where(m, picked - lse, 0.0), lse, probs
+            def compute():
+                logits = _chunk_logits(h, w_dt, vocab_major)
+                lse = jax.nn.logsumexp(logits, axis=-1)
+                picked = jnp.take_along_axis(logits, tgt[..., None], axis=-1, mode="clip")[..., 0]
+                kept = (jnp.exp(logits - lse[..., None]),) if keep_probs else ()
+                return (jnp.where(m, picked - lse, 0.0), lse, *kept)
 
-        zeros = jnp.zeros(m.shape, jnp.float32)
-        skip = (
-            zeros,
-            zeros,
-            jnp.zeros(m.shape + (_vocab(w, vocab_major),), jnp.float32) if keep_probs else None,
-        )
-        return None, jax.lax.cond(on, compute, lambda: skip)
+            zeros = jnp.zeros(m.shape, jnp.float32)
+            vocab = _vocab(w_dt, vocab_major)
+            skip = (zeros, zeros) + ((jnp.zeros(m.shape + (vocab,), jnp.float32),) * keep_probs)
+            return None, jax.lax.cond(on, compute, lambda: skip)
 
-    _, (logp, lse, probs) = jax.lax.scan(body, None, (hs, ts, ms, active))
+        active = jnp.any(ms, axis=(1, 2))  # [n]: some row (of this shard) has a target
+        return jax.lax.scan(body, None, (hs, ts, ms, active))[1]
+
+    w_dt = w.astype(hidden.dtype)
+    out = _per_batch_shard(run, (hs, ts, ms), (w_dt,), reduced=0, outputs=2 + keep_probs)
+    logp, lse, probs = out[0], out[1], (out[2] if keep_probs else None)
     return layout.merge(logp), (hidden, w, targets, mask, lse, probs)
+
+
+def _per_batch_shard(fn, batched: tuple, shared: tuple, *, reduced: int, outputs: int) -> tuple:
+    """`fn(*batched, *shared)` run by each device on its own rows, when a mesh with `data`/`fsdp`
+    axes is in context: `batched` arrays [n,B,...] split along B as the batch is, `shared` arrays
+    whole on every device (the output projection: gathered once, not once per chunk), and the
+    first `reduced` of its `outputs` summed over the batch shards once at the end (the head's
+    weight gradient: without this, the partitioner all-reduces each chunk's [D,V] partial sum
+    inside the loop: measured on a TPU v5p-8 compile of a Llama 3.2 1B step, 256 all-reduces
+    of 1 GiB per step). Without such a mesh, `fn` as it is."""
+    mesh = jax.sharding.get_abstract_mesh()
+    axes = () if mesh.empty else tuple(a for a in ("data", "fsdp") if a in mesh.axis_names)
+    axes = tuple(a for a in axes if mesh.shape[a] > 1)
+    n = math.prod(mesh.shape[a] for a in axes) if axes else 1
+    if not axes or batched[0].shape[1] % n:
+        return tuple(fn(*batched, *shared))
+    spec = jax.sharding.PartitionSpec(None, axes)
+    replicated = jax.sharding.PartitionSpec()
+
+    def local(*args):
+        out = tuple(fn(*args))
+        return tuple(jax.lax.psum(o, axes) for o in out[:reduced]) + out[reduced:]
+
+    return jax.shard_map(
+        local,
+        in_specs=(spec,) * len(batched) + (replicated,) * len(shared),
+        out_specs=(replicated,) * reduced + (spec,) * (outputs - reduced),
+        axis_names=set(axes),
+        check_vma=False,
+    )(*batched, *shared)
 
 
 def _vocab(w: Array, vocab_major: bool) -> int:
@@ -530,25 +563,31 @@ def _target_logprobs_backward(chunk, vocab_major, keep_probs, res, g):
     hidden, w, targets, mask, lse, probs = res
     layout = _Layout.of(mask, chunk)
     hs, ts, ms, gs = (layout.split(x) for x in (hidden, targets, mask, g))
-    active = jnp.any(ms, axis=(1, 2))
+
+    def run(hs, ts, ms, gs, lse, *rest):
+        *kept, w_dt = rest
+
+        def body(dw, xs):
+            h, tgt, m, g_c, lse_c, on, *p_c = xs
+
+            def compute(dw):
+                weight = jnp.where(m, g_c, 0.0)
+                if keep_probs:
+                    dh, dw_c = _chunk_grads_of_probs(p_c[0], h, w_dt, tgt, weight, vocab_major)
+                else:  # recomputed: not held since the forward
+                    logits = _chunk_logits(h, w_dt, vocab_major)
+                    dh, dw_c = _chunk_grads(logits, lse_c, h, w_dt, tgt, weight, vocab_major)
+                return dw + dw_c, dh
+
+            return jax.lax.cond(on, compute, lambda dw: (dw, jnp.zeros_like(h)), dw)
+
+        active = jnp.any(ms, axis=(1, 2))
+        xs = (hs, ts, ms, gs, lse, active, *kept)
+        return jax.lax.scan(body, jnp.zeros(w_dt.shape, jnp.float32), xs)
+
     w_dt = after(w, g).astype(hidden.dtype)
-
-    def body(dw, xs):
-        h, tgt, m, g_c, lse_c, p_c, on = xs
-
-        def compute(dw):
-            weight = jnp.where(m, g_c, 0.0)
-            if keep_probs:
-                dh, dw_c = _chunk_grads_of_probs(p_c, h, w_dt, tgt, weight, vocab_major)
-            else:  # recomputed: not held since the forward
-                logits = _chunk_logits(h, w_dt, vocab_major)
-                dh, dw_c = _chunk_grads(logits, lse_c, h, w_dt, tgt, weight, vocab_major)
-            return dw + dw_c, dh
-
-        return jax.lax.cond(on, compute, lambda dw: (dw, jnp.zeros_like(h)), dw)
-
-    xs = (hs, ts, ms, gs, lse, probs, active)
-    dw, dhs = jax.lax.scan(body, jnp.zeros(w.shape, jnp.float32), xs)
+    batched = (hs, ts, ms, gs, lse) + ((probs,) if keep_probs else ())
+    dw, dhs = _per_batch_shard(run, batched, (w_dt,), reduced=1, outputs=2)
     return layout.merge(dhs), dw.astype(w.dtype), None, None
 
 
@@ -575,26 +614,30 @@ def target_logprob_sum(
 def _target_logprob_sum_forward(hidden, w, targets, mask, chunk, vocab_major):
     layout = _Layout.of(mask, chunk)
     hs, ts, ms = layout.split(hidden), layout.split(targets), layout.split(mask)
-    active = jnp.any(ms, axis=(1, 2))
+
+    def run(hs, ts, ms, w_dt):
+        def body(carry, xs):
+            h, tgt, m, on = xs
+
+            def compute(carry):
+                total, dw = carry
+                logits = _chunk_logits(h, w_dt, vocab_major)
+                lse = jax.nn.logsumexp(logits, axis=-1)
+                picked = jnp.take_along_axis(logits, tgt[..., None], axis=-1, mode="clip")[..., 0]
+                weight = m.astype(jnp.float32)
+                dh, dw_c = _chunk_grads(logits, lse, h, w_dt, tgt, weight, vocab_major)
+                total = total + jnp.sum(jnp.where(m, picked - lse, 0.0))
+                return (total, dw + dw_c), dh
+
+            return jax.lax.cond(on, compute, lambda carry: (carry, jnp.zeros_like(h)), carry)
+
+        active = jnp.any(ms, axis=(1, 2))
+        init = (jnp.zeros((), jnp.float32), jnp.zeros(w_dt.shape, jnp.float32))
+        (total, dw), dhs = jax.lax.scan(body, init, (hs, ts, ms, active))
+        return total, dw, dhs
+
     w_dt = w.astype(hidden.dtype)
-
-    def body(carry, xs):
-        h, tgt, m, on = xs
-
-        def compute(carry):
-            total, dw = carry
-            logits = _chunk_logits(h, w_dt, vocab_major)
-            lse = jax.nn.logsumexp(logits, axis=-1)
-            picked = jnp.take_along_axis(logits, tgt[..., None], axis=-1, mode="clip")[..., 0]
-            weight = m.astype(jnp.float32)
-            dh, dw_c = _chunk_grads(logits, lse, h, w_dt, tgt, weight, vocab_major)
-            total = total + jnp.sum(jnp.where(m, picked - lse, 0.0))
-            return (total, dw + dw_c), dh
-
-        return jax.lax.cond(on, compute, lambda carry: (carry, jnp.zeros_like(h)), carry)
-
-    init = (jnp.zeros((), jnp.float32), jnp.zeros(w.shape, jnp.float32))
-    (total, dw), dhs = jax.lax.scan(body, init, (hs, ts, ms, active))
+    total, dw, dhs = _per_batch_shard(run, (hs, ts, ms), (w_dt,), reduced=2, outputs=3)
     return total, (layout.merge(dhs), dw, jnp.zeros((), w.dtype))
 
 

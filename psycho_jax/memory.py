@@ -264,7 +264,8 @@ def plan(c: ml_collections.ConfigDict, devices: Sequence[jax.Device] | None = No
         hlo=topology.summarize_hlo(compiled.as_text()),
         # FLOPs from the program before partitioning and fusion (plain dots; the TPU compiler
         # rewrites many into windowed convolutions), per device
-        hlo_flops=topology.summarize_hlo(lowered.as_text(dialect="hlo")).dot_flops / mesh.size,
+        hlo_flops=topology.summarize_hlo(lowered.as_text(dialect="hlo"), dict(mesh.shape)).dot_flops
+        / mesh.size,
         analytic_flops=analytic_flops(c, cfg, task, mesh.size),
     )
 
@@ -350,6 +351,11 @@ def tpu_report(p: Plan, c: ml_collections.ConfigDict, tpu: topology.Slice) -> di
             or "none"
         ),
     ]
+    lines += [
+        f"  {_si(b, 1024, 'B')}: {op} {shape} x{runs} ({name[-90:]})"
+        for b, op, shape, runs, name in hlo.largest
+    ]
+    out["largest_collectives"] = hlo.largest
     out["text"] = "\n".join(lines)
     return out
 

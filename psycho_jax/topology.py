@@ -161,6 +161,8 @@ class HloSummary:
     dot_flops: float
     dot_flops_once: float
     loops: list[int]  # the trip count of each while loop
+    # the largest collectives: (bytes per step, op, result shape, executions, JAX op name)
+    largest: list[tuple[int, str, str, int, str]] = dataclasses.field(default_factory=list)
 
 
 def _split_call(rest: str) -> tuple[list[str], str]:
@@ -198,10 +200,12 @@ def _trip_count(condition: list[str]) -> int:
     return consts[0] if len(consts) == 1 else 1
 
 
-def summarize_hlo(text: str) -> HloSummary:
+def summarize_hlo(text: str, axis_sizes: dict[str, int] | None = None) -> HloSummary:
     """Walks the optimized HLO's call graph from ENTRY, multiplying by while loops' trip counts
     (`known_trip_count`, or the condition's `i < N`); conditional branches count as taken (an
-    upper bound: the head's skipped chunks)."""
+    upper bound: the head's skipped chunks). In the unoptimized program a `shard_map` body holds
+    one shard's shapes: with the mesh's `axis_sizes`, its work counts once per shard of its manual
+    axes (Shardy's `manual_axes`), so that the total stays the whole program's."""
     comps: dict[str, list[tuple[str, str, str, list[str], str]]] = {}
     raw: dict[str, list[str]] = {}
     entry = current = None
@@ -220,6 +224,7 @@ def summarize_hlo(text: str) -> HloSummary:
     flops = [0.0, 0.0]
     loops: list[int] = []
     seen: set[str] = set()
+    found: list[tuple[int, str, str, int, str]] = []
     no_descent = ("reduce", "reduce-window", "scatter", "sort", "select-and-scatter", "map")
 
     def visit(name: str, mult: int) -> None:
@@ -227,15 +232,24 @@ def summarize_hlo(text: str) -> HloSummary:
         seen.add(name)
         body = comps.get(name, [])
         shapes = {n: r for n, r, *_ in body}
-        for _, result, op, operands, attrs in body:
+        for i, (_, result, op, operands, attrs) in enumerate(body):
             base = op.removesuffix("-start")
             if base in COLLECTIVES and not op.endswith("-done"):
                 c = counts[base]
                 c[0] += static
                 c[1] += mult
                 last = _shapes(result)[-1] if op.endswith("-start") else None
-                c[2] += mult * (_nbytes(result) if last is None else
-                                _DTYPE_BYTES[last[0]] * math.prod(last[1]))  # fmt: skip
+                nbytes = (
+                    _nbytes(result) if last is None else _DTYPE_BYTES[last[0]] * math.prod(last[1])
+                )
+                c[2] += mult * nbytes
+                where = re.search(r'op_name="([^"]*)"', attrs)
+                shape = re.sub(
+                    r"\{[^}]*\}",
+                    "",
+                    result if last is None else f"{last[0]}[{','.join(map(str, last[1]))}]",
+                )
+                found.append((mult * nbytes, base, shape, mult, where.group(1) if where else ""))
                 continue  # its reduction computation is not a call
             if op in ("dot", "convolution"):
                 operand_shapes = " ".join(shapes.get(o, "") for o in operands[:2])
@@ -257,14 +271,23 @@ def summarize_hlo(text: str) -> HloSummary:
             for callee in re.findall(
                 r"(?:calls|to_apply|true_computation|false_computation)=%?([\w.\-]+)", attrs
             ):
-                visit(callee, mult)
+                shards = 1
+                if "manual_computation_body" in callee and axis_sizes:
+                    later = (a for *_, a in body[i + 1 :] if "xla.sdy.manual_axes" in a)
+                    axes = re.search(r"manual_axes=\"#sdy<manual_axes\{([^}]*)\}", next(later, ""))
+                    names = re.findall(r'\\"(\w+)\\"', axes.group(1)) if axes else []
+                    shards = math.prod(axis_sizes.get(a, 1) for a in names)
+                visit(callee, mult * shards)
             if b := re.search(r"branch_computations=\{([^}]*)\}", attrs):
                 for callee in re.findall(r"%?([\w.\-]+)", b.group(1)):
                     visit(callee, mult)
 
     if entry is not None:
         visit(entry, 1)
-    return HloSummary({op: tuple(c) for op, c in counts.items()}, flops[0], flops[1], loops)
+    largest = sorted(found, reverse=True)[:5]
+    return HloSummary(
+        {op: tuple(c) for op, c in counts.items()}, flops[0], flops[1], loops, largest
+    )
 
 
 def _dot_flops(result: str, operands: str, attrs: str) -> float:
