@@ -238,17 +238,16 @@ def summarize_hlo(text: str, axis_sizes: dict[str, int] | None = None) -> HloSum
                 c = counts[base]
                 c[0] += static
                 c[1] += mult
-                last = _shapes(result)[-1] if op.endswith("-start") else None
-                nbytes = (
-                    _nbytes(result) if last is None else _DTYPE_BYTES[last[0]] * math.prod(last[1])
-                )
+                # an async start returns (operands..., results..., contexts): the result is its
+                # largest array (a reduce-scatter's: its smallest but for the scalar contexts)
+                arrays = [x for x in _shapes(result) if x[1]] or _shapes(result)
+                sizes = [_DTYPE_BYTES[d] * math.prod(dims) for d, dims in arrays]
+                pick = min if base == "reduce-scatter" else max
+                nbytes = _nbytes(result) if not op.endswith("-start") else pick(sizes)
                 c[2] += mult * nbytes
                 where = re.search(r'op_name="([^"]*)"', attrs)
-                shape = re.sub(
-                    r"\{[^}]*\}",
-                    "",
-                    result if last is None else f"{last[0]}[{','.join(map(str, last[1]))}]",
-                )
+                d, dims = arrays[sizes.index(pick(sizes))]
+                shape = f"{d}[{','.join(map(str, dims))}]"
                 found.append((mult * nbytes, base, shape, mult, where.group(1) if where else ""))
                 continue  # its reduction computation is not a call
             if op in ("dot", "convolution"):
