@@ -5,7 +5,9 @@
 
 Configs with a `task` (sft, reward, dpo) go to `train.train_and_evaluate` (importable from Colab);
 `configs/model.py` builds or loads a Llama on the mesh, reports its parameters and sharding and runs one
-jitted forward pass (`--dry_run`: shapes and per-device bytes only, nothing allocated).
+jitted forward pass (`--dry_run`: shapes and per-device bytes only, nothing allocated). A training
+config with `--dry_run` plans its memory (`psycho_jax.memory`); `--topology=v5p-16` compiles its step
+for that TPU slice with the TPU compiler, on a machine without TPUs.
 """
 
 from __future__ import annotations

@@ -1,6 +1,10 @@
 """Memory planner: compile a config's train step on its mesh, abstractly, and report per-device memory.
 
     python -m psycho_jax.main --config=configs/dpo.py:llama3_8b --dry_run
+    python -m psycho_jax.main --config=configs/dpo.py:llama3_8b --dry_run --topology=v5p-16
+
+With `--topology` the step is compiled by the TPU compiler for a TPU slice's devices
+(`psycho_jax.topology`, `tpu_report`): the TPU's own memory, FLOPs, time estimate and collectives.
 
 Nothing is allocated: the model, optimizer state, reference and batch are `ShapeDtypeStruct`s with
 their shardings; the jitted train step is lowered and compiled for the configured mesh (on a machine
