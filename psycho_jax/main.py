@@ -138,7 +138,16 @@ def plan_memory(config: ml_collections.ConfigDict, slice_name: str = "") -> dict
 
     if slice_name:
         tpu, devices = topology.devices(slice_name)
-        p = memory.plan(config, devices)
+        try:
+            p = memory.plan(config, devices)
+        except memory.DoesNotFit as e:
+            message = str(e).strip().splitlines()
+            print(f"TPU {tpu.name} ({tpu.topology}, {tpu.chip.hbm_gib} GiB HBM per chip): DOES NOT "
+                  f"FIT: the TPU compiler ran out of memory after {e.seconds:.0f} s:")  # fmt: skip
+            print("\n".join(message[:12]))
+            summary = {"topology": tpu.topology, "fits": False, "compiler": message[:12]}
+            print(json.dumps({"tpu_plan": summary}))
+            return summary
     else:
         tpu, p = None, memory.plan(config)
     print(p.table())

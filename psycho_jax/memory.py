@@ -152,6 +152,15 @@ def analytic_activations(c, cfg: LlamaConfig, task: tasks.Task, mesh) -> int:
     return int(rows * per_row)
 
 
+class DoesNotFit(Exception):
+    """The compiler refused the step for lack of device memory (the TPU compiler does, rather than
+    report a size over the chip's): its message and the compile seconds."""
+
+    def __init__(self, message: str, seconds: float):
+        super().__init__(message)
+        self.seconds = seconds
+
+
 def analytic_flops(c, cfg: LlamaConfig, task: tasks.Task, num_devices: int) -> dict[str, float]:
     """Matrix-product FLOPs of one train step per device, counted from the shapes.
 
@@ -228,7 +237,12 @@ def plan(c: ml_collections.ConfigDict, devices: Sequence[jax.Device] | None = No
     start = time.perf_counter()
     with jax.set_mesh(mesh):
         lowered = step.lower(state, batch, reference)
-        compiled = lowered.compile()
+        try:
+            compiled = lowered.compile()
+        except Exception as e:  # the TPU compiler refuses a program over the chip's memory
+            if "RESOURCE_EXHAUSTED" not in str(e) and "Ran out of memory" not in str(e):
+                raise
+            raise DoesNotFit(str(e), time.perf_counter() - start) from e
     seconds = time.perf_counter() - start
     m = compiled.memory_analysis()
     compiled_bytes = {
@@ -302,7 +316,9 @@ def tpu_report(p: Plan, c: ml_collections.ConfigDict, tpu: topology.Slice) -> di
     total = p.compiled["total"]
     fits = total <= chip.hbm_gib * GB
     counted_once = p.cost.get("flops", 0.0) or p.hlo_flops
-    scaled = p.cost.get("optimal_seconds", 0.0) * p.hlo_flops / max(counted_once, 1.0)
+    # a negative or zero optimal_seconds (seen on v5e) is no estimate: the FLOPs at peak remain
+    optimal = max(p.cost.get("optimal_seconds", 0.0), 0.0)
+    scaled = optimal * p.hlo_flops / max(counted_once, 1.0)
     at_peak = p.hlo_flops / chip.peak_bf16_flops
     seconds = max(scaled, at_peak)
     tokens = c.batch_size * c.data.max_len * (1 if c.task == "sft" else 2)

@@ -98,7 +98,7 @@ def test_tiny_sft_compiles_for_v5p_16():
 def test_llama3_1b_layer_fits_v5p_and_not_v5e():
     """One Llama 3.2 1B layer (the full 128k vocabulary and head) at 2048 tokens. With full remat,
     4 sequences per chip fit a v5p-8's 95 GiB chips, and the compiled memory and FLOPs agree with
-    the planner's analytic figures; without remat, 16 sequences per chip do not fit a v5e-4's
+    the planner's analytic figures; without remat, 64 sequences per chip do not fit a v5e-4's
     16 GiB chips (the attention's float32 scores alone: 32 heads x 2048^2 x 4 bytes = 512 MiB per
     sequence)."""
     c = load("sft", "llama3_1b")
@@ -111,12 +111,12 @@ def test_llama3_1b_layer_fits_v5p_and_not_v5e():
     assert 0.75 < p.compiled["total"] / p.analytic["total"] < 1.25, p.table()
     assert 0.8 < p.hlo_flops / p.analytic_flops["hardware"] < 1.2, report["text"]
 
-    c.model.remat, c.batch_size = "none", 64
+    # The TPU compiler fits what it can by rematerializing on its own (16 sequences per chip
+    # compiled to 14.5 GiB of a v5e's 16); past that it refuses the program.
+    c.model.remat, c.batch_size = "none", 256
     tpu, devices = topology.devices("v5e-4")
-    p = memory.plan(c, devices)
-    report = memory.tpu_report(p, c, tpu)
-    assert not report["fits"] and report["headroom_gib"] < 0, report["text"]
-    assert "DOES NOT FIT" in report["text"]
+    with pytest.raises(memory.DoesNotFit, match="RESOURCE_EXHAUSTED|Ran out of memory"):
+        memory.plan(c, devices)
 
 
 DECODE_ON_MESH = """
