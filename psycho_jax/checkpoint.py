@@ -87,6 +87,7 @@ def purge_deleted(workdir: pathlib.Path, startup: bool = False) -> list[str]:
 
 def model_meta(model: nnx.Module, task: str, step: int) -> dict[str, Any]:
     cfg = dataclasses.asdict(model.config)
+    cfg.pop("platform")  # where a program was compiled for, not a property of the weights
     return {
         "task": task,
         "step": step,

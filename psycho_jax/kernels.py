@@ -20,6 +20,7 @@ G = N / K, H head dim, D model dim, F MLP dim, V vocab, C positions per chunk.
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple
 
 import jax
@@ -31,20 +32,28 @@ Array = jax.Array
 # ----------------------------------------------------------------------------- matrix products
 
 
-def _wide_result(dtype) -> bool:
+def on_cpu(platform: str = "") -> bool:
+    """Whether a program compiled for `platform` ("" = the default backend, else "cpu", "tpu",
+    "gpu": the mesh's devices, `LlamaConfig.platform`) runs on XLA:CPU: the CPU-only paths below
+    follow the target a program is compiled for, not the machine compiling it."""
+    return (platform or jax.default_backend()) == "cpu"
+
+
+def _wide_result(dtype, platform: str = "") -> bool:
     """Whether a product of `dtype` operands should be computed with a float32 result and then
     rounded. XLA:CPU computes a bfloat16 x bfloat16 -> bfloat16 product by converting both operands
     to float32, but a bfloat16 -> float32 one with bfloat16 kernels (2048x512x1408 on an
     AVX-512-BF16 core pair: 167 GFLOP/s, against 196 for float32 and 298 for bf16 -> f32);
     accelerators round inside the product, so only CPU asks."""
-    return jnp.dtype(dtype).itemsize < 4 and jax.default_backend() == "cpu"
+    return jnp.dtype(dtype).itemsize < 4 and on_cpu(platform)
 
 
-def mm(eq: str, a: Array, b: Array, out_dtype=None) -> Array:
+def mm(eq: str, a: Array, b: Array, out_dtype=None, platform: str = "") -> Array:
     """`einsum(eq, a, b)` in `out_dtype` (default a's dtype), accumulated in float32 when the
-    operands are low precision (see `_wide_result`). No gradient: for kernels' backward passes."""
+    operands are low precision on CPU (see `_wide_result`). No gradient: for kernels' backward
+    passes."""
     out_dtype = out_dtype or a.dtype
-    if _wide_result(a.dtype):
+    if _wide_result(a.dtype, platform):
         return jnp.einsum(eq, a, b, preferred_element_type=jnp.float32).astype(out_dtype)
     return jnp.einsum(eq, a, b).astype(out_dtype)
 
@@ -56,18 +65,19 @@ def _transposed(eq: str) -> tuple[str, str]:
     return f"{z},{y}->{x}", f"{x},{z}->{y}"
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 3))
-def project(eq: str, x: Array, w: Array, out_dtype=None) -> Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 3, 4))
+def project(eq: str, x: Array, w: Array, out_dtype=None, platform: str = "") -> Array:
     """`einsum(eq, x, w)` in `out_dtype` (default x's dtype) of activations x and weights w of the
     same dtype, for a differentiable projection. Low-precision operands on CPU take float32 results
     in the forward and both gradients (`_wide_result`), and the incoming gradient is rounded to the
     operands' dtype (as autocast does); otherwise this is the plain einsum. Each index of `eq` must
-    appear in exactly two of its three terms (a plain contraction with batch axes)."""
-    return _project_forward(eq, x, w, out_dtype)[0]
+    appear in exactly two of its three terms (a plain contraction with batch axes). `platform`:
+    the target (`on_cpu`)."""
+    return _project_forward(eq, x, w, out_dtype, platform)[0]
 
 
-def _project_forward(eq, x, w, out_dtype):
-    return mm(eq, x, w, out_dtype), (x, w)
+def _project_forward(eq, x, w, out_dtype, platform):
+    return mm(eq, x, w, out_dtype, platform), (x, w)
 
 
 def after(w: Array, g: Array) -> Array:
@@ -79,12 +89,12 @@ def after(w: Array, g: Array) -> Array:
     return w + (0.0 * g.reshape(-1)[0]).astype(w.dtype)
 
 
-def _project_backward(eq, out_dtype, res, dy):
+def _project_backward(eq, out_dtype, platform, res, dy):
     x, w = res
     eq_x, eq_w = _transposed(eq)
     dy = dy.astype(x.dtype)
     w = after(w, dy)
-    return mm(eq_x, dy, w, x.dtype), mm(eq_w, x, dy, w.dtype)
+    return mm(eq_x, dy, w, x.dtype, platform), mm(eq_w, x, dy, w.dtype, platform)
 
 
 project.defvjp(_project_forward, _project_backward)
@@ -93,22 +103,22 @@ project.defvjp(_project_forward, _project_backward)
 # ----------------------------------------------------------------------------- SwiGLU MLP
 
 
-@jax.custom_vjp
-def gated_mlp(x: Array, w_gate: Array, w_up: Array, w_down: Array) -> Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def gated_mlp(x: Array, w_gate: Array, w_up: Array, w_down: Array, platform: str = "") -> Array:
     """`(silu(x @ w_gate) * (x @ w_up)) @ w_down`. x [B,T,D], w_gate/w_up [D,F], w_down [F,D]
-    -> [B,T,D] in x's dtype (weights cast to it)."""
-    return _mlp_forward(x, w_gate, w_up, w_down)[0]
+    -> [B,T,D] in x's dtype (weights cast to it). `platform`: the target (`on_cpu`)."""
+    return _mlp_forward(x, w_gate, w_up, w_down, platform)[0]
 
 
-def _mlp_forward(x, w_gate, w_up, w_down):
+def _mlp_forward(x, w_gate, w_up, w_down, platform):
     dt = x.dtype
-    gate = mm("BTD,DF->BTF", x, w_gate.astype(dt))
-    up = mm("BTD,DF->BTF", x, w_up.astype(dt))
-    y = mm("BTF,FD->BTD", jax.nn.silu(gate) * up, w_down.astype(dt))
+    gate = mm("BTD,DF->BTF", x, w_gate.astype(dt), platform=platform)
+    up = mm("BTD,DF->BTF", x, w_up.astype(dt), platform=platform)
+    y = mm("BTF,FD->BTD", jax.nn.silu(gate) * up, w_down.astype(dt), platform=platform)
     return y, (x, gate, up, w_gate, w_up, w_down)
 
 
-def _mlp_backward(res, dy):
+def _mlp_backward(platform, res, dy):
     x, gate, up, w_gate, w_up, w_down = res
     dt = x.dtype
     w_gate, w_up, w_down = (after(w, dy) for w in (w_gate, w_up, w_down))
@@ -116,11 +126,11 @@ def _mlp_backward(res, dy):
     sig = jax.nn.sigmoid(g32)
     silu = g32 * sig
     act = (silu * up.astype(jnp.float32)).astype(dt)
-    dact = mm("BTD,FD->BTF", dy.astype(dt), w_down.astype(dt), jnp.float32)
+    dact = mm("BTD,FD->BTF", dy.astype(dt), w_down.astype(dt), jnp.float32, platform)
     d_up = (dact * silu).astype(dt)
     d_gate = (dact * up.astype(jnp.float32) * (sig * (1.0 + g32 * (1.0 - sig)))).astype(dt)
-    dx = mm("BTF,DF->BTD", d_gate, w_gate.astype(dt), jnp.float32) + mm(
-        "BTF,DF->BTD", d_up, w_up.astype(dt), jnp.float32
+    dx = mm("BTF,DF->BTD", d_gate, w_gate.astype(dt), jnp.float32, platform) + mm(
+        "BTF,DF->BTD", d_up, w_up.astype(dt), jnp.float32, platform
     )
     f32 = dict(preferred_element_type=jnp.float32)
     dw_gate = jnp.einsum("BTD,BTF->DF", x, d_gate, **f32).astype(w_gate.dtype)
@@ -202,7 +212,7 @@ def _rope_backward(res, dy):
 rope.defvjp(_rope_forward, _rope_backward)
 
 
-def materialized(x: Array) -> Array:
+def materialized(x: Array, platform: str = "") -> Array:
     """`x` itself, computed once into its own buffer rather than fused into its consumers.
 
     XLA fuses cheap element-wise producers into every consumer and recomputes them per element:
@@ -211,10 +221,11 @@ def materialized(x: Array) -> Array:
     CPU). XLA:CPU drops `optimization_barrier`s before fusion, but a conditional on a value known
     only at run time is a fusion boundary it keeps; `any(x != 0)` is that value, and the other
     branch returns zeros, which is `x` whenever it is taken: the result equals `x` exactly.
-    On other backends `x` is returned as it is: the effect was measured on CPU only, and an XLA:GPU
-    conditional may copy its predicate to the host (a synchronisation per use).
+    For any other target (`platform`, see `on_cpu`) `x` is returned as it is: the effect was
+    measured on CPU only, and an XLA:GPU conditional may copy its predicate to the host (a
+    synchronisation per use).
     """
-    if jax.default_backend() != "cpu":
+    if not on_cpu(platform):
         return x
     return jax.lax.cond(jnp.any(x != 0), lambda: x, lambda: jnp.zeros_like(x))
 
@@ -236,8 +247,8 @@ def _from_groups(x: Array, t: int) -> Array:
     return x.reshape(b, k, g, t, h).transpose(0, 3, 1, 2, 4).reshape(b, t, k * g, h)
 
 
-@jax.custom_vjp
-def attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def attention(q: Array, k: Array, v: Array, mask: Array, platform: str = "") -> Array:
     """Grouped-query softmax attention with a boolean mask, softmax in float32.
 
     Args:
@@ -250,12 +261,13 @@ def attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
     The backward pass keeps only the softmax's log-normaliser [B,K,G*T] and recomputes the
     probabilities from q and k (one more [G*T, H] x [H, S] product), as flash attention and
     PyTorch's CPU `scaled_dot_product_attention` do: the [B,N,T,S] probabilities are not held for the
-    backward pass (at 512 tokens, 12 heads, batch 8: 100 MB per layer).
+    backward pass (at 512 tokens, 12 heads, batch 8: 100 MB per layer). `platform`: the target
+    (`on_cpu`).
     """
-    return _attention_forward(q, k, v, mask)[0]
+    return _attention_forward(q, k, v, mask, platform)[0]
 
 
-def _attention_forward(q, k, v, mask):
+def _attention_forward(q, k, v, mask, platform):
     b, t, n, h = q.shape
     kv = k.shape[2]
     scale = jnp.asarray(h**-0.5, q.dtype)
@@ -266,21 +278,21 @@ def _attention_forward(q, k, v, mask):
     s = jnp.where(mask[:, None, None], s, jnp.finfo(jnp.float32).min)
     lse = jax.nn.logsumexp(s, axis=-1)  # [B,K,G,T]
     p = jnp.exp(s - lse[..., None]).reshape(b, kv, n // kv * t, -1).astype(v.dtype)
-    o = mm("BKQS,BKSH->BKQH", p, vg)
+    o = mm("BKQS,BKSH->BKQH", p, vg, platform=platform)
     return _from_groups(o, t), (qg, kg, vg, mask, lse.reshape(b, kv, -1), o)
 
 
-def _attention_forward_rule(q, k, v, mask):
-    out, (qg, kg, vg, mask, lse, o) = _attention_forward(q, k, v, mask)
-    return out, (qg, kg, vg, _keys_first(mask), lse, o)
+def _attention_forward_rule(q, k, v, mask, platform):
+    out, (qg, kg, vg, mask, lse, o) = _attention_forward(q, k, v, mask, platform)
+    return out, (qg, kg, vg, _keys_first(mask, platform), lse, o)
 
 
-def _keys_first(mask: Array) -> Array:
+def _keys_first(mask: Array, platform: str) -> Array:
     """[B,T,S] -> [B,S,T], the backward pass's layout, in its own buffer (see `materialized`)."""
-    return materialized(mask.transpose(0, 2, 1))
+    return materialized(mask.transpose(0, 2, 1), platform)
 
 
-def _attention_backward(res, dout):
+def _attention_backward(platform, res, dout):
     """Flash-attention's backward in the transposed [keys, queries] layout: the recomputed scores
     are a different product than the forward's (k q^T, not q k^T), so XLA cannot merge the two and
     keep the forward's [T,S] scores alive instead (XLA:CPU drops optimisation barriers before CSE)."""
@@ -297,7 +309,7 @@ def _attention_backward(res, dout):
     # The mask repeated per query head of a group, [B,S,G*T] in qg's order, as its own buffer:
     # broadcast inside the exp fusion ([B,S,T] over the middle G of [B,K,S,G,T]) XLA:CPU's loop
     # runs ~6x slower than the same fusion over a 4-d layout.
-    mask_g = materialized(jnp.tile(mask_t, (1, 1, gt // t)))
+    mask_g = materialized(jnp.tile(mask_t, (1, 1, gt // t)), platform)
     s_t = jnp.einsum("BKSH,BKQH->BKSQ", kg, qg, **f32)
     s_t = jnp.where(mask_g[:, None], s_t, jnp.finfo(jnp.float32).min)
     p_t = jnp.exp(s_t - lse[:, :, None, :])  # [B,K,S,G*T]
@@ -317,7 +329,9 @@ def _attention_backward(res, dout):
 attention.defvjp(_attention_forward_rule, _attention_backward)
 
 
-def causal_attention(q: Array, k: Array, v: Array, mask: Array, blocks: int = 1) -> Array:
+def causal_attention(
+    q: Array, k: Array, v: Array, mask: Array, blocks: int = 1, platform: str = ""
+) -> Array:
     """`attention` for self-attention under a causal mask, in `blocks` blocks of queries: block i
     attends to the keys up to its own end only, so the key blocks above the diagonal, which a
     causal mask hides entirely, are never computed (with 4 blocks, 10 of the 16 query x key
@@ -337,8 +351,9 @@ def causal_attention(q: Array, k: Array, v: Array, mask: Array, blocks: int = 1)
     """
     t = q.shape[1]
     if k.shape[1] != t:
-        return attention(q, k, v, mask)
-    return _causal_attention(q, k, v, mask, blocks if blocks >= 1 and t % blocks == 0 else 1)
+        return attention(q, k, v, mask, platform)
+    blocks = blocks if blocks >= 1 and t % blocks == 0 else 1
+    return _causal_attention(q, k, v, mask, blocks, platform)
 
 
 def _block_bounds(t: int, blocks: int) -> list[tuple[int, int]]:
@@ -346,22 +361,24 @@ def _block_bounds(t: int, blocks: int) -> list[tuple[int, int]]:
     return [(i * c, (i + 1) * c) for i in range(blocks)]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _causal_attention(q, k, v, mask, blocks):
-    return _causal_forward(q, k, v, mask, blocks)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _causal_attention(q, k, v, mask, blocks, platform):
+    return _causal_forward(q, k, v, mask, blocks, platform)[0]
 
 
-def _causal_forward(q, k, v, mask, blocks):
+def _causal_forward(q, k, v, mask, blocks, platform):
     outs, lses = [], []
     for lo, hi in _block_bounds(q.shape[1], blocks):
-        o, (*_, lse, _) = _attention_forward(q[:, lo:hi], k[:, :hi], v[:, :hi], mask[:, lo:hi, :hi])
+        o, (*_, lse, _) = _attention_forward(
+            q[:, lo:hi], k[:, :hi], v[:, :hi], mask[:, lo:hi, :hi], platform
+        )
         outs.append(o)
         lses.append(lse)  # [B,K,G*c]
     out = outs[0] if blocks == 1 else jnp.concatenate(outs, axis=1)
-    return out, (q, k, v, _keys_first(mask), tuple(lses), out)
+    return out, (q, k, v, _keys_first(mask, platform), tuple(lses), out)
 
 
-def _causal_backward(blocks, res, dout):
+def _causal_backward(blocks, platform, res, dout):
     q, k, v, mask_t, lses, out = res
     kv, h = k.shape[2], q.shape[-1]
     scale = jnp.asarray(h**-0.5, q.dtype)
@@ -375,7 +392,7 @@ def _causal_backward(blocks, res, dout):
             lse,
             _to_groups(out[:, lo:hi], kv),
         )
-        dq_i, dk_i, dv_i, _ = _attention_backward(block, dout[:, lo:hi])
+        dq_i, dk_i, dv_i, _ = _attention_backward(platform, block, dout[:, lo:hi])
         dqs.append(dq_i)
         dk = dk.at[:, :hi].add(dk_i)
         dv = dv.at[:, :hi].add(dv_i)
@@ -460,28 +477,60 @@ def _chunk_logits(h, w, vocab_major):
 def _target_logprobs_forward(hidden, w, targets, mask, chunk, vocab_major, keep_probs):
     layout = _Layout.of(mask, chunk)
     hs, ts, ms = layout.split(hidden), layout.split(targets), layout.split(mask)
-    active = jnp.any(ms, axis=(1, 2))  # [n]: some row has a target in the chunk
 
-    def body(_, xs):
-        h, tgt, m, on = xs
+    def run(hs, ts, ms, w_dt):
+        def body(_, xs):
+            h, tgt, m, on = xs
 
-        def compute():
-            logits = _chunk_logits(h, w, vocab_major)
-            lse = jax.nn.logsumexp(logits, axis=-1)
-            picked = jnp.take_along_axis(logits, tgt[..., None], axis=-1, mode="clip")[..., 0]
-            probs = jnp.exp(logits - lse[..., None]) if keep_probs else None
-            return jnp.where(m, picked - lse, 0.0), lse, probs
+            def compute():
+                logits = _chunk_logits(h, w_dt, vocab_major)
+                lse = jax.nn.logsumexp(logits, axis=-1)
+                picked = jnp.take_along_axis(logits, tgt[..., None], axis=-1, mode="clip")[..., 0]
+                kept = (jnp.exp(logits - lse[..., None]),) if keep_probs else ()
+                return (jnp.where(m, picked - lse, 0.0), lse, *kept)
 
-        zeros = jnp.zeros(m.shape, jnp.float32)
-        skip = (
-            zeros,
-            zeros,
-            jnp.zeros(m.shape + (_vocab(w, vocab_major),), jnp.float32) if keep_probs else None,
-        )
-        return None, jax.lax.cond(on, compute, lambda: skip)
+            zeros = jnp.zeros(m.shape, jnp.float32)
+            vocab = _vocab(w_dt, vocab_major)
+            skip = (zeros, zeros) + ((jnp.zeros(m.shape + (vocab,), jnp.float32),) * keep_probs)
+            return None, jax.lax.cond(on, compute, lambda: skip)
 
-    _, (logp, lse, probs) = jax.lax.scan(body, None, (hs, ts, ms, active))
+        active = jnp.any(ms, axis=(1, 2))  # [n]: some row (of this shard) has a target
+        return jax.lax.scan(body, None, (hs, ts, ms, active))[1]
+
+    w_dt = w.astype(hidden.dtype)
+    out = _per_batch_shard(run, (hs, ts, ms), (w_dt,), reduced=0, outputs=2 + keep_probs)
+    logp, lse, probs = out[0], out[1], (out[2] if keep_probs else None)
     return layout.merge(logp), (hidden, w, targets, mask, lse, probs)
+
+
+def _per_batch_shard(fn, batched: tuple, shared: tuple, *, reduced: int, outputs: int) -> tuple:
+    """`fn(*batched, *shared)` run by each device on its own rows, when a mesh with `data`/`fsdp`
+    axes is in context: `batched` arrays [n,B,...] split along B as the batch is, `shared` arrays
+    whole on every device (the output projection: gathered once, not once per chunk), and the
+    first `reduced` of its `outputs` summed over the batch shards once at the end (the head's
+    weight gradient: without this, the partitioner all-reduces each chunk's [D,V] partial sum
+    inside the loop: measured on a TPU v5p-8 compile of a Llama 3.2 1B step, 256 all-reduces
+    of 1 GiB per step). Without such a mesh, `fn` as it is."""
+    mesh = jax.sharding.get_abstract_mesh()
+    axes = () if mesh.empty else tuple(a for a in ("data", "fsdp") if a in mesh.axis_names)
+    axes = tuple(a for a in axes if mesh.shape[a] > 1)
+    n = math.prod(mesh.shape[a] for a in axes) if axes else 1
+    if not axes or batched[0].shape[1] % n:
+        return tuple(fn(*batched, *shared))
+    spec = jax.sharding.PartitionSpec(None, axes)
+    replicated = jax.sharding.PartitionSpec()
+
+    def local(*args):
+        out = tuple(fn(*args))
+        return tuple(jax.lax.psum(o, axes) for o in out[:reduced]) + out[reduced:]
+
+    return jax.shard_map(
+        local,
+        in_specs=(spec,) * len(batched) + (replicated,) * len(shared),
+        out_specs=(replicated,) * reduced + (spec,) * (outputs - reduced),
+        axis_names=set(axes),
+        check_vma=False,
+    )(*batched, *shared)
 
 
 def _vocab(w: Array, vocab_major: bool) -> int:
@@ -514,25 +563,31 @@ def _target_logprobs_backward(chunk, vocab_major, keep_probs, res, g):
     hidden, w, targets, mask, lse, probs = res
     layout = _Layout.of(mask, chunk)
     hs, ts, ms, gs = (layout.split(x) for x in (hidden, targets, mask, g))
-    active = jnp.any(ms, axis=(1, 2))
+
+    def run(hs, ts, ms, gs, lse, *rest):
+        *kept, w_dt = rest
+
+        def body(dw, xs):
+            h, tgt, m, g_c, lse_c, on, *p_c = xs
+
+            def compute(dw):
+                weight = jnp.where(m, g_c, 0.0)
+                if keep_probs:
+                    dh, dw_c = _chunk_grads_of_probs(p_c[0], h, w_dt, tgt, weight, vocab_major)
+                else:  # recomputed: not held since the forward
+                    logits = _chunk_logits(h, w_dt, vocab_major)
+                    dh, dw_c = _chunk_grads(logits, lse_c, h, w_dt, tgt, weight, vocab_major)
+                return dw + dw_c, dh
+
+            return jax.lax.cond(on, compute, lambda dw: (dw, jnp.zeros_like(h)), dw)
+
+        active = jnp.any(ms, axis=(1, 2))
+        xs = (hs, ts, ms, gs, lse, active, *kept)
+        return jax.lax.scan(body, jnp.zeros(w_dt.shape, jnp.float32), xs)
+
     w_dt = after(w, g).astype(hidden.dtype)
-
-    def body(dw, xs):
-        h, tgt, m, g_c, lse_c, p_c, on = xs
-
-        def compute(dw):
-            weight = jnp.where(m, g_c, 0.0)
-            if keep_probs:
-                dh, dw_c = _chunk_grads_of_probs(p_c, h, w_dt, tgt, weight, vocab_major)
-            else:  # recomputed: not held since the forward
-                logits = _chunk_logits(h, w_dt, vocab_major)
-                dh, dw_c = _chunk_grads(logits, lse_c, h, w_dt, tgt, weight, vocab_major)
-            return dw + dw_c, dh
-
-        return jax.lax.cond(on, compute, lambda dw: (dw, jnp.zeros_like(h)), dw)
-
-    xs = (hs, ts, ms, gs, lse, probs, active)
-    dw, dhs = jax.lax.scan(body, jnp.zeros(w.shape, jnp.float32), xs)
+    batched = (hs, ts, ms, gs, lse) + ((probs,) if keep_probs else ())
+    dw, dhs = _per_batch_shard(run, batched, (w_dt,), reduced=1, outputs=2)
     return layout.merge(dhs), dw.astype(w.dtype), None, None
 
 
@@ -559,26 +614,30 @@ def target_logprob_sum(
 def _target_logprob_sum_forward(hidden, w, targets, mask, chunk, vocab_major):
     layout = _Layout.of(mask, chunk)
     hs, ts, ms = layout.split(hidden), layout.split(targets), layout.split(mask)
-    active = jnp.any(ms, axis=(1, 2))
+
+    def run(hs, ts, ms, w_dt):
+        def body(carry, xs):
+            h, tgt, m, on = xs
+
+            def compute(carry):
+                total, dw = carry
+                logits = _chunk_logits(h, w_dt, vocab_major)
+                lse = jax.nn.logsumexp(logits, axis=-1)
+                picked = jnp.take_along_axis(logits, tgt[..., None], axis=-1, mode="clip")[..., 0]
+                weight = m.astype(jnp.float32)
+                dh, dw_c = _chunk_grads(logits, lse, h, w_dt, tgt, weight, vocab_major)
+                total = total + jnp.sum(jnp.where(m, picked - lse, 0.0))
+                return (total, dw + dw_c), dh
+
+            return jax.lax.cond(on, compute, lambda carry: (carry, jnp.zeros_like(h)), carry)
+
+        active = jnp.any(ms, axis=(1, 2))
+        init = (jnp.zeros((), jnp.float32), jnp.zeros(w_dt.shape, jnp.float32))
+        (total, dw), dhs = jax.lax.scan(body, init, (hs, ts, ms, active))
+        return total, dw, dhs
+
     w_dt = w.astype(hidden.dtype)
-
-    def body(carry, xs):
-        h, tgt, m, on = xs
-
-        def compute(carry):
-            total, dw = carry
-            logits = _chunk_logits(h, w_dt, vocab_major)
-            lse = jax.nn.logsumexp(logits, axis=-1)
-            picked = jnp.take_along_axis(logits, tgt[..., None], axis=-1, mode="clip")[..., 0]
-            weight = m.astype(jnp.float32)
-            dh, dw_c = _chunk_grads(logits, lse, h, w_dt, tgt, weight, vocab_major)
-            total = total + jnp.sum(jnp.where(m, picked - lse, 0.0))
-            return (total, dw + dw_c), dh
-
-        return jax.lax.cond(on, compute, lambda carry: (carry, jnp.zeros_like(h)), carry)
-
-    init = (jnp.zeros((), jnp.float32), jnp.zeros(w.shape, jnp.float32))
-    (total, dw), dhs = jax.lax.scan(body, init, (hs, ts, ms, active))
+    total, dw, dhs = _per_batch_shard(run, (hs, ts, ms), (w_dt,), reduced=2, outputs=3)
     return total, (layout.merge(dhs), dw, jnp.zeros((), w.dtype))
 
 

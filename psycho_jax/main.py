@@ -5,7 +5,9 @@
 
 Configs with a `task` (sft, reward, dpo) go to `train.train_and_evaluate` (importable from Colab);
 `configs/model.py` builds or loads a Llama on the mesh, reports its parameters and sharding and runs one
-jitted forward pass (`--dry_run`: shapes and per-device bytes only, nothing allocated).
+jitted forward pass (`--dry_run`: shapes and per-device bytes only, nothing allocated). A training
+config with `--dry_run` plans its memory (`psycho_jax.memory`); `--topology=v5p-16` compiles its step
+for that TPU slice with the TPU compiler, on a machine without TPUs.
 """
 
 from __future__ import annotations
@@ -42,6 +44,14 @@ def define_flags() -> None:
         False,
         "Allocate nothing: for a training config, compile the train step on its mesh and print the "
         "per-device memory (psycho_jax.memory); for a model config, shapes and bytes only.",
+    )
+    flags.DEFINE_string(
+        "topology",
+        "",
+        "With --dry_run: compile the train step for this TPU slice with the TPU compiler (no TPU "
+        "needed; pip install 'psycho_jax[tpu]'): a Cloud TPU name (v5p-16, v5p-128, v6e-8, "
+        "v5e-16, v4-8, ...) or a JAX topology (v5p:2x2x2). Prints per-chip memory against the "
+        "chip's HBM, FLOPs, the compiler's step time, MFU, tokens/s/chip and collectives.",
     )
     flags.DEFINE_integer(
         "fake_devices",
@@ -121,14 +131,34 @@ def run_model_demo(config: ml_collections.ConfigDict, dry_run: bool = False) -> 
     return summary
 
 
-def plan_memory(config: ml_collections.ConfigDict) -> dict:
-    """Prints and returns the memory plan of a training config (see `psycho_jax.memory`)."""
-    from psycho_jax import memory
+def plan_memory(config: ml_collections.ConfigDict, slice_name: str = "") -> dict:
+    """Prints and returns the memory plan of a training config (see `psycho_jax.memory`); with a
+    TPU slice (`psycho_jax.topology`), compiled for it by the TPU compiler."""
+    from psycho_jax import memory, topology
 
-    p = memory.plan(config)
+    if slice_name:
+        tpu, devices = topology.devices(slice_name)
+        try:
+            p = memory.plan(config, devices)
+        except memory.DoesNotFit as e:
+            message = str(e).strip().splitlines()
+            print(f"TPU {tpu.name} ({tpu.topology}, {tpu.chip.hbm_gib} GiB HBM per chip): DOES NOT "
+                  f"FIT: the TPU compiler ran out of memory after {e.seconds:.0f} s:")  # fmt: skip
+            print("\n".join(message[:12]))
+            summary = {"topology": tpu.topology, "fits": False, "compiler": message[:12]}
+            print(json.dumps({"tpu_plan": summary}))
+            return summary
+    else:
+        tpu, p = None, memory.plan(config)
     print(p.table())
     summary = {"mesh": p.mesh, "params": p.num_params, "compiled": p.compiled,
                "analytic": p.analytic}  # fmt: skip
+    if tpu is not None:
+        report = memory.tpu_report(p, config, tpu)
+        print(report.pop("text"))
+        summary.update(report)
+        print(json.dumps({"tpu_plan": summary}))
+        return summary
     hardware = config.get("hardware", "")
     if hardware:
         gb = memory.device_memory_gb(hardware)
@@ -147,7 +177,19 @@ def _fake_devices(config: ml_collections.ConfigDict, requested: int) -> None:
 
 def main(argv):
     del argv
-    if flags.FLAGS.dry_run and "task" in flags.FLAGS.config:  # a training plan on one machine
+    if flags.FLAGS.topology:
+        if not flags.FLAGS.dry_run or "task" not in flags.FLAGS.config:
+            raise app.UsageError("--topology plans a training config: add --dry_run")
+        from psycho_jax import topology
+
+        try:  # an unknown name or a missing TPU compiler fails before JAX starts
+            topology.parse(flags.FLAGS.topology)
+            topology.require_libtpu()
+        except (ValueError, RuntimeError) as e:
+            raise app.UsageError(str(e)) from e
+        topology.prepare_environment()
+        jax.config.update("jax_platforms", "cpu")  # this machine computes nothing; libtpu compiles
+    elif flags.FLAGS.dry_run and "task" in flags.FLAGS.config:  # a training plan on one machine
         _fake_devices(flags.FLAGS.config, flags.FLAGS.fake_devices)
     else:
         distributed.use_cpu_cores(flags.FLAGS.config, distributed=flags.FLAGS.distributed)
@@ -157,7 +199,7 @@ def main(argv):
     config = flags.FLAGS.config
     if "task" in config:
         if flags.FLAGS.dry_run:
-            plan_memory(config)
+            plan_memory(config, flags.FLAGS.topology)
             return
         if not flags.FLAGS.workdir:
             raise app.UsageError("--workdir is required to train")

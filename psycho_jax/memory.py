@@ -1,6 +1,10 @@
 """Memory planner: compile a config's train step on its mesh, abstractly, and report per-device memory.
 
     python -m psycho_jax.main --config=configs/dpo.py:llama3_8b --dry_run
+    python -m psycho_jax.main --config=configs/dpo.py:llama3_8b --dry_run --topology=v5p-16
+
+With `--topology` the step is compiled by the TPU compiler for a TPU slice's devices
+(`psycho_jax.topology`, `tpu_report`): the TPU's own memory, FLOPs, time estimate and collectives.
 
 Nothing is allocated: the model, optimizer state, reference and batch are `ShapeDtypeStruct`s with
 their shardings; the jitted train step is lowered and compiled for the configured mesh (on a machine
@@ -14,7 +18,9 @@ Next to it, an analytic estimate:
   reference    a live DPO reference: its parameters (sharded as the policy)
   activations  per micro-batch row on this device: with full remat, the residual stream saved at each
                layer boundary, L x T x D x bytes(dtype), plus one layer's working set recomputed in the
-               backward pass (q, k, v, attention probabilities N x T x T float32, MLP 3 x T x F) and
+               backward pass (q, k, v, attention scores N x T x T float32, and with
+               `jax.nn.dot_product_attention` (any target but CPU) their probabilities again in
+               the compute dtype, MLP 3 x T x F) and
                the logits C x V float32 twice (logits and their gradient, C = `model.head_chunk`
                positions, or T with head_chunk=0), plus for DPO T x V float32 probabilities when the
                micro-batch's fit in `model.head_keep_mib`; without remat every layer's working set is
@@ -29,6 +35,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import time
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -37,8 +45,8 @@ import ml_collections
 from flax import nnx
 
 from psycho_jax import config as config_lib
-from psycho_jax import sharding, tasks
-from psycho_jax.model import Llama, LlamaConfig, RewardModel, trainable_filter
+from psycho_jax import sharding, tasks, topology
+from psycho_jax.model import Llama, LlamaConfig, RewardModel, resolve_attention, trainable_filter
 
 GB = 1024**3
 
@@ -61,6 +69,13 @@ class Plan:
     num_params: int
     compiled: dict[str, int]  # argument, output, temp, alias, total (XLA memory_analysis)
     analytic: dict[str, int]  # parameters, optimizer, gradients, reference, activations, total
+    platform: str = "cpu"  # what the step was compiled for
+    device_kind: str = ""
+    compile_seconds: float = 0.0
+    cost: dict[str, float] = dataclasses.field(default_factory=dict)  # XLA cost_analysis()
+    hlo: topology.HloSummary | None = None  # collectives and dot FLOPs of the optimized program
+    hlo_flops: float = 0.0  # dot FLOPs per device of the unoptimized program, loops counted
+    analytic_flops: dict[str, float] = dataclasses.field(default_factory=dict)  # per device
 
     def table(self) -> str:
         rows = [f"| {k} | {v / GB:.2f} |" for k, v in self.analytic.items()]
@@ -121,7 +136,11 @@ def analytic_activations(c, cfg: LlamaConfig, task: tasks.Task, mesh) -> int:
     k, h, v, L = cfg.n_kv_heads, cfg.head_dim, cfg.vocab_size, cfg.n_layers
     tp = mesh.shape["tensor"]
     act = jnp.dtype(cfg.dtype).itemsize
-    layer = t * ((n + 2 * k) * h * act / tp + n * t * 4 / tp + 3 * f * act / tp + 4 * d * act)
+    # the scores in float32; `jax.nn.dot_product_attention` and the einsum form also keep the
+    # probabilities in the compute dtype (the custom kernel recomputes them from the scores)
+    custom = resolve_attention(cfg.attention, cached=False, platform=cfg.target) == "custom"
+    scores = n * t * (4 if custom else 4 + act) / tp
+    layer = t * ((n + 2 * k) * h * act / tp + scores + 3 * f * act / tp + 4 * d * act)
     # The output projection's logits and their gradient: one chunk of positions at a time
     # (`kernels.target_logprobs`), or the whole sequence with `head_chunk=0`.
     head_t = min(cfg.head_chunk, t) if cfg.head_chunk else t
@@ -133,8 +152,42 @@ def analytic_activations(c, cfg: LlamaConfig, task: tasks.Task, mesh) -> int:
     return int(rows * per_row)
 
 
-def plan(c: ml_collections.ConfigDict) -> Plan:
-    """Compiles `c`'s train step abstractly on its mesh and returns the per-device memory."""
+class DoesNotFit(Exception):
+    """The compiler refused the step for lack of device memory (the TPU compiler does, rather than
+    report a size over the chip's): its message and the compile seconds."""
+
+    def __init__(self, message: str, seconds: float):
+        super().__init__(message)
+        self.seconds = seconds
+
+
+def analytic_flops(c, cfg: LlamaConfig, task: tasks.Task, num_devices: int) -> dict[str, float]:
+    """Matrix-product FLOPs of one train step per device, counted from the shapes.
+
+    `model`: the MFU convention (forward 2 x weights x tokens plus attention's two [T,S] products
+    over every query x key, backward twice the forward); `hardware`: what the step computes, the
+    model FLOPs plus the layers' forward again under remat, a live DPO reference's forward, and
+    (LoRA) no weight gradients of the frozen base (its backward: the input gradient only)."""
+    rows = c.batch_size * (1 if task.name == "sft" else 2)
+    t, d, L = c.data.max_len, cfg.dim, cfg.n_layers
+    layer_w = d * cfg.head_dim * (2 * cfg.n_heads + 2 * cfg.n_kv_heads) + 3 * d * cfg.ffn_dim
+    attn = 2 * 2 * t * cfg.n_heads * cfg.head_dim  # per token per layer: q k^T and p v
+    head = 0 if task.name == "reward" else 2 * d * cfg.vocab_size
+    fwd_layers = rows * t * L * (2 * layer_w + attn)
+    fwd = fwd_layers + rows * t * head
+    # LoRA: the frozen base's backward is its input gradient (plus attention's second product)
+    backward = 2 * fwd if not cfg.lora_rank else fwd + rows * t * L * attn
+    model = fwd + backward
+    hardware = model + (fwd_layers if cfg.remat != "none" else 0)
+    if task.needs_reference:
+        hardware += fwd
+    return {"model": model / num_devices, "hardware": hardware / num_devices}
+
+
+def plan(c: ml_collections.ConfigDict, devices: Sequence[jax.Device] | None = None) -> Plan:
+    """Compiles `c`'s train step abstractly on its mesh over `devices` (default: this machine's;
+    compile-only devices of a TPU slice from `topology.devices` compile with the TPU compiler) and
+    returns the per-device memory, with the compiled program's cost and collectives."""
     from psycho_jax import train  # heavy imports only when planning
 
     c = c.copy_and_resolve_references()
@@ -142,11 +195,14 @@ def plan(c: ml_collections.ConfigDict) -> Plan:
         c.init_from = c.init_from or "(dry run)"
         c.online.reward_model = c.online.reward_model or "(dry run)"
         c.task = "dpo" if c.task == "online_dpo" else c.task  # online DPO trains DPO steps
-    config_lib.validate(c, jax.device_count())
-    mesh = sharding.make_mesh(tuple(c.mesh))
+    devices = list(jax.devices() if devices is None else devices)
+    config_lib.validate(c, len(devices))
+    mesh = sharding.make_mesh(tuple(c.mesh), devices=devices)
     rules = tuple(tuple(r) for r in c.sharding_rules)
     task = tasks.make_task(c)
-    cfg = model_config(c)
+    # Kernels and layouts for the devices compiled for, not this machine's default backend.
+    platform = topology.platform_of(devices)
+    cfg = model_config(c).replace(platform=platform)
     if task.name == "reward":
         make = lambda: RewardModel(cfg, num_labels=task.num_labels, rngs=nnx.Rngs(0))
     else:
@@ -178,8 +234,16 @@ def plan(c: ml_collections.ConfigDict) -> Plan:
         out_shardings=(shardings, None),
         donate_argnums=0,
     )
+    start = time.perf_counter()
     with jax.set_mesh(mesh):
-        compiled = step.lower(state, batch, reference).compile()
+        lowered = step.lower(state, batch, reference)
+        try:
+            compiled = lowered.compile()
+        except Exception as e:  # the TPU compiler refuses a program over the chip's memory
+            if "RESOURCE_EXHAUSTED" not in str(e) and "Ran out of memory" not in str(e):
+                raise
+            raise DoesNotFit(str(e), time.perf_counter() - start) from e
+    seconds = time.perf_counter() - start
     m = compiled.memory_analysis()
     compiled_bytes = {
         "arguments": int(m.argument_size_in_bytes),
@@ -205,7 +269,23 @@ def plan(c: ml_collections.ConfigDict) -> Plan:
     }
     analytic["total"] = sum(analytic.values())
     num_params = sum(math.prod(x.shape) for x in jax.tree.leaves(params))
-    return Plan(dict(mesh.shape), num_params, compiled_bytes, analytic)
+    cost = compiled.cost_analysis() or {}
+    return Plan(
+        dict(mesh.shape),
+        num_params,
+        compiled_bytes,
+        analytic,
+        platform=platform,
+        device_kind=devices[0].device_kind,
+        compile_seconds=seconds,
+        cost={k: float(cost.get(k, 0.0)) for k in ("flops", "bytes accessed", "optimal_seconds")},
+        hlo=topology.summarize_hlo(compiled.as_text()),
+        # FLOPs from the program before partitioning and fusion (plain dots; the TPU compiler
+        # rewrites many into windowed convolutions), per device
+        hlo_flops=topology.summarize_hlo(lowered.as_text(dialect="hlo"), dict(mesh.shape)).dot_flops
+        / mesh.size,
+        analytic_flops=analytic_flops(c, cfg, task, mesh.size),
+    )
 
 
 def device_memory_gb(hardware: str) -> float:
@@ -214,3 +294,91 @@ def device_memory_gb(hardware: str) -> float:
         if name.lower() in hardware.lower():
             return gb
     raise ValueError(f"unknown hardware {hardware!r}; known: {', '.join(HARDWARE_GB)}")
+
+
+def tpu_report(p: Plan, c: ml_collections.ConfigDict, tpu: topology.Slice) -> dict[str, Any]:
+    """What a step compiled for a TPU slice costs per chip: memory against the chip's HBM, FLOPs
+    against the analytic count, the compiler's time estimate with the MFU and tokens/s/chip it
+    implies, and the program's collectives. Returns the figures and their printed `text`.
+
+    `cost_analysis()` counts a loop's body once (the scan over layers, gradient accumulation, the
+    head's chunks); the FLOPs with trip counts come from the unoptimized program's dots
+    (`Plan.hlo_flops`), and the step time is the compiler's `optimal_seconds` scaled by their ratio
+    to `cost_analysis()`'s FLOPs (each loop body's time taken as proportional to its FLOPs), never
+    under those FLOPs at the chip's peak."""
+    chip, hlo = tpu.chip, p.hlo
+    total = p.compiled["total"]
+    fits = total <= chip.hbm_gib * GB
+    counted_once = p.cost.get("flops", 0.0) or p.hlo_flops
+    # a negative or zero optimal_seconds (seen on v5e) is no estimate: the FLOPs at peak remain
+    optimal = max(p.cost.get("optimal_seconds", 0.0), 0.0)
+    scaled = optimal * p.hlo_flops / max(counted_once, 1.0)
+    at_peak = p.hlo_flops / chip.peak_bf16_flops
+    seconds = max(scaled, at_peak)
+    tokens = c.batch_size * c.data.max_len * (1 if c.task == "sft" else 2)
+    chips = math.prod(p.mesh.values())
+    mfu = p.analytic_flops["model"] / seconds / chip.peak_bf16_flops if seconds else 0.0
+    out = {
+        "topology": tpu.topology,
+        "chips": chips,
+        "device_kind": p.device_kind,
+        "hbm_gib": chip.hbm_gib,
+        "fits": fits,
+        "headroom_gib": chip.hbm_gib - total / GB,
+        "compile_seconds": p.compile_seconds,
+        "flops_per_chip": {
+            "cost_analysis (loop bodies once)": p.cost.get("flops", 0.0),
+            "program's dots, loops counted": p.hlo_flops,
+            "analytic hardware": p.analytic_flops["hardware"],
+            "analytic model": p.analytic_flops["model"],
+        },
+        "step_seconds": seconds,
+        "step_seconds_at_peak": at_peak,
+        "optimal_seconds_raw": p.cost.get("optimal_seconds", 0.0),
+        "mfu": mfu,
+        "tokens_per_second_per_chip": tokens / chips / seconds if seconds else 0.0,
+        "collectives": {
+            op: dict(zip(("ops", "per_step", "bytes"), v, strict=True))
+            for op, v in hlo.collectives.items()
+            if v[0]
+        },
+        "loops": hlo.loops,
+    }
+    verdict = "fits" if fits else "DOES NOT FIT"
+    lines = [
+        f"TPU {tpu.name} ({tpu.topology}, {chips} chips of {p.device_kind}, {chip.hbm_gib} GiB "
+        f"HBM): compiled by the TPU compiler in {p.compile_seconds:.0f} s",
+        f"memory per chip: {total / GB:.2f} GiB compiled (analytic {p.analytic['total'] / GB:.2f})"
+        f" -> {verdict}, headroom {out['headroom_gib']:.2f} GiB",
+        "FLOPs per chip: " + ", ".join(f"{k} {_si(v)}" for k, v in out["flops_per_chip"].items()),
+        f"step time (compiler estimate, loops scaled): {seconds * 1e3:.4g} ms (optimal_seconds "
+        f"{out['optimal_seconds_raw'] * 1e3:.3g} ms with loop bodies once, trip counts "
+        f"{hlo.loops}; the FLOPs at peak: {at_peak * 1e3:.4g} ms) -> MFU {mfu:.1%}, "
+        f"{out['tokens_per_second_per_chip']:,.0f} tokens/s/chip",
+        "collectives per step: "
+        + (
+            ", ".join(
+                f"{op} {v['ops']} ops x{v['per_step'] / max(v['ops'], 1):.1f} = "
+                f"{v['per_step']} runs, {_si(v['bytes'], 1024, 'B')}"
+                for op, v in out["collectives"].items()
+            )
+            or "none"
+        ),
+    ]
+    lines += [
+        f"  {_si(b, 1024, 'B')}: {op} {shape} x{runs} ({name[-90:]})"
+        for b, op, shape, runs, name in hlo.largest
+    ]
+    out["largest_collectives"] = hlo.largest
+    out["text"] = "\n".join(lines)
+    return out
+
+
+def _si(x: float, base: int = 1000, unit: str = "") -> str:
+    """1.23e12 -> "1.23 T"; with base 1024 and unit "B", binary prefixes ("1.5 GiB")."""
+    prefixes = ("", "K", "M", "G", "T", "P")
+    i = 0
+    while abs(x) >= base and i < len(prefixes) - 1:
+        x, i = x / base, i + 1
+    suffix = prefixes[i] + ("i" if base == 1024 and i else "") + unit
+    return f"{x:.3g} {suffix}".rstrip()

@@ -39,6 +39,7 @@ Array = jax.Array
 Cache = dict[str, Array]
 
 ATTENTION_IMPLS = ("auto", "xla", "custom", "einsum")
+PLATFORMS = ("", "cpu", "tpu", "gpu")
 # Projections that can carry LoRA adapters (Hugging Face / PEFT module names).
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -86,8 +87,8 @@ class LlamaConfig:
       tie_embeddings: share the input embedding with the output projection.
       param_dtype: dtype parameters are stored in.
       dtype: compute dtype of matmuls; norms, softmax, logits and rewards are always float32.
-      attention: "auto" (default: "custom" on CPU, "xla" elsewhere; "xla" whenever a KV cache is
-        used), "xla" for `jax.nn.dot_product_attention` (cuDNN's fused kernel on GPU), "custom"
+      attention: "auto" (default: "custom" when compiling for CPU, "xla" for any other target
+        (`platform`); "xla" whenever a KV cache is used), "xla" for `jax.nn.dot_product_attention` (cuDNN's fused kernel on GPU), "custom"
         for `kernels.attention` (grouped heads, hand-written backward: the CPU fast path) or
         "einsum", the plain reference implementation.
       remat: "none", "full" (recompute each block) or "dots" (save matmul outputs, recompute the
@@ -109,6 +110,11 @@ class LlamaConfig:
       lora_rank: R of the LoRA adapters; 0 = no adapters.
       lora_alpha: LoRA scale numerator: the update is (lora_alpha / lora_rank) * A @ B.
       lora_targets: the projections (names from `LORA_TARGETS`) that carry adapters.
+      platform: the platform the model's programs are compiled for: "" (default) the default
+        backend of the machine running it, or "cpu", "tpu", "gpu" (the mesh's devices, set by
+        whoever compiles for other devices than this machine's: `memory.plan` for a TPU slice).
+        It picks `attention="auto"` and the CPU-only paths of `psycho_jax.kernels`; never saved
+        with a checkpoint.
     """
 
     vocab_size: int = 128256
@@ -135,6 +141,13 @@ class LlamaConfig:
     lora_rank: int = 0
     lora_alpha: float = 16.0
     lora_targets: tuple[str, ...] = LORA_TARGETS
+    platform: str = ""
+
+    @property
+    def target(self) -> str:
+        """The platform programs are compiled for: `platform`, or this machine's default backend."""
+        p = self.platform or jax.default_backend()
+        return "gpu" if p in ("cuda", "rocm") else p
 
     def keeps_head_probs(self, rows: int, seq: int) -> bool:
         """Whether the chunked head keeps a `rows` x `seq` batch's [B,T,V] float32 softmax
@@ -172,6 +185,8 @@ class LlamaConfig:
         for name in ("param_dtype", "dtype"):
             if getattr(self, name) not in ("float32", "bfloat16", "float16"):
                 errors.append(f"{name}={getattr(self, name)!r}: use float32, bfloat16 or float16")
+        if self.platform not in PLATFORMS:
+            errors.append(f"platform={self.platform!r}: valid values are {PLATFORMS}")
         if self.attention_blocks < 0:
             errors.append(f"attention_blocks={self.attention_blocks} must be >= 0 (0: automatic)")
         if self.head_chunk < 0:
@@ -394,11 +409,12 @@ def rope_frequencies(cfg: LlamaConfig) -> Array:
     return jnp.where(medium, smoothed, scaled)
 
 
-def resolve_attention(impl: str, cached: bool) -> str:
-    """The implementation "auto" stands for: "custom" on CPU without a KV cache, else "xla"."""
+def resolve_attention(impl: str, cached: bool, platform: str = "") -> str:
+    """The implementation "auto" stands for: "custom" for a CPU target (`platform`, "" = the default
+    backend) without a KV cache, else "xla"."""
     if impl != "auto":
         return impl
-    return "custom" if jax.default_backend() == "cpu" and not cached else "xla"
+    return "custom" if kernels.on_cpu(platform) and not cached else "xla"
 
 
 def attention_block_count(cfg: LlamaConfig, t: int) -> int:
@@ -415,19 +431,20 @@ def attention_block_count(cfg: LlamaConfig, t: int) -> int:
     return blocks
 
 
-def attention(q: Array, k: Array, v: Array, mask: Array, impl: str) -> Array:
+def attention(q: Array, k: Array, v: Array, mask: Array, impl: str, platform: str = "") -> Array:
     """Grouped-query attention with a boolean mask.
 
     Args:
       q: [B,T,N,H]; k, v: [B,S,K,H]; mask: [B,T,S] bool (True: may attend).
       impl: "xla" (`jax.nn.dot_product_attention`), "custom" (`kernels.attention`) or "einsum"
         (explicit float32 softmax); "auto" as `resolve_attention` without a cache.
+      platform: the target ("" = the default backend; `LlamaConfig.platform`).
     Returns:
       [B,T,N,H] in q's dtype.
     """
-    impl = resolve_attention(impl, cached=False)
+    impl = resolve_attention(impl, cached=False, platform=platform)
     if impl == "custom":
-        return kernels.attention(q, k, v, mask)
+        return kernels.attention(q, k, v, mask, platform)
     if impl == "xla":
         return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, :, :])
     b, t, n, h = q.shape
@@ -475,7 +492,7 @@ def _project(eq: str, x: Array, w: dict[str, Array], name: str, cfg: LlamaConfig
     """`einsum(eq, x, W)`, plus `scale * (x @ A) @ B` when `name` has adapters (W + BA is never
     formed: the adapters cost O(R) per token)."""
     dt = jnp.dtype(cfg.dtype)
-    y = kernels.project(eq, x, w[name].astype(dt), None)
+    y = kernels.project(eq, x, w[name].astype(dt), None, cfg.target)
     a = w.get(f"{name}_lora_a")
     if a is None:
         return y
@@ -532,12 +549,12 @@ def decoder_layer(
             kv[1], v.astype(kv[1].dtype), (zero, end_index, zero, zero)
         )
         k, v, kv = k_cache.astype(dt), v_cache.astype(dt), (k_cache, v_cache)
-    impl = resolve_attention(cfg.attention, cached=kv is not None)
+    impl = resolve_attention(cfg.attention, cached=kv is not None, platform=cfg.target)
     blocks = attention_block_count(cfg, q.shape[1])
     if impl == "custom" and kv is None and query_index is None:
-        a = kernels.causal_attention(q, k, v, mask, blocks)
+        a = kernels.causal_attention(q, k, v, mask, blocks, cfg.target)
     else:
-        a = attention(q, k, v, mask, impl)
+        a = attention(q, k, v, mask, impl, cfg.target)
     x = x + _project("BTNH,NHD->BTD", a, w, "o_proj", cfg)
     h = rms_norm(x, w["post_attention_layernorm"], cfg.rms_norm_eps).astype(dt)
     if any(f"{name}_lora_a" in w for name in ("gate_proj", "up_proj", "down_proj")):
@@ -545,7 +562,7 @@ def decoder_layer(
         up = _project("BTD,DF->BTF", h, w, "up_proj", cfg)
         x = x + _project("BTF,FD->BTD", jax.nn.silu(gate) * up, w, "down_proj", cfg)
     else:
-        x = x + kernels.gated_mlp(h, w["gate_proj"], w["up_proj"], w["down_proj"])
+        x = x + kernels.gated_mlp(h, w["gate_proj"], w["up_proj"], w["down_proj"], cfg.target)
     return x, kv
 
 
@@ -568,6 +585,25 @@ def _constrain_batch(x: Array) -> Array:
         return x
     spec = jax.sharding.PartitionSpec(("data", "fsdp"), *([None] * (x.ndim - 1)))
     return jax.lax.with_sharding_constraint(x, spec)
+
+
+def embed_lookup(table: Array, tokens: Array) -> Array:
+    """`table[tokens]` ([V,D], [B,T] -> [B,T,D]) with its sharding spelled out on a mesh with an
+    `fsdp` axis: every device looks up every token (ids are a few bytes) in its `fsdp` slice of the
+    model dimension (the vocabulary gathered, as FSDP gathers any weight before use), and the rows
+    are then moved to the devices of their batch shard (`data` sliced, an all-to-all over `fsdp`).
+    Left to itself, the partitioner meets a table sharded on the model dimension and a batch
+    sharded over the same axis with a full rematerialisation of the lookup on every device."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or not {"data", "fsdp"} <= set(mesh.axis_names):
+        return jnp.take(table, tokens, axis=0)
+    P = jax.sharding.PartitionSpec
+    fsdp = "fsdp" if table.shape[1] % mesh.shape["fsdp"] == 0 else None
+    table = jax.lax.with_sharding_constraint(table, P(None, fsdp))
+    tokens = jax.lax.with_sharding_constraint(tokens, P())
+    x = jnp.take(table, tokens, axis=0)
+    data = "data" if tokens.shape[0] % mesh.shape["data"] == 0 else None
+    return jax.lax.with_sharding_constraint(x, P(data, None, fsdp))
 
 
 def init_cache(cfg: LlamaConfig, batch_size: int, max_len: int, dtype: str | None = None) -> Cache:
@@ -662,12 +698,12 @@ class Transformer(nnx.Module):
         if segment_ids is not None:
             mask &= segment_ids[:, :, None] == segment_ids[:, None, :]
         mask |= k_idx[None, None, :] == q_idx[None, :, None]
-        mask = kernels.materialized(mask)  # one buffer, not recomputed in every layer's fusions
+        # one buffer, not recomputed in every layer's fusions (CPU)
+        mask = kernels.materialized(mask, cfg.target)
 
         rope = kernels.rope_tables(positions, rope_frequencies(cfg))
         dt = jnp.dtype(cfg.dtype)
-        x = jnp.take(self.embed_tokens[...], tokens, axis=0).astype(dt)
-        x = _constrain_batch(x)
+        x = _constrain_batch(embed_lookup(self.embed_tokens[...].astype(dt), tokens))
         weights = {
             name: var[...] for name, var in vars(self.layers).items() if isinstance(var, nnx.Param)
         }
@@ -732,7 +768,7 @@ class Llama(nnx.Module):
             w, eq = self.model.embed_tokens[...], "BTD,VD->BTV"
         else:
             w, eq = self.lm_head[...], "BTD,DV->BTV"
-        return kernels.project(eq, hidden.astype(dt), w.astype(dt), jnp.float32)
+        return kernels.project(eq, hidden.astype(dt), w.astype(dt), jnp.float32, self.config.target)
 
     def target_logprobs(self, tokens: Array, loss_mask: Array, **kwargs: Any) -> Array:
         """log p(tokens[t] | tokens[:t]) where `loss_mask[t]`, else 0: [B,T] float32 (position 0
