@@ -58,6 +58,8 @@ setuptools.setup(
             "tensorflow-datasets>=4.9.8",
             "array-record>=0.8",
             "importlib_resources",
+            # tests/test_tpu_compile.py compiles for TPU slices with the TPU compiler (libtpu).
+            "jax[tpu]",
         ],
         # Optional sources and loggers, imported lazily with an "install psycho_jax[x]" message.
         # tfds needs importlib_resources (etils[epath]) at run time without requiring it.

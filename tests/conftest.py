@@ -11,6 +11,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # cloud metadata and without its exclusive lock (other JAX processes on the host may hold it).
 os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
 os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+# The tests run on (fake) CPU devices: with libtpu installed (the test extra brings it), JAX would
+# otherwise try to start a TPU backend first. Compiling for a TPU topology works all the same.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
