@@ -50,6 +50,8 @@ setuptools.setup(
             "torch==2.13.0",
             "tiktoken>=0.7",
             "trl>=1.0",
+            # tests/test_lora.py compares merged adapters with peft's (reference only).
+            "peft>=0.13",
             # tests/test_notebooks.py executes notebooks/ in a fresh kernel.
             "nbclient>=0.10",
             "nbformat>=5.10",
