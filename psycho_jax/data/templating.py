@@ -392,19 +392,28 @@ def tokenize_session(
         t = _tokenized(turns, s, n, None, index)
         if len(t.tokens) > trunc.max_len:
             mask = t.loss_mask[: trunc.max_len]
-            if mask.sum() < trunc.min_reply_tokens:
-                skips.skip(
-                    f"fewer than {trunc.min_reply_tokens} assistant tokens left within max_len "
-                    f"{trunc.max_len}",
-                    f"{conv.file}: row {conv.row}",
-                )
-                skips.count_assistant_tokens(total, 0)
+            if _too_few_targets_left(conv, trunc, mask, total, skips):
                 return []
             t = dataclasses.replace(t, tokens=t.tokens[: trunc.max_len], loss_mask=mask)
             skips.count("conversation: cut the end to fit max_len")
         out = [t]
     skips.count_assistant_tokens(total, int(sum(t.loss_mask.sum() for t in out)))
     return out
+
+
+def _too_few_targets_left(
+    conv: Conversation, trunc: Truncation, mask: np.ndarray, total: int, skips: SkipCounter
+) -> bool:
+    """Whether cutting at max_len leaves fewer than `min_reply_tokens` targets (then skipped and
+    counted, with none of the conversation's `total` assistant tokens kept)."""
+    if mask.sum() >= trunc.min_reply_tokens:
+        return False
+    skips.skip(
+        f"fewer than {trunc.min_reply_tokens} assistant tokens left within max_len {trunc.max_len}",
+        f"{conv.file}: row {conv.row}",
+    )
+    skips.count_assistant_tokens(total, 0)
+    return True
 
 
 def _tokenized(turns: Turns, s: int, e: int, targets, index: int) -> TokenizedConversation:
@@ -448,13 +457,7 @@ def _tokenize_conversation_slow(
         skips.count("conversation: opening assistant turn kept as context only (chat template)")
     if len(ids) > trunc.max_len:
         ids, mask = ids[: trunc.max_len], mask[: trunc.max_len]
-        if mask.sum() < trunc.min_reply_tokens:
-            skips.skip(
-                f"fewer than {trunc.min_reply_tokens} assistant tokens left within max_len "
-                f"{trunc.max_len}",
-                f"{conv.file}: row {conv.row}",
-            )
-            skips.count_assistant_tokens(total, 0)
+        if _too_few_targets_left(conv, trunc, mask, total, skips):
             return None
         skips.count("conversation: cut the end to fit max_len")
     skips.count_assistant_tokens(total, int(mask.sum()))
