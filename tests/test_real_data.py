@@ -2,7 +2,6 @@
 per-turn labels, long sessions cut into windows, eval splits of any size (never the sample)."""
 
 import functools
-import importlib.util
 import json
 import pathlib
 
@@ -15,25 +14,15 @@ from psycho_jax import sharding, tasks, train
 from psycho_jax.data import training as data_training
 from psycho_jax.model import Llama, LlamaConfig
 from psycho_jax.tokenizer import sample_tokenizer
+from tests.test_train import load_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STRATEGIES = ("Question", "Reflection of feelings", "Affirmation")
 
 
 def _config(task="sft", **overrides):
-    spec = importlib.util.spec_from_file_location(f"cfg_{task}", ROOT / "configs" / f"{task}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config("tiny")
-    c.model.dim, c.model.head_dim, c.model.ffn_dim = 64, 16, 128
-    c.batch_size, c.num_steps, c.eval_every, c.eval_batches, c.log_every = 8, 2, 2, 0, 1
-    for key, value in overrides.items():
-        node = c
-        *path, last = key.split("__")
-        for p in path:
-            node = node[p]
-        node[last] = value
-    return c
+    """tests/test_train.py's tiny config, with eval every 2 steps over the whole eval split."""
+    return load_config(task, num_steps=2, eval_every=2, eval_batches=0, **overrides)
 
 
 def write_sessions(path: pathlib.Path, n: int, turns: int = 7, long_every: int = 0) -> None:
