@@ -75,8 +75,9 @@ def main() -> None:
     cpu = min(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {cpu})
 
-    from psycho_jax import tokenizer as tk
-    from psycho_jax.data import formats, pii, pipeline, templating
+    from psycho_jax.data import formats, pii, templating
+    from psycho_jax.data import loader as pipeline
+    from psycho_jax.data import tokenizer as tk
 
     model = SHARED / "assets" / "llama3" / "tokenizer.model"
     if args.tokenizer == "llama3" and model.is_file():

@@ -1,4 +1,4 @@
-"""Greedy decode throughput: `psycho_jax.decode.Sampler` against transformers' `generate`, same weights.
+"""Greedy decode throughput: `psycho_jax.core.decode.Sampler` against transformers' `generate`, same weights.
 
     python bench/decode_throughput.py                                # tiny and small, batch 1 and 16
     python bench/decode_throughput.py --sizes=tiny --max_new_tokens=64 --repeats=5
@@ -8,7 +8,7 @@
 `--sizes` names this script's own SIZES; `--shapes` instead names the benchmark suite's shapes
 (bench/shapes.py: their `hf` model dimensions; their training batch and length do not apply here).
 For each size a random transformers `LlamaForCausalLM` (float32) is saved with `save_pretrained` and
-loaded into JAX with `psycho_jax.hf.load_llama`, so both frameworks run identical weights. Prompts are
+loaded into JAX with `psycho_jax.core.hf.load_llama`, so both frameworks run identical weights. Prompts are
 random ids of about `--prompt_len` tokens, left-padded to `--prompt_len` (batch > 1: lengths vary
 between half and all of it). Both decode greedily with no stop token, so every row generates exactly
 `--max_new_tokens` tokens: the sampler with `stop_ids=[]`, `generate` with `eos_token_id=None` and
@@ -153,7 +153,7 @@ def _torch_generate(model, tokens: np.ndarray, mask: np.ndarray, n: int):
 
 
 def run_size(size: str, args, workdir: str) -> list[Result]:
-    from psycho_jax import decode, hf
+    from psycho_jax.core import decode, hf
 
     dims = args.dims[size]
     model_pt = _hf_model(dims, args.seed)

@@ -40,7 +40,7 @@ useful FLOPs only).
 Matrix multiply: XLA (`jax.jit(jnp.dot)`) and torch (`torch.matmul`, `--torch_threads` threads, default
 one per CPU) on `--matmul_n`³ operands in `--precision` (float32 accumulation), median of
 `--matmul_repeats` calls each, measured in this run.
-A step's achieved FLOP/s is tokens/s x its model FLOPs per token (`psycho_jax.train.
+A step's achieved FLOP/s is tokens/s x its model FLOPs per token (`psycho_jax.train.loop.
 model_flops_per_token`, except that a reward model has no LM head: see `flops_per_token`), reported as a
 fraction of its own framework's matmul rate. Cost ratios: seconds per token of dpo, dpo_pre and reward
 relative to SFT, measured per framework, beside the analytic ratio of model FLOPs (a pair task's
@@ -235,7 +235,9 @@ def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def flops_per_token(shape: str, task: str, model_dir: str) -> dict[str, float]:
     """Model FLOPs per trained token: `library` is `train.model_flops_per_token` as the train loop
     logs it; `model` is what the step computes, used for the matmul fractions and cost ratios."""
-    from psycho_jax import hf, tasks, train
+    from psycho_jax.core import hf
+    from psycho_jax.train import loop as train
+    from psycho_jax.train import tasks
 
     cfg = hf.config_from_hf(hf_config(shape).to_dict())
     t = tasks.make_task(train_step.jax_config(task, shape, model_dir, []))

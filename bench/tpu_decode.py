@@ -19,10 +19,10 @@ import jax.numpy as jnp
 from absl import app, flags
 from flax import nnx
 
-from psycho_jax import decode, sharding, topology
-from psycho_jax.model import Llama, LlamaConfig
+from psycho_jax.core import decode, sharding, topology
+from psycho_jax.core.model import Llama, LlamaConfig
 
-flags.DEFINE_string("topology", "v5p-16", "TPU slice (psycho_jax.topology names)")
+flags.DEFINE_string("topology", "v5p-16", "TPU slice (psycho_jax.core.topology names)")
 flags.DEFINE_string("preset", "llama3_8b", "LlamaConfig preset")
 flags.DEFINE_integer("batch", 64, "rows decoded together")
 flags.DEFINE_integer("prompt", 512, "prompt tokens (the cache holds prompt + new)")

@@ -307,8 +307,8 @@ def prepare(model_dir: str, shape: str, seed: int = 0) -> None:
     import jax.numpy as jnp
     from flax import nnx
 
-    from psycho_jax import hf
-    from psycho_jax.model import Llama, RewardModel
+    from psycho_jax.core import hf
+    from psycho_jax.core.model import Llama, RewardModel
 
     cfg = hf.config_from_hf(hf_config(shape).to_dict())
     out = pathlib.Path(model_dir)
@@ -356,7 +356,7 @@ def jax_config(task: str, shape: str, model_dir: str, overrides: list[str]):
 
 
 def run_jax(args) -> dict:
-    from psycho_jax import distributed
+    from psycho_jax.core import distributed
 
     overrides = (["model.dtype=bfloat16"] if args.precision == "bfloat16" else []) + args.set
     if args.data == "counsel":  # what the batches are (the step takes their shapes from them)
@@ -367,8 +367,10 @@ def run_jax(args) -> dict:
     import jax
     from flax import nnx
 
-    from psycho_jax import sharding, tasks, train
-    from psycho_jax.model import trainable_filter
+    from psycho_jax.core import sharding
+    from psycho_jax.core.model import trainable_filter
+    from psycho_jax.train import loop as train
+    from psycho_jax.train import tasks
 
     compiles: list[str] = []
 

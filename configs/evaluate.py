@@ -10,7 +10,7 @@ or name=reference (the prompt file's reference replies). See `psycho_jax.evaluat
 
 import ml_collections
 
-from psycho_jax import sharding
+from psycho_jax.core import sharding
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

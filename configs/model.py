@@ -9,7 +9,7 @@ Variants (`:name`) are the `LlamaConfig` presets: tiny, llama3_1b, llama3_3b, ll
 
 import ml_collections
 
-from psycho_jax import sharding
+from psycho_jax.core import sharding
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

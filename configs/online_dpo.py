@@ -1,5 +1,5 @@
 """Online (iterative) DPO: sample k replies per prompt from the policy, score them with the reward
-model, train DPO on best vs worst; `online.rounds` rounds (see `psycho_jax.online`).
+model, train DPO on best vs worst; `online.rounds` rounds (see `psycho_jax.train.online`).
 
     python -m psycho_jax.main --config=configs/online_dpo.py:tiny --workdir=/tmp/online \\
         --config.init_from=/tmp/psycho_jax_pipeline/dpo \\

@@ -19,10 +19,11 @@ from collections.abc import Iterator
 
 from absl import app, flags
 
-from psycho_jax import checkpoint as ckpt_lib
-from psycho_jax import decode, safety
-from psycho_jax import tokenizer as tokenizer_lib
+from psycho_jax.core import decode
+from psycho_jax.data import tokenizer as tokenizer_lib
 from psycho_jax.data.formats import Message
+from psycho_jax.evaluation import safety
+from psycho_jax.train import checkpoint as ckpt_lib
 
 NOTICE = """\
 psycho_jax chat: a RESEARCH model, not a therapist or a crisis service. Its replies can be wrong

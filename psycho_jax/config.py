@@ -10,10 +10,11 @@ from typing import Any
 
 import ml_collections
 
-from psycho_jax import losses, sharding
+from psycho_jax.core import sharding
+from psycho_jax.core.model import LORA_TARGETS, NUMERICS, PRESETS, LlamaConfig
 from psycho_jax.data.formats import parse_role_map
 from psycho_jax.data.templating import DEFAULT_MAX_LEN
-from psycho_jax.model import LORA_TARGETS, NUMERICS, PRESETS, LlamaConfig
+from psycho_jax.train import losses
 
 TASKS = ("sft", "reward", "dpo", "online_dpo")
 MARGINS = ("none", "constant", "ratings")
@@ -38,7 +39,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.ffn_dim = 0
     c.model.dtype = "float32"  # compute dtype: bfloat16 on accelerators
     c.model.param_dtype = "float32"
-    c.model.attention = "auto"  # auto | xla | custom | einsum (psycho_jax.model.LlamaConfig)
+    c.model.attention = "auto"  # auto | xla | custom | einsum (psycho_jax.core.model.LlamaConfig)
     c.model.remat = "none"
     c.model.scan_layers = False
     c.model.head_chunk = 128  # positions per row per output-projection chunk; 0: full logits
@@ -50,7 +51,7 @@ def base_config() -> ml_collections.ConfigDict:
         "sample"  # "sample" (shipped), a HF tokenizer directory, or a tokenizer.model file
     )
 
-    # LoRA adapters (psycho_jax.lora): with rank > 0 only the adapters (and a reward model's new
+    # LoRA adapters (psycho_jax.core.lora): with rank > 0 only the adapters (and a reward model's new
     # score head) train, the base stays frozen, and DPO's reference is that frozen base.
     c.lora = ml_collections.ConfigDict()
     c.lora.rank = 0  # 0: off (full fine-tuning)
@@ -122,7 +123,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.dpo.reference_from = ""  # reference checkpoint; "" = init_from
     c.dpo.reference_cache = "~/.cache/psycho_jax/reference_logps"  # precomputed log-probs
 
-    # Online (iterative) DPO, task "online_dpo" (psycho_jax.online); the dpo.* keys above apply.
+    # Online (iterative) DPO, task "online_dpo" (psycho_jax.train.online); the dpo.* keys above apply.
     c.online = ml_collections.ConfigDict()
     c.online.rounds = 3
     c.online.reward_model = ""  # reward-model stage workdir or HF directory

@@ -22,10 +22,10 @@ every system's replies to them, replies files included), or a set named explicit
 says which. Every system is compared with `baseline`:
 
 * reward-model win rate with ties (ties count half), a paired bootstrap interval over prompts, and the
-  length-controlled win rate (`psycho_jax.winrate`); reply lengths in tokens;
+  length-controlled win rate (`psycho_jax.evaluation.winrate`); reply lengths in tokens;
 * per-principle scores where the reward model has the principle head (`reward.principle_head`);
 * a safety slice on crisis prompts (`config.crisis`): rule checks (acknowledges risk, points to help,
-  no harmful instructions; `psycho_jax.safety`) and reward-model scores, next to the crisis file's
+  no harmful instructions; `psycho_jax.evaluation.safety`) and reward-model scores, next to the crisis file's
   good and bad reference replies as a calibration of both;
 * external judge: `judge_requests_<system>_vs_<baseline>.jsonl` in the OpenAI Batch format, both
   orders, with the seven-principle rubric; `config.judge.verdicts` reads the verdicts back.
@@ -49,12 +49,13 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from psycho_jax import checkpoint as ckpt_lib
-from psycho_jax import decode, judge, metrics_writer, report, safety, scoring, sharding, winrate
-from psycho_jax import tokenizer as tokenizer_lib
 from psycho_jax.chat import find_tokenizer
+from psycho_jax.core import decode, metrics_writer, sharding
+from psycho_jax.data import tokenizer as tokenizer_lib
 from psycho_jax.data.formats import PRINCIPLES, DataError
-from psycho_jax.replies import Coverage, Replies, check_replies, read_replies  # noqa: F401
+from psycho_jax.evaluation import judge, report, safety, scoring, winrate
+from psycho_jax.evaluation.replies import Coverage, Replies, check_replies, read_replies  # noqa: F401
+from psycho_jax.train import checkpoint as ckpt_lib
 
 TABLE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 

@@ -24,9 +24,9 @@ import re
 import jax
 from absl import app, flags, logging
 
-from psycho_jax import checkpoint as ckpt_lib
-from psycho_jax import hf, lora, metrics_writer, sharding
-from psycho_jax.tokenizer import load_tokenizer
+from psycho_jax.core import hf, lora, metrics_writer, sharding
+from psycho_jax.data.tokenizer import load_tokenizer
+from psycho_jax.train import checkpoint as ckpt_lib
 
 
 def define_flags() -> None:

@@ -24,8 +24,8 @@ from flax import nnx
 from ml_collections import config_flags
 
 from psycho_jax import config as config_lib
-from psycho_jax import distributed, hf, metrics_writer, sharding
-from psycho_jax.model import Llama, LlamaConfig
+from psycho_jax.core import distributed, hf, metrics_writer, sharding
+from psycho_jax.core.model import Llama, LlamaConfig
 
 
 def define_flags() -> None:
@@ -133,8 +133,9 @@ def run_model_demo(config: ml_collections.ConfigDict, dry_run: bool = False) -> 
 
 def plan_memory(config: ml_collections.ConfigDict, slice_name: str = "") -> dict:
     """Prints and returns the memory plan of a training config (see `psycho_jax.memory`); with a
-    TPU slice (`psycho_jax.topology`), compiled for it by the TPU compiler."""
-    from psycho_jax import memory, topology
+    TPU slice (`psycho_jax.core.topology`), compiled for it by the TPU compiler."""
+    from psycho_jax import memory
+    from psycho_jax.core import topology
 
     if slice_name:
         tpu, devices = topology.devices(slice_name)
@@ -180,7 +181,7 @@ def main(argv):
     if flags.FLAGS.topology:
         if not flags.FLAGS.dry_run or "task" not in flags.FLAGS.config:
             raise app.UsageError("--topology plans a training config: add --dry_run")
-        from psycho_jax import topology
+        from psycho_jax.core import topology
 
         try:  # an unknown name or a missing TPU compiler fails before JAX starts
             topology.parse(flags.FLAGS.topology)
@@ -203,11 +204,22 @@ def main(argv):
             return
         if not flags.FLAGS.workdir:
             raise app.UsageError("--workdir is required to train")
-        from psycho_jax import train
-
-        train.train_and_evaluate(config, flags.FLAGS.workdir)
+        run_training(config, flags.FLAGS.workdir)
     else:
         run_model_demo(config, dry_run=flags.FLAGS.dry_run)
+
+
+def run_training(c: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+    """Runs a training config in `workdir`: one stage (`train_and_evaluate`), or for
+    `task=online_dpo` rounds of sampling, scoring and DPO stages (`run_online_dpo`)."""
+    config_lib.validate(c, jax.device_count())
+    if c.task == "online_dpo":
+        from psycho_jax.train import online
+
+        return online.run_online_dpo(c, workdir)
+    from psycho_jax.train import loop
+
+    return loop.train_and_evaluate(c, workdir)
 
 
 def run():

@@ -4,7 +4,7 @@
     python -m psycho_jax.main --config=configs/dpo.py:llama3_8b --dry_run --topology=v5p-16
 
 With `--topology` the step is compiled by the TPU compiler for a TPU slice's devices
-(`psycho_jax.topology`, `tpu_report`): the TPU's own memory, FLOPs, time estimate and collectives.
+(`psycho_jax.core.topology`, `tpu_report`): the TPU's own memory, FLOPs, time estimate and collectives.
 
 Nothing is allocated: the model, optimizer state, reference and batch are `ShapeDtypeStruct`s with
 their shardings; the jitted train step is lowered and compiled for the configured mesh (on a machine
@@ -45,8 +45,15 @@ import ml_collections
 from flax import nnx
 
 from psycho_jax import config as config_lib
-from psycho_jax import sharding, tasks, topology
-from psycho_jax.model import Llama, LlamaConfig, RewardModel, resolve_attention, trainable_filter
+from psycho_jax.core import sharding, topology
+from psycho_jax.core.model import (
+    Llama,
+    LlamaConfig,
+    RewardModel,
+    resolve_attention,
+    trainable_filter,
+)
+from psycho_jax.train import tasks
 
 GB = 1024**3
 
@@ -188,7 +195,7 @@ def plan(c: ml_collections.ConfigDict, devices: Sequence[jax.Device] | None = No
     """Compiles `c`'s train step abstractly on its mesh over `devices` (default: this machine's;
     compile-only devices of a TPU slice from `topology.devices` compile with the TPU compiler) and
     returns the per-device memory, with the compiled program's cost and collectives."""
-    from psycho_jax import train  # heavy imports only when planning
+    from psycho_jax.train import loop as train  # heavy imports only when planning
 
     c = c.copy_and_resolve_references()
     with c.unlocked():  # nothing is loaded: a checkpoint to start from is not needed to plan

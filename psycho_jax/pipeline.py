@@ -2,7 +2,7 @@
 
     python -m psycho_jax.pipeline --config=configs/pipeline.py:demo --workdir=/tmp/pipeline
 
-Each training stage is an ordinary `train.train_and_evaluate` run in `workdir/<stage>`: the reward
+Each training stage is an ordinary `main.run_training` run in `workdir/<stage>`: the reward
 model and the DPO policy and reference start from the SFT checkpoint; online DPO starts from the SFT
 policy too (as in PsychoCounsel, offline and online DPO are two ways to improve the same SFT model) and
 samples, scores with the reward model and trains for `online.rounds` rounds. The evaluation stage
@@ -23,7 +23,9 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from psycho_jax import distributed, evaluate, metrics_writer, train
+from psycho_jax import evaluate
+from psycho_jax.core import distributed, metrics_writer
+from psycho_jax.main import run_training
 
 STAGES = ("sft", "reward", "dpo", "online_dpo")
 
@@ -32,7 +34,9 @@ def define_flags() -> None:
     """Command-line flags; defined only when run as a program, so importing this module (tests,
     notebooks, other CLIs) never clashes with another module's flags."""
     config_flags.DEFINE_config_file("config", "configs/pipeline.py:demo", lock_config=True)
-    flags.DEFINE_bool("distributed", None, "Join a multi-host run (see psycho_jax.distributed).")
+    flags.DEFINE_bool(
+        "distributed", None, "Join a multi-host run (see psycho_jax.core.distributed)."
+    )
     flags.DEFINE_string("workdir", "/tmp/psycho_jax_pipeline", "Where every stage writes.")
 
 
@@ -75,7 +79,7 @@ def run_pipeline(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> d
         if stage == "evaluate":
             results[stage] = evaluate.run_evaluation(sc, dirs[stage])
         else:
-            results[stage] = train.train_and_evaluate(sc, dirs[stage])
+            results[stage] = run_training(sc, dirs[stage])
         seconds[stage] = time.perf_counter() - start
     for stage in STAGES:  # stages not run this time: their saved final metrics
         saved = dirs[stage] / "final_metrics.json"

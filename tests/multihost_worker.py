@@ -3,7 +3,7 @@
     PSYCHO_JAX_COORDINATOR=localhost:PORT PSYCHO_JAX_NUM_PROCESSES=2 PSYCHO_JAX_PROCESS_ID=i \
         python tests/multihost_worker.py CONFIG.json WORKDIR [LOCAL_DEVICES]
 
-Joins the cluster through `psycho_jax.distributed`, trains the config (a `ConfigDict.to_json()`) with
+Joins the cluster through `psycho_jax.core.distributed`, trains the config (a `ConfigDict.to_json()`) with
 `train.train_and_evaluate` into the shared WORKDIR, and writes what this process saw (process index and
 count, device counts, final metrics) to `WORKDIR/../process_<i>.json`.
 """
@@ -32,7 +32,7 @@ def main(config_json: str, workdir: str, local_devices: str = "4") -> None:
         jax.config.update("jax_compilation_cache_dir", cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
-    from psycho_jax import distributed
+    from psycho_jax.core import distributed
 
     assert distributed.maybe_initialize(), "PSYCHO_JAX_* variables unset"
     assert distributed.maybe_initialize()  # idempotent
@@ -42,7 +42,7 @@ def main(config_json: str, workdir: str, local_devices: str = "4") -> None:
     import ml_collections
     from absl import logging
 
-    from psycho_jax import train
+    from psycho_jax.train import loop as train
 
     logging.set_verbosity(logging.INFO)
     config = ml_collections.ConfigDict(json.loads(pathlib.Path(config_json).read_text()))

@@ -9,10 +9,11 @@ import sys
 import pytest
 from flax import nnx
 
-from psycho_jax import chat, decode, hf
+from psycho_jax import chat
+from psycho_jax.core import decode, hf
+from psycho_jax.core.model import Llama, LlamaConfig
 from psycho_jax.data.formats import Message
-from psycho_jax.model import Llama, LlamaConfig
-from psycho_jax.tokenizer import sample_tokenizer
+from psycho_jax.data.tokenizer import sample_tokenizer
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GREEDY = decode.Sampling(temperature=0.0, max_new_tokens=12)
@@ -175,7 +176,7 @@ def test_crisis_message_later_in_the_chat_shows_the_resources(sampler):
 
 
 def test_crisis_check_is_shared_with_the_safety_slice():
-    from psycho_jax import safety, scoring
+    from psycho_jax.evaluation import safety, scoring
 
     for msg in ("I want to end my life", "I keep cutting myself", "I've been thinking of suicide",
                 "He hits me when he drinks"):  # fmt: skip

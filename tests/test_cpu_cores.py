@@ -9,11 +9,12 @@ import sys
 import pytest
 
 from psycho_jax import config as config_lib
-from psycho_jax import distributed
+from psycho_jax.core import distributed
 
 SCRIPT = """
 import json, sys
-from psycho_jax import config as config_lib, distributed
+from psycho_jax import config as config_lib
+from psycho_jax.core import distributed
 c = config_lib.base_config()
 c.batch_size, c.grad_accum, c.cpu_devices = {batch}, {accum}, {setting}
 n = distributed.use_cpu_cores(c, cores={cores})

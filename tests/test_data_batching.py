@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from psycho_jax import tokenizer as tk
+from psycho_jax.core.model import Llama, LlamaConfig
 from psycho_jax.data import batching, formats, sources, templating
-from psycho_jax.model import Llama, LlamaConfig
+from psycho_jax.data import tokenizer as tk
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from psycho_jax import tokenizer as tk
-from psycho_jax.data import pipeline, sources, templating
+from psycho_jax.data import loader as pipeline
+from psycho_jax.data import sources, templating
+from psycho_jax.data import tokenizer as tk
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +187,7 @@ def test_endless_packing_is_random_access_with_bounded_plans(convs, ct):
 def test_host_batches_assemble_on_the_mesh(pairs, ct):
     import jax
 
-    from psycho_jax.sharding import make_mesh, shard_batch
+    from psycho_jax.core.sharding import make_mesh, shard_batch
 
     mesh = make_mesh((1, -1, 1))
     loader = pipeline.Loader(

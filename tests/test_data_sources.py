@@ -6,7 +6,7 @@ import pathlib
 import pandas as pd
 import pytest
 
-from psycho_jax.data import sources
+from psycho_jax.data import files, sources
 from psycho_jax.data.formats import PRINCIPLES, Conversation, DataError, PreferencePair, SkipCounter
 
 PC_COLUMNS = [
@@ -64,7 +64,7 @@ def test_hf_load_dataset_on_local_parquet_and_jsonl_dirs(tmp_path):
     _pc_frame(6).to_parquet(pq / "train-00000-of-00001.parquet")
     _pc_frame(3, start=100).to_parquet(pq / "test-00000-of-00001.parquet")
     name = str(tmp_path / "pc_parquet")
-    assert sources.hf_splits(name) == ["test", "train"]
+    assert files.hf_splits(name) == ["test", "train"]
     train = sources.load_source(f"hf:{name}:train")
     test = sources.load_source(sources.Source("hf", name, "test"))
     assert [len(train), len(test)] == [6, 3] and test[0].id == "100-p100"
@@ -89,28 +89,28 @@ def test_undecodable_files_name_the_file(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": oops}\n')
     with pytest.raises(DataError, match=r"bad.jsonl: row 1: line 2 is not valid JSON"):
-        sources.read_file(bad)
+        files.read_file(bad)
     latin = tmp_path / "latin.jsonl"
     latin.write_bytes('{"prompt": "caf\xe9"}\n'.encode("latin-1"))
     with pytest.raises(DataError, match=r"latin.jsonl: line 1: not UTF-8 text \(byte 0xe9"):
-        sources.read_file(latin)
+        files.read_file(latin)
     pq = tmp_path / "broken.parquet"
     pq.write_bytes(b"PAR1 this is not parquet")
     with pytest.raises(DataError, match=r"broken.parquet: not a readable Parquet file"):
-        sources.read_file(pq)
+        files.read_file(pq)
     csv = tmp_path / "latin.csv"
     csv.write_bytes("question,chosen\ncaf\xe9,x\n".encode("latin-1"))
     with pytest.raises(DataError, match=r"latin.csv: line 2: not UTF-8 text"):
-        sources.read_file(csv)
+        files.read_file(csv)
     js = tmp_path / "obj.json"
     js.write_text(json.dumps({"a": 1}))
     with pytest.raises(DataError, match=r"obj.json: expected a JSON list of objects"):
-        sources.read_file(js)
+        files.read_file(js)
     with pytest.raises(DataError, match=r"x.txt: unknown file type '.txt'"):
         (tmp_path / "x.txt").write_text("hi")
-        sources.read_file(tmp_path / "x.txt")
+        files.read_file(tmp_path / "x.txt")
     with pytest.raises(DataError, match="missing.jsonl: no such file"):
-        sources.read_file(tmp_path / "missing.jsonl")
+        files.read_file(tmp_path / "missing.jsonl")
 
 
 def test_bad_rows_in_files_raise_or_are_counted(tmp_path):
@@ -233,7 +233,7 @@ def test_duplicate_ids_are_reported_in_training_and_an_error_in_eval_prompts(tmp
     assert len(pairs) == 7  # kept: an id only names a row
     assert sources.duplicate_ids(pairs) == (4, ["x0", "x1", "x2"])
     assert skips.events == {f"duplicate example ids in file:{path} (kept; e.g. x0, x1, x2)": 4}
-    from psycho_jax import scoring
+    from psycho_jax.evaluation import scoring
 
     with pytest.raises(DataError, match=r"dups.jsonl: row 3, field 'id': 'x0' repeats row 0"):
         scoring.load_prompts(str(path))

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import transformers
 
-from psycho_jax import tokenizer as tk
 from psycho_jax.data import encoder as encoder_lib
 from psycho_jax.data import formats, templating
+from psycho_jax.data import tokenizer as tk
 from psycho_jax.data.formats import Conversation, DataError, Message, PreferencePair
 
 # Llama 3 ids (checked against tiktoken in test_llama3_ids_match_tiktoken).

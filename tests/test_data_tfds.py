@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from psycho_jax.data import formats, sources
+from psycho_jax.data import files, formats, sources
 
 tfds = pytest.importorskip("tensorflow_datasets", reason="the tfds extra is not installed")
 np = pytest.importorskip("numpy")
@@ -108,7 +108,7 @@ def test_tfds_pairs_equal_the_same_rows_from_a_file(data_dir, tmp_path, monkeypa
     got = sources.load_source("tfds:counsel_pairs:train")
     assert len(got) == 7 and all(isinstance(e, formats.PreferencePair) for e in got)
     # The same rows as a JSONL file give the same examples (ids aside: order is the records').
-    rows = sources.read_tfds("counsel_pairs", "train")
+    rows = files.read_tfds("counsel_pairs", "train")
     path = tmp_path / "pairs.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     from_file = sources.load_source(str(path))
@@ -136,7 +136,7 @@ def test_tfds_conversations_and_splits(data_dir, monkeypatch):
 def test_missing_tfds_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
     with pytest.raises(ImportError, match=r"psycho_jax\[tfds\]"):
-        sources.read_tfds("counsel_pairs", "train")
+        files.read_tfds("counsel_pairs", "train")
 
 
 def test_audit_reads_tfds_from_a_fresh_process(data_dir, tmp_path):

@@ -9,10 +9,10 @@ from flax import nnx
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from psycho_jax import decode, hf, sharding  # noqa: E402
+from psycho_jax.core import decode, hf, sharding  # noqa: E402
+from psycho_jax.core.model import Llama, LlamaConfig  # noqa: E402
 from psycho_jax.data.formats import Message  # noqa: E402
-from psycho_jax.model import Llama, LlamaConfig  # noqa: E402
-from psycho_jax.tokenizer import sample_tokenizer  # noqa: E402
+from psycho_jax.data.tokenizer import sample_tokenizer  # noqa: E402
 
 PAD = 0
 N_NEW = 12

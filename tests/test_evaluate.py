@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from psycho_jax import evaluate, hf, judge, scoring
+from psycho_jax import evaluate
+from psycho_jax.core import hf
+from psycho_jax.core.model import Llama, LlamaConfig, RewardModel
 from psycho_jax.data.formats import PRINCIPLES, DataError
-from psycho_jax.model import Llama, LlamaConfig, RewardModel
-from psycho_jax.tokenizer import sample_tokenizer
+from psycho_jax.data.tokenizer import sample_tokenizer
+from psycho_jax.evaluation import judge, scoring
 
 
 @pytest.fixture(scope="module")
@@ -154,9 +156,9 @@ def test_prompt_rows_are_checked(tmp_path):
 
 def test_scorer_matches_the_reward_model_on_training_rendering(models):
     """RewardScorer's ids are the training pair rendering; its scores equal a direct forward."""
-    from psycho_jax import checkpoint
     from psycho_jax.data.formats import Message, PreferencePair, SkipCounter
     from psycho_jax.data.templating import ChatTokenizer, Truncation, tokenize_pair
+    from psycho_jax.train import checkpoint
 
     tok = sample_tokenizer()
     rm = checkpoint.load_model(models / "reward")

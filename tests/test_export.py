@@ -14,10 +14,11 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from psycho_jax import checkpoint, train  # noqa: E402
+from psycho_jax.core.model import Llama, RewardModel  # noqa: E402
 from psycho_jax.data import shipped  # noqa: E402
 from psycho_jax.export import export  # noqa: E402
-from psycho_jax.model import Llama, RewardModel  # noqa: E402
+from psycho_jax.train import checkpoint  # noqa: E402
+from psycho_jax.train import loop as train  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from psycho_jax import checkpoint, sharding, train
+from psycho_jax.core import sharding
 from psycho_jax.data import training as data_training
+from psycho_jax.train import checkpoint
+from psycho_jax.train import loop as train
 
 from .test_train import load_config
 

@@ -12,8 +12,8 @@ from flax import nnx
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from psycho_jax import hf, sharding  # noqa: E402
-from psycho_jax.model import Llama, LlamaConfig, RewardModel  # noqa: E402
+from psycho_jax.core import hf, sharding  # noqa: E402
+from psycho_jax.core.model import Llama, LlamaConfig, RewardModel  # noqa: E402
 
 # float32 on both sides: differences are summation order only. Never loosen this to pass.
 ATOL = 1e-4

@@ -7,8 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from psycho_jax import judge
 from psycho_jax.data.formats import PRINCIPLES
+from psycho_jax.evaluation import judge
 
 
 @dataclasses.dataclass(frozen=True)

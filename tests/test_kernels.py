@@ -1,4 +1,4 @@
-"""The hand-written backward passes of `psycho_jax.kernels` equal autodiff of the plain formulas."""
+"""The hand-written backward passes of `psycho_jax.core.kernels` equal autodiff of the plain formulas."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from psycho_jax import kernels
-from psycho_jax.model import LlamaConfig, attention, rope_frequencies
+from psycho_jax.core import kernels
+from psycho_jax.core.model import LlamaConfig, attention, rope_frequencies
 
 RTOL, ATOL = 1e-5, 1e-5  # float32, values and gradients
 
@@ -114,7 +114,7 @@ def test_causal_attention_blocks_match_one_block(blocks):
 
 
 def test_attention_block_count_automatic_and_explicit():
-    from psycho_jax.model import attention_block_count
+    from psycho_jax.core.model import attention_block_count
 
     auto = LlamaConfig.tiny()
     assert auto.attention_blocks == 0  # the default is automatic
@@ -137,7 +137,7 @@ def test_materialized_is_the_identity_and_a_fusion_boundary():
 
     from flax import nnx
 
-    from psycho_jax.model import Llama
+    from psycho_jax.core.model import Llama
 
     rng = np.random.default_rng(8)
     for x in (
@@ -168,7 +168,7 @@ def test_materialized_is_the_identity_and_a_fusion_boundary():
 def test_llama_attention_blocks_same_logits_and_grads():
     from flax import nnx
 
-    from psycho_jax.model import Llama
+    from psycho_jax.core.model import Llama
 
     tokens = jnp.asarray(np.random.default_rng(7).integers(3, 256, (2, 32)), jnp.int32)
     mask = jnp.ones((2, 32), jnp.int32).at[0, :3].set(0)  # left padding
@@ -264,7 +264,7 @@ def test_bfloat16_training_products_stay_bfloat16_on_cpu():
     float32 rate): every projection of a bfloat16 model, forward and backward, must be the latter."""
     from flax import nnx
 
-    from psycho_jax.model import Llama
+    from psycho_jax.core.model import Llama
 
     cfg = LlamaConfig.tiny(dtype="bfloat16", attention="custom")
     model = Llama(cfg, rngs=nnx.Rngs(0))
@@ -279,7 +279,7 @@ def test_bfloat16_training_products_stay_bfloat16_on_cpu():
 
 
 def test_auto_attention_resolves_per_backend_and_cache():
-    from psycho_jax.model import resolve_attention
+    from psycho_jax.core.model import resolve_attention
 
     cpu = jax.default_backend() == "cpu"
     assert resolve_attention("auto", cached=False) == ("custom" if cpu else "xla")
@@ -382,7 +382,7 @@ def test_target_logprobs_kept_probabilities_save_the_recomputed_matmul():
     [B,T,V] float32 probabilities fit in `head_keep_mib` (and recomputes with 0)."""
     from flax import nnx
 
-    from psycho_jax.model import Llama
+    from psycho_jax.core.model import Llama
 
     b, t, d, v = 2, 8, 16, 64
     h, w = jnp.ones((b, t, d)), jnp.ones((d, v))
@@ -413,7 +413,7 @@ def test_llama_target_logprobs_chunked_equals_full_logits(tied):
     gradients, on a padded batch whose loss mask covers each reply."""
     from flax import nnx
 
-    from psycho_jax.model import Llama
+    from psycho_jax.core.model import Llama
 
     rng = np.random.default_rng(6)
     b, t = 3, 12
@@ -560,7 +560,7 @@ def test_fsdp_backward_gathers_weights_again_instead_of_holding_them(monkeypatch
 def test_release_compiler_heap_listens_to_the_compile_event():
     """The trim runs on JAX's backend-compile event: the event must still be emitted under that
     name (a rename would silently turn the trimming off)."""
-    from psycho_jax import train
+    from psycho_jax.train import loop as train
 
     seen = []
     jax.monitoring.register_event_duration_secs_listener(lambda name, *_a, **_k: seen.append(name))

@@ -13,11 +13,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from psycho_jax import checkpoint, hf, lora, sharding, tasks, train
 from psycho_jax import config as config_lib
+from psycho_jax.core import hf, lora, sharding
+from psycho_jax.core.model import Llama, LlamaConfig, LoraParam, RewardModel, trainable_filter
 from psycho_jax.data import training as data_training
-from psycho_jax.model import Llama, LlamaConfig, LoraParam, RewardModel, trainable_filter
-from psycho_jax.tokenizer import sample_tokenizer
+from psycho_jax.data.tokenizer import sample_tokenizer
+from psycho_jax.train import checkpoint, tasks
+from psycho_jax.train import loop as train
 
 from .test_train import load_config
 

@@ -1,4 +1,4 @@
-"""psycho_jax.losses against TRL 1.16 / transformers (PyTorch, CPU) and hand-checked values.
+"""psycho_jax.train.losses against TRL 1.16 / transformers (PyTorch, CPU) and hand-checked values.
 
 Tolerance: rtol = atol = 1e-5 (float32 on both sides, the same math in a different order).
 
@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from psycho_jax import losses
+from psycho_jax.train import losses
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 B, T = 6, 9

@@ -36,8 +36,8 @@ def test_8b_dry_run_fits_in_eighth_per_device():
 def test_loads_hf_directory(tmp_path):
     from flax import nnx
 
-    from psycho_jax import hf
-    from psycho_jax.model import Llama, LlamaConfig
+    from psycho_jax.core import hf
+    from psycho_jax.core.model import Llama, LlamaConfig
 
     hf.save_llama(Llama(LlamaConfig.tiny(), rngs=nnx.Rngs(0)), tmp_path)
     config = _config("tiny")
@@ -68,5 +68,5 @@ def test_every_command_line_module_imports_together():
     """Flags are defined only when a module runs as a program: importing all CLIs never clashes."""
     import importlib
 
-    for name in ("main", "pipeline", "export", "data.audit", "tokenizer"):
+    for name in ("main", "pipeline", "export", "data.audit", "data.tokenizer"):
         importlib.import_module(f"psycho_jax.{name}")

@@ -6,8 +6,9 @@ import pathlib
 import jax
 import pytest
 
-from psycho_jax import memory, sharding
-from psycho_jax.model import LlamaConfig
+from psycho_jax import memory
+from psycho_jax.core import sharding
+from psycho_jax.core.model import LlamaConfig
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -24,7 +25,7 @@ def test_optimizer_moments_are_sharded_like_their_parameters():
     import optax
     from flax import nnx
 
-    from psycho_jax.model import Llama
+    from psycho_jax.core.model import Llama
 
     mesh = sharding.make_mesh((1, 8, 1))
     model = sharding.init_sharded(

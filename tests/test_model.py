@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from psycho_jax import sharding
-from psycho_jax.model import Llama, LlamaConfig, RewardModel, init_cache, last_token_index
+from psycho_jax.core import sharding
+from psycho_jax.core.model import Llama, LlamaConfig, RewardModel, init_cache, last_token_index
 
 TOL = 1e-5  # float32, same computation reordered
 

@@ -1,6 +1,6 @@
 """A real multi-host run: 2 processes x 4 CPU devices on localhost against 1 process x 8 devices.
 
-The processes join through `psycho_jax.distributed` (coordinator on a free local port, gloo CPU
+The processes join through `psycho_jax.core.distributed` (coordinator on a free local port, gloo CPU
 collectives), each loads its own rows of every global batch, and they train a few DPO steps into one
 workdir on an fsdp=8 mesh that spans both: host 0 alone writes the metrics, both write their shards of
 the checkpoint. Per-step metrics and final parameters must match the single-process run, and one
@@ -24,7 +24,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from psycho_jax import checkpoint, distributed, train
+from psycho_jax.core import distributed
+from psycho_jax.train import checkpoint
+from psycho_jax.train import loop as train
 from tests.test_train import load_config
 
 WORKER = pathlib.Path(__file__).with_name("multihost_worker.py")

@@ -10,9 +10,9 @@ import pytest
 from flax import nnx
 from nbclient import NotebookClient
 
-from psycho_jax import hf
-from psycho_jax.model import Llama, LlamaConfig, RewardModel
-from psycho_jax.tokenizer import sample_tokenizer
+from psycho_jax.core import hf
+from psycho_jax.core.model import Llama, LlamaConfig, RewardModel
+from psycho_jax.data.tokenizer import sample_tokenizer
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"

@@ -10,13 +10,15 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from psycho_jax import checkpoint, online, train
 from psycho_jax import config as config_lib
+from psycho_jax.core.model import Llama
 from psycho_jax.data import formats
 from psycho_jax.data.formats import Message
 from psycho_jax.data.sources import load_source
-from psycho_jax.model import Llama
-from psycho_jax.scoring import Prompt
+from psycho_jax.evaluation.scoring import Prompt
+from psycho_jax.main import run_training
+from psycho_jax.train import checkpoint, online
+from psycho_jax.train import loop as train
 
 from .test_train import load_config
 
@@ -114,7 +116,7 @@ def test_bad_online_config_names_the_key(overrides, message):
 def test_bad_online_config_fails_before_any_work(tmp_path):
     c = _online_config(online__reward_model="")
     with pytest.raises(ValueError, match="online.reward_model"):
-        train.train_and_evaluate(c, tmp_path / "w")
+        run_training(c, tmp_path / "w")
     assert not (tmp_path / "w").exists()
 
 
@@ -174,7 +176,7 @@ def test_online_dpo_end_to_end_stopped_and_resumed(tmp_path, monkeypatch):
 
     with monkeypatch.context() as m:
         m.setattr(checkpoint.StopRequest, "requested", stop_in_round_2)
-        stopped = train.train_and_evaluate(c, w)
+        stopped = run_training(c, w)
     assert stopped == {"preempted": 1.0, "round": 2}
     assert [r["round"] for r in _rounds(w)] == [0, 1]
     assert _steps(w / "round_1") == [STEPS] and _steps(w / "round_2") == [1]
@@ -183,7 +185,7 @@ def test_online_dpo_end_to_end_stopped_and_resumed(tmp_path, monkeypatch):
     mtimes = {r: p.stat().st_mtime_ns for r, p in pairs.items()}
     round_1_ckpt = (w / "round_1" / "checkpoints" / str(STEPS)).stat().st_mtime_ns
 
-    summary = train.train_and_evaluate(c, w)
+    summary = run_training(c, w)
     rows = _rounds(w)
     assert [r["round"] for r in rows] == [0, 1, 2]
     assert all(math.isfinite(r["heldout_reward"]) for r in rows)
@@ -217,7 +219,7 @@ def test_online_dpo_end_to_end_stopped_and_resumed(tmp_path, monkeypatch):
     # The stopped and resumed run is the uninterrupted one: same sampled pairs (the sampling keys
     # depend only on the seed and the round), same final policy, bitwise.
     full = tmp_path / "online_full"
-    train.train_and_evaluate(c, full)
+    run_training(c, full)
     for r in (1, 2):
         assert (full / f"round_{r}" / "pairs.jsonl").read_text() == pairs[r].read_text()
     for x, y in zip(final, _params(full), strict=True):
@@ -226,5 +228,5 @@ def test_online_dpo_end_to_end_stopped_and_resumed(tmp_path, monkeypatch):
 
     # A finished run started again only reports.
     log = (w / "online_metrics.jsonl").read_text()
-    assert train.train_and_evaluate(c, w) == summary
+    assert run_training(c, w) == summary
     assert (w / "online_metrics.jsonl").read_text() == log

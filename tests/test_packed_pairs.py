@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from psycho_jax import tasks, train
+from psycho_jax.core.model import Llama, LlamaConfig, RewardModel
 from psycho_jax.data import batching
 from psycho_jax.data import training as data_training
-from psycho_jax.data.pipeline import Loader, LoaderConfig
-from psycho_jax.model import Llama, LlamaConfig, RewardModel
-from psycho_jax.tokenizer import sample_tokenizer
+from psycho_jax.data.loader import Loader, LoaderConfig
+from psycho_jax.data.tokenizer import sample_tokenizer
+from psycho_jax.train import loop as train
+from psycho_jax.train import tasks
 from tests.test_train import load_config
 
 N_PAIRS = 12
@@ -236,7 +237,7 @@ def test_packed_pairs_train_and_evaluate(tmp_path):
 def test_reward_statistics_read_every_packed_pair(tokenizer, pairs):
     """OpenRLHF normalisation statistics: the same mean and std from packed and unpacked batches
     (one reward per reply; empty slots not counted)."""
-    from psycho_jax import sharding
+    from psycho_jax.core import sharding
 
     cfg = LlamaConfig.tiny(vocab_size=len(tokenizer), dim=64, head_dim=16, ffn_dim=128)
     model = RewardModel(cfg, num_labels=1, rngs=nnx.Rngs(0))

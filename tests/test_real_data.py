@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from psycho_jax import sharding, tasks, train
+from psycho_jax.core import sharding
+from psycho_jax.core.model import Llama, LlamaConfig
 from psycho_jax.data import training as data_training
-from psycho_jax.model import Llama, LlamaConfig
-from psycho_jax.tokenizer import sample_tokenizer
+from psycho_jax.data.tokenizer import sample_tokenizer
+from psycho_jax.train import loop as train
+from psycho_jax.train import tasks
 from tests.test_train import load_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -165,9 +167,10 @@ def test_openrlhf_value_head_normalize_reward_and_token_ids(tmp_path):
     pad/bos/eos ids; loads, scores normalised, and saves back runnable by transformers."""
     from safetensors.numpy import load_file, save_file
 
-    from psycho_jax import hf, scoring
+    from psycho_jax.core import hf
+    from psycho_jax.core.model import RewardModel
     from psycho_jax.data.formats import Message
-    from psycho_jax.model import RewardModel
+    from psycho_jax.evaluation import scoring
 
     tok = sample_tokenizer()
     cfg = LlamaConfig.tiny(vocab_size=len(tok), dim=64, head_dim=16, ffn_dim=128)

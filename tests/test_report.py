@@ -6,8 +6,8 @@ import re
 import numpy as np
 import pytest
 
-from psycho_jax import report, safety, winrate
 from psycho_jax.data.formats import PRINCIPLES
+from psycho_jax.evaluation import report, safety, winrate
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PLOTS = ("reward_distributions.png", "win_rates.png", "length_vs_reward.png")

@@ -24,8 +24,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from psycho_jax import checkpoint, sharding
-from psycho_jax.model import LlamaConfig
+from psycho_jax.core import sharding
+from psycho_jax.core.model import LlamaConfig
+from psycho_jax.train import checkpoint
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SMALL = ["--config.model.dim=64", "--config.model.head_dim=16", "--config.model.ffn_dim=128"]

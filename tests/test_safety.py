@@ -4,8 +4,8 @@ import collections
 
 import pytest
 
-from psycho_jax import safety
 from psycho_jax.data.shipped import load_sample
+from psycho_jax.evaluation import safety
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import tiktoken
 import tiktoken.load
 import transformers
 
-from psycho_jax import tokenizer as tk
+from psycho_jax.data import tokenizer as tk
 
 SAMPLES = [
     "Hello, world!",
@@ -303,12 +303,12 @@ def test_convert_missing_file(tmp_path):
 
 
 def test_shipped_sample_tokenizer_is_reproducible(tmp_path):
-    from psycho_jax import tokenizer as tk
+    from psycho_jax.data import tokenizer as tk
 
     rebuilt = tk.build_sample_tokenizer(tmp_path)
     shipped = tk.sample_tokenizer()
     assert len(shipped) == tk.SAMPLE_VOCAB_SIZE == len(rebuilt)
     assert (tmp_path / "tokenizer.json").read_bytes() == (
         tk.SAMPLE_TOKENIZER_DIR / "tokenizer.json"
-    ).read_bytes(), "regenerate with: python -m psycho_jax.tokenizer --build-sample"
+    ).read_bytes(), "regenerate with: python -m psycho_jax.data.tokenizer --build-sample"
     assert shipped.eos_token == "<|eot_id|>" and shipped.pad_token == "<|finetune_right_pad_id|>"

@@ -1,4 +1,4 @@
-"""Compiling for TPU slices on a machine without TPUs (`psycho_jax.topology`, `memory.plan`), and
+"""Compiling for TPU slices on a machine without TPUs (`psycho_jax.core.topology`, `memory.plan`), and
 kernel choices that follow the target platform rather than this machine's default backend.
 
 The compile tests need the TPU compiler (`pip install 'psycho_jax[tpu]'`: libtpu) and skip without
@@ -14,8 +14,9 @@ import jax.numpy as jnp
 import pytest
 from flax import nnx
 
-from psycho_jax import kernels, memory, topology
-from psycho_jax.model import Llama, LlamaConfig, resolve_attention
+from psycho_jax import memory
+from psycho_jax.core import kernels, topology
+from psycho_jax.core.model import Llama, LlamaConfig, resolve_attention
 from tests.test_memory import load
 
 needs_libtpu = pytest.mark.skipif(
@@ -123,8 +124,8 @@ DECODE_ON_MESH = """
 import jax, numpy as np
 jax.config.update("jax_num_cpu_devices", 8)
 from flax import nnx
-from psycho_jax import decode, sharding
-from psycho_jax.model import Llama, LlamaConfig
+from psycho_jax.core import decode, sharding
+from psycho_jax.core.model import Llama, LlamaConfig
 mesh = sharding.make_mesh((2, 2, 2))
 cfg = LlamaConfig.tiny(dim=64, ffn_dim=128, vocab_size=512)
 model = sharding.init_sharded(lambda: Llama(cfg, rngs=nnx.Rngs(0)), mesh)

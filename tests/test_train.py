@@ -13,11 +13,13 @@ import optax
 import pytest
 from flax import nnx
 
-from psycho_jax import checkpoint, sharding, tasks, train
 from psycho_jax import config as config_lib
+from psycho_jax.core import sharding
+from psycho_jax.core.model import Llama, LlamaConfig, RewardModel
 from psycho_jax.data import training as data_training
-from psycho_jax.model import Llama, LlamaConfig, RewardModel
-from psycho_jax.tokenizer import sample_tokenizer
+from psycho_jax.data.tokenizer import sample_tokenizer
+from psycho_jax.train import checkpoint, tasks
+from psycho_jax.train import loop as train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GOLDEN = pathlib.Path(__file__).with_name("golden") / "one_step_metrics.json"

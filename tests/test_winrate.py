@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from psycho_jax import winrate
+from psycho_jax.evaluation import winrate
 
 
 def test_compare_wins_ties_losses():

@@ -32,8 +32,8 @@ import regex
 import tqdm
 from absl import app, flags
 
-from psycho_jax import tokenizer as tk
 from psycho_jax.data import pii, sources, templating
+from psycho_jax.data import tokenizer as tk
 from psycho_jax.data.formats import (
     PRINCIPLES,
     Conversation,

@@ -25,6 +25,7 @@ from typing import Literal
 import regex
 
 from psycho_jax.data import pii
+from psycho_jax.data.files import read_file
 from psycho_jax.data.formats import (
     Conversation,
     DataError,
@@ -127,8 +128,6 @@ def load(
         DataError: the file is unreadable, lacks a column (named), or (`on_error="raise"`) a row's
             `questionID` or `upvotes` is not a whole number (file, row and field named).
     """
-    from psycho_jax.data.sources import read_file
-
     file = str(path)
     rows = read_file(path)
     missing = [c for c in COLUMNS if rows and c not in rows[0]]

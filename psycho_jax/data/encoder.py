@@ -15,7 +15,7 @@ on real counseling answers (the Llama 3 split regex dominates), i.e. ~600 prefer
 
 The fast path is taken only for tokenizers whose pipeline is exactly that (no normalizer; the Llama 3
 split regex then byte-level mapping; a BPE model; added tokens matched verbatim), i.e. those built
-by `psycho_jax.tokenizer`. Any other tokenizer goes through `tokenizers` unchanged. Tests check
+by `psycho_jax.data.tokenizer`. Any other tokenizer goes through `tokenizers` unchanged. Tests check
 both paths against `tokenizer(text, add_special_tokens=False)` on varied text.
 """
 
@@ -31,7 +31,7 @@ import tokenizers
 import transformers
 from tokenizers import pre_tokenizers
 
-from psycho_jax.tokenizer import LLAMA3_SPLIT_PATTERN
+from psycho_jax.data.tokenizer import LLAMA3_SPLIT_PATTERN
 
 _MAX_CACHE = 200_000  # entries per cache; cleared when full (memory stays bounded)
 

@@ -26,7 +26,7 @@ from psycho_jax.data.formats import (
     SkipCounter,
     parse_role_map,
 )
-from psycho_jax.data.pipeline import Loader, LoaderConfig
+from psycho_jax.data.loader import Loader, LoaderConfig
 from psycho_jax.data.templating import ChatTokenizer, Truncation, tokenize_examples
 
 _CACHE: dict[tuple, list[Any]] = {}

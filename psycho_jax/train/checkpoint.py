@@ -10,7 +10,7 @@ Layout of a workdir:
     checkpoints/_deleting/     checkpoints being removed (renamed here first, then deleted)
     damaged_checkpoints/<step> checkpoints that failed their checksums or could not be read
     tokenizer/                 the tokenizer the stage trained with
-    adapters/                  a LoRA stage's final adapters in PEFT's layout (`psycho_jax.lora`)
+    adapters/                  a LoRA stage's final adapters in PEFT's layout (`psycho_jax.core.lora`)
 A later stage's `init_from=<workdir>` loads the newest complete checkpoint; Orbax writes each step to a
 temporary directory and renames it when complete, so a half-written save is never loaded, and an old
 checkpoint is renamed into `_deleting/` before it is removed, so a half-deleted one is never loaded.
@@ -39,8 +39,8 @@ from absl import logging
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from psycho_jax import hf, sharding
-from psycho_jax.model import (
+from psycho_jax.core import hf, sharding
+from psycho_jax.core.model import (
     NUMERICS,
     Llama,
     LlamaConfig,
@@ -367,7 +367,7 @@ def load_model(
     """Loads the model of a stage workdir (newest checkpoint, or `step`) or of a HF directory.
 
     An online-DPO workdir names its final round in a `policy` file; that round is loaded. A LoRA
-    stage's model comes back with its adapters (`psycho_jax.lora.merge` folds them into the base).
+    stage's model comes back with its adapters (`psycho_jax.core.lora.merge` folds them into the base).
     The architecture is the recorded one; `config_overrides` may set only the `NUMERICS` fields.
     A checkpoint written with checksums is verified against them.
 

@@ -9,7 +9,7 @@
 - `save_llama(model, path)` writes a directory that `transformers.LlamaForCausalLM` (or
   `LlamaForSequenceClassification`) loads, streaming one tensor at a time.
 - `load_tokenizer(path)` is `transformers.AutoTokenizer` on a local directory;
-  `convert_llama3_tokenizer` (from `psycho_jax.tokenizer`) turns Meta's original `tokenizer.model`
+  `convert_llama3_tokenizer` (from `psycho_jax.data.tokenizer`) turns Meta's original `tokenizer.model`
   into one.
 
 safetensors is read and written here directly (its format is a JSON header and raw little-endian
@@ -34,9 +34,9 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from psycho_jax import sharding as sharding_lib
-from psycho_jax.model import Llama, LlamaConfig, RewardModel, RopeScaling
-from psycho_jax.tokenizer import convert_llama3_tokenizer, load_tokenizer  # noqa: F401  (re-exported)
+from psycho_jax.core import sharding as sharding_lib
+from psycho_jax.core.model import Llama, LlamaConfig, RewardModel, RopeScaling
+from psycho_jax.data.tokenizer import convert_llama3_tokenizer, load_tokenizer  # noqa: F401  (re-exported)
 
 PathLike = str | os.PathLike
 
@@ -542,14 +542,14 @@ def save_llama(
       tokenizer: optional HF tokenizer saved alongside; its bos/eos/pad ids go into config.json.
       **config_extra: more config.json keys (e.g. `pad_token_id=...`).
     Only process 0 writes; every process must call this (arrays are gathered collectively).
-    Raises ValueError for a model with LoRA adapters: `psycho_jax.lora.merge` it first.
+    Raises ValueError for a model with LoRA adapters: `psycho_jax.core.lora.merge` it first.
     """
     path = pathlib.Path(path)
     cfg = model.config
     if cfg.lora_rank:
         raise ValueError(
             "the model has LoRA adapters, which a Hugging Face Llama directory cannot hold: "
-            "save psycho_jax.lora.merge(model) (or the adapters with lora.save_adapters)"
+            "save psycho_jax.core.lora.merge(model) (or the adapters with lora.save_adapters)"
         )
     dtype_name = dtype or cfg.param_dtype
     np_dtype = np.dtype(jnp.dtype(dtype_name))

@@ -13,9 +13,9 @@ import dataclasses
 import pathlib
 from typing import Any
 
-from psycho_jax import scoring
 from psycho_jax.data import sources
 from psycho_jax.data.formats import DataError
+from psycho_jax.evaluation import scoring
 
 REPLY_FIELDS = ("reply", "response", "output", "completion")
 

@@ -9,9 +9,9 @@ Schema of `report` (only `systems` is required; every other key may be missing o
           "lengths": [N] float | None,     # each reply's length (tokens or words), same order
           "principles": {p: float} | None, # mean 1-5 score per principle in PRINCIPLES
       }},
-      "comparisons": [dict],  # psycho_jax.winrate.summarize / summarize_outcomes results
-      "safety": {system: dict} | None,  # psycho_jax.safety.summarize results, per system
-      "judge": dict | [dict] | None,  # psycho_jax.judge.JudgeResult.summary() results
+      "comparisons": [dict],  # psycho_jax.evaluation.winrate.summarize / summarize_outcomes results
+      "safety": {system: dict} | None,  # psycho_jax.evaluation.safety.summarize results, per system
+      "judge": dict | [dict] | None,  # psycho_jax.evaluation.judge.JudgeResult.summary() results
       "coverage": {system: {set: {prompts, matched, missing, duplicated, empty, cut, unfinished,
                                   skipped}}} | None,  # psycho_jax.evaluate.Coverage, per set
       "notes": [str],

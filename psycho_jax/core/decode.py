@@ -33,10 +33,10 @@ import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from psycho_jax import sharding
+from psycho_jax.core import sharding
+from psycho_jax.core.model import Llama, init_cache
 from psycho_jax.data.formats import Message
 from psycho_jax.data.templating import ChatTokenizer
-from psycho_jax.model import Llama, init_cache
 
 Array = jax.Array
 

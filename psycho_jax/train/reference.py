@@ -21,9 +21,10 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from psycho_jax import sharding, tasks
+from psycho_jax.core import sharding
 from psycho_jax.data import batching
 from psycho_jax.data.templating import TokenizedPair
+from psycho_jax.train import tasks
 
 
 def weights_fingerprint(model: nnx.Module) -> str:

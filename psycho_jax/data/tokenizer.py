@@ -368,7 +368,7 @@ def make_llama3_style_tokenizer(
     return _assemble(vocab, merges, out_dir)
 
 
-SAMPLE_TOKENIZER_DIR = Path(__file__).resolve().parent / "assets" / "sample_tokenizer"
+SAMPLE_TOKENIZER_DIR = Path(__file__).resolve().parents[1] / "assets" / "sample_tokenizer"
 """The small tokenizer shipped for the embedded sample data (built by `build_sample_tokenizer`)."""
 SAMPLE_VOCAB_SIZE = 2048
 
@@ -387,7 +387,7 @@ def build_sample_tokenizer(
 ) -> transformers.PreTrainedTokenizerFast:
     """Trains the shipped sample tokenizer on the embedded training splits (deterministic).
 
-    Regenerate with `python -m psycho_jax.tokenizer --build-sample`.
+    Regenerate with `python -m psycho_jax.data.tokenizer --build-sample`.
     """
     return make_llama3_style_tokenizer(_sample_texts(), vocab_size, out_dir)
 
@@ -420,5 +420,5 @@ if __name__ == "__main__":
     import sys
 
     if sys.argv[1:] != ["--build-sample"]:
-        raise SystemExit("usage: python -m psycho_jax.tokenizer --build-sample")
+        raise SystemExit("usage: python -m psycho_jax.data.tokenizer --build-sample")
     print(build_sample_tokenizer().name_or_path or SAMPLE_TOKENIZER_DIR)

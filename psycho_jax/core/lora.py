@@ -1,6 +1,6 @@
 """LoRA adapters: add them to a model, merge them into its base, save and load them.
 
-The adapters live in the model (`psycho_jax.model`): with `LlamaConfig.lora_rank = R > 0` each target
+The adapters live in the model (`psycho_jax.core.model`): with `LlamaConfig.lora_rank = R > 0` each target
 projection W [L, *in, *out] of `Layers` has float32 `LoraParam`s `<name>_lora_a` [L, *in, R] and
 `<name>_lora_b` [L, R, *out], and the forward pass adds `(lora_alpha / R) * (x @ A) @ B`. Training
 (`c.lora.rank > 0`) updates only the adapters (and a reward model's new `score` head); the base stays
@@ -30,8 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from psycho_jax import hf, sharding
-from psycho_jax.model import (
+from psycho_jax.core import hf, sharding
+from psycho_jax.core.model import (
     LORA_TARGETS,
     Llama,
     LoraParam,

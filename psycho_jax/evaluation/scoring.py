@@ -29,11 +29,12 @@ import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from psycho_jax import safety, sharding
+from psycho_jax.core import sharding
+from psycho_jax.core.model import RewardModel
 from psycho_jax.data import sources
 from psycho_jax.data.formats import DataError, Message
 from psycho_jax.data.templating import ChatTokenizer
-from psycho_jax.model import RewardModel
+from psycho_jax.evaluation import safety
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Flow: `write_requests` writes an OpenAI Batch API input file -> the user runs the batch (or any
 runner that answers the same requests) -> `read_verdicts` reads its output into a `JudgeResult`,
-whose `outcomes` feed `psycho_jax.winrate.summarize_outcomes`.
+whose `outcomes` feed `psycho_jax.evaluation.winrate.summarize_outcomes`.
 
 Every item is judged twice, with the replies in both orders: custom id `<id>::ab` shows system_a's
 reply as A, `<id>::ba` shows it as B. `read_verdicts` un-swaps the second order and averages the two

@@ -26,8 +26,8 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from psycho_jax import losses
 from psycho_jax.data.formats import PRINCIPLES
+from psycho_jax.train import losses
 
 Array = jax.Array
 Batch = dict[str, Array]

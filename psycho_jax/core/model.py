@@ -2,7 +2,7 @@
 
 Numerically Hugging Face's `LlamaForCausalLM` / `LlamaForSequenceClassification` (the parity tests hold
 float32 logits to 1e-4). Parameter names follow Hugging Face's, so importing weights is a name table
-(`psycho_jax.hf`).
+(`psycho_jax.core.hf`).
 
 Einsum letters: B batch, T query length, S key length (cache slots), D model dim, N query heads,
 K key/value heads, G query heads per kv head (N = K * G), H head dim, F MLP dim, V vocab, L layers,
@@ -15,7 +15,7 @@ for `scan_layers=True` and `False`.
 LoRA (`lora_rank > 0`): each projection named in `lora_targets` gets float32 adapters `<name>_lora_a`
 [L, *in, R] and `<name>_lora_b` [L, R, *out] (a `LoraParam`, beside the base weight in `Layers`), and the
 layer computes `x @ W + (alpha / R) * (x @ A) @ B` without ever forming `W + BA`. B starts at zero, so a
-fresh LoRA model computes exactly its base. `psycho_jax.lora` merges, saves and loads adapters.
+fresh LoRA model computes exactly its base. `psycho_jax.core.lora` merges, saves and loads adapters.
 
 The KV cache is functional: a dict `{"k": [L,B,S,K,H], "v": [L,B,S,K,H], "mask": [B,S] bool,
 "end_index": int32[]}` passed in and returned. `end_index` is the first free slot; `mask` marks slots
@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from psycho_jax import kernels, losses
+from psycho_jax.core import kernels
 
 Array = jax.Array
 Cache = dict[str, Array]
@@ -45,7 +45,7 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 
 
 # LlamaConfig fields that choose how a model computes, not what: a checkpoint loads under any values
-# of these (`psycho_jax.checkpoint`); every other field but `initializer_range` is its architecture.
+# of these (`psycho_jax.train.checkpoint`); every other field but `initializer_range` is its architecture.
 NUMERICS = (
     "dtype",
     "param_dtype",
@@ -113,7 +113,7 @@ class LlamaConfig:
       platform: the platform the model's programs are compiled for: "" (default) the default
         backend of the machine running it, or "cpu", "tpu", "gpu" (the mesh's devices, set by
         whoever compiles for other devices than this machine's: `memory.plan` for a TPU slice).
-        It picks `attention="auto"` and the CPU-only paths of `psycho_jax.kernels`; never saved
+        It picks `attention="auto"` and the CPU-only paths of `psycho_jax.core.kernels`; never saved
         with a checkpoint.
     """
 
@@ -322,7 +322,7 @@ def _param(
     cfg: LlamaConfig,
     init: str = "normal",
 ) -> nnx.Param:
-    """A parameter carrying its logical axis names (read by `psycho_jax.sharding`)."""
+    """A parameter carrying its logical axis names (read by `psycho_jax.core.sharding`)."""
     dtype = jnp.dtype(cfg.param_dtype)
     if init == "ones":
         value = jnp.ones(shape, dtype)
@@ -772,13 +772,13 @@ class Llama(nnx.Module):
 
     def target_logprobs(self, tokens: Array, loss_mask: Array, **kwargs: Any) -> Array:
         """log p(tokens[t] | tokens[:t]) where `loss_mask[t]`, else 0: [B,T] float32 (position 0
-        is never a target). Equals `losses.token_logprobs` of the logits masked by `loss_mask`;
+        is never a target). Equals `kernels.token_logprobs` of the logits masked by `loss_mask`;
         with `config.head_chunk` > 0 computed by `kernels.target_logprobs` (chunked, target
         positions only). `kwargs` as `Transformer.__call__` (positions, masks; no cache)."""
         hidden, _ = self.model(tokens, **kwargs)
         mask = loss_mask.astype(jnp.bool_).at[:, 0].set(False)
         if not self.config.head_chunk:
-            return jnp.where(mask, losses.token_logprobs(self.logits(hidden), tokens), 0.0)
+            return jnp.where(mask, kernels.token_logprobs(self.logits(hidden), tokens), 0.0)
         keep = self.config.keeps_head_probs(*tokens.shape)
         logp = kernels.target_logprobs(*self._head_inputs(hidden, tokens, mask), keep_probs=keep)
         return jnp.pad(logp[:, :-1], ((0, 0), (1, 0)))  # position t-1's prediction is token t's

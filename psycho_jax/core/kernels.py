@@ -13,7 +13,7 @@ Two of them are about memory more than speed: `attention` holds no [B,N,T,S] pro
 the passes (it recomputes them, as flash attention does), and `target_logprobs` holds no [B,T,V]
 logits (it applies the output projection chunk by chunk, to target positions only).
 
-Einsum letters as in `psycho_jax.model`: B batch, T queries, S keys, N query heads, K kv heads,
+Einsum letters as in `psycho_jax.core.model`: B batch, T queries, S keys, N query heads, K kv heads,
 G = N / K, H head dim, D model dim, F MLP dim, V vocab, C positions per chunk.
 """
 
@@ -404,6 +404,30 @@ _causal_attention.defvjp(_causal_forward, _causal_backward)
 
 
 # ----------------------------------------------------------------------------- LM head + log-probs
+
+
+def token_logprobs(logits: Array, tokens: Array) -> Array:
+    """Log-probability of each token given the tokens before it.
+
+    Computes logsumexp minus the gathered label logit, so no second [..., T, V] (log-softmax)
+    array is materialised, forward or backward; both partition over a vocab-sharded V (a local
+    reduction or gather, then an all-reduce).
+
+    Args:
+      logits: [..., T, V] next-token logits (any float dtype; the math is float32).
+      tokens: [..., T] int token ids.
+
+    Returns:
+      [..., T] float32: out[..., t] = log p(tokens[..., t] | tokens[..., :t]), read from
+      logits[..., t-1, :]; out[..., 0] = 0 (the first token has no prediction).
+    """
+    logits = logits.astype(jnp.float32)
+    # Position t scores token t+1; the last position scores nothing and is dropped below. Rolling the
+    # small int array avoids slicing (and possibly copying) the large logits array.
+    targets = jnp.roll(tokens, -1, axis=-1)
+    label_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    logp = label_logit - jax.nn.logsumexp(logits, axis=-1)
+    return jnp.concatenate([jnp.zeros_like(logp[..., :1]), logp[..., :-1]], axis=-1)
 
 
 def target_logprobs(

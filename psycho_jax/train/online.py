@@ -33,9 +33,10 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from psycho_jax import checkpoint as ckpt_lib
-from psycho_jax import decode, scoring, sharding
-from psycho_jax import tokenizer as tokenizer_lib
+from psycho_jax.core import decode, sharding
+from psycho_jax.data import tokenizer as tokenizer_lib
+from psycho_jax.evaluation import scoring
+from psycho_jax.train import checkpoint as ckpt_lib
 
 
 def _sampling(s: ml_collections.ConfigDict) -> decode.Sampling:
@@ -127,7 +128,7 @@ def _dpo_config(c, round_dir, policy_dir, reference_dir) -> ml_collections.Confi
 
 def run_online_dpo(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, float]:
     """Runs the rounds (see the module docstring); returns the summary."""
-    from psycho_jax import train  # train imports config, which knows this task
+    from psycho_jax.train import loop as train  # train imports config, which knows this task
 
     workdir = pathlib.Path(workdir)
     o = c.online

@@ -1,7 +1,7 @@
 """`train_and_evaluate(config, workdir)` for every task, and the pure, jitted train step.
 
 Read top to bottom: tokenizer -> model (random, a previous stage, or Hugging Face) -> optimizer ->
-sharded train state -> data -> loop (step, log, evaluate) -> checkpoint. The tasks (`psycho_jax.tasks`)
+sharded train state -> data -> loop (step, log, evaluate) -> checkpoint. The tasks (`psycho_jax.train.tasks`)
 differ only in how a batch becomes a loss.
 """
 
@@ -24,15 +24,16 @@ from absl import logging
 from flax import nnx, struct
 from jax.experimental import multihost_utils
 
-from psycho_jax import checkpoint as ckpt_lib
 from psycho_jax import config as config_lib
-from psycho_jax import lora as lora_lib
-from psycho_jax import losses, sharding, tasks
-from psycho_jax import reference as reference_lib
-from psycho_jax import tokenizer as tokenizer_lib
+from psycho_jax.core import lora as lora_lib
+from psycho_jax.core import sharding
+from psycho_jax.core.metrics_writer import MetricsWriter
+from psycho_jax.core.model import Llama, LlamaConfig, RewardModel, trainable_filter
+from psycho_jax.data import tokenizer as tokenizer_lib
 from psycho_jax.data import training as data_lib
-from psycho_jax.metrics_writer import MetricsWriter
-from psycho_jax.model import Llama, LlamaConfig, RewardModel, trainable_filter
+from psycho_jax.train import checkpoint as ckpt_lib
+from psycho_jax.train import losses, tasks
+from psycho_jax.train import reference as reference_lib
 
 Batch = dict[str, Any]
 
@@ -584,10 +585,11 @@ def train_and_evaluate(
     """
     workdir = pathlib.Path(workdir)
     config_lib.validate(c, jax.device_count())
-    if c.task == "online_dpo":  # rounds of sampling, scoring and DPO stages
-        from psycho_jax import online
-
-        return online.run_online_dpo(c, workdir)
+    if c.task == "online_dpo":
+        raise ValueError(
+            "task=online_dpo runs rounds of sampling, scoring and DPO stages: "
+            "psycho_jax.train.online.run_online_dpo (or psycho_jax.main.run_training)"
+        )
     ckpt_lib.check_workdir(workdir)
     mesh = sharding.make_mesh(tuple(c.mesh))
     tokenizer = tokenizer_lib.load_tokenizer(c.tokenizer)

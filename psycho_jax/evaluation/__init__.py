@@ -1,0 +1,11 @@
+"""Counseling evaluation: scoring replies, judging, win rates, safety, reports.
+
+    safety    crisis detection and the safety rubric of a reply
+    scoring   a reward model's scores of replies (and of their principles)
+    judge     LLM-judge prompts and parsing on the seven principles
+    winrate   pairwise win rates with confidence intervals
+    replies   reading replies to evaluate; coverage of the prompts
+    report    the evaluation report (markdown / html / json)
+
+Imports `psycho_jax.data` and `psycho_jax.core`, never training or the programs.
+"""
