@@ -356,6 +356,7 @@ def jax_config(task: str, shape: str, model_dir: str, overrides: list[str]):
 
 
 def run_jax(args) -> dict:
+    from psycho_jax import config as config_lib
     from psycho_jax.core import distributed
 
     overrides = (["model.dtype=bfloat16"] if args.precision == "bfloat16" else []) + args.set
@@ -363,6 +364,7 @@ def run_jax(args) -> dict:
         overrides = [f"data.pairs_per_row={PAIRS_PER_ROW}", "data.packing=True"] + overrides
     c = jax_config(args.task, args.shape, args.model_dir, overrides)
     distributed.use_cpu_cores(c)  # as `python -m psycho_jax.main` does, before JAX starts
+    c = config_lib.settings(c)  # the typed settings the library takes
 
     import jax
     from flax import nnx

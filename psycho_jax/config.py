@@ -1,25 +1,19 @@
-"""The one base config (every key has its default here) and the start-up validation pass.
+"""The one base config (every key has its default here), and its typed form.
 
-Experiment files in `configs/` start from `base_config()` and change what they need; library code reads
-keys directly and never supplies a default of its own.
+Experiment files in `configs/` start from `base_config()` and change what they need. At start-up the
+programs turn the config into `psycho_jax.train.settings.TrainSettings` (`settings(c)`): frozen, typed
+pieces that check themselves; library code takes those, never the ConfigDict, and supplies no
+defaults of its own.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import ml_collections
 
 from psycho_jax.core import sharding
-from psycho_jax.core.model import LORA_TARGETS, NUMERICS, PRESETS, LlamaConfig
-from psycho_jax.data.formats import parse_role_map
+from psycho_jax.core.model import LORA_TARGETS
 from psycho_jax.data.templating import DEFAULT_MAX_LEN
-from psycho_jax.train import losses
-
-TASKS = ("sft", "reward", "dpo", "online_dpo")
-MARGINS = ("none", "constant", "ratings")
-SCHEDULES = ("cosine", "linear", "constant")
-REFERENCES = ("live", "precomputed")
+from psycho_jax.train.settings import TrainSettings
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -211,141 +205,13 @@ def use_llama3(c: ml_collections.ConfigDict, size: str, max_len: int) -> None:
     c.mesh, c.batch_size, c.grad_accum, c.hardware = mesh, batch, accum, hardware
 
 
-def _fail(key: str, value, valid) -> ValueError:
-    return ValueError(f"config.{key}={value!r} is not valid; valid: {valid}")
+def settings(c: ml_collections.ConfigDict, num_devices: int | None = None) -> TrainSettings:
+    """The typed settings of a training config (`psycho_jax.train.settings`), checked once at
+    start-up (with `num_devices`, also the mesh and batch sizes); errors name the key and the valid
+    values."""
+    return TrainSettings.from_config(c).check_run(num_devices)
 
 
 def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
-    """Checks the config once at start-up; the error names the key and the valid values."""
-    if c.task not in TASKS:
-        raise _fail("task", c.task, ", ".join(TASKS))
-    if c.model.preset not in PRESETS:
-        raise _fail("model.preset", c.model.preset, ", ".join(PRESETS))
-    for key in ("batch_size", "grad_accum", "num_steps", "data.max_len", "log_every"):
-        value = c[key] if "." not in key else c[key.split(".")[0]][key.split(".")[1]]
-        if value <= 0:
-            raise _fail(key, value, "a positive integer")
-    if c.batch_size % c.grad_accum:
-        raise _fail("batch_size", c.batch_size, f"a multiple of grad_accum={c.grad_accum}")
-    if num_devices is not None:
-        try:
-            data, fsdp, _ = sharding.resolve_mesh_shape(tuple(c.mesh), num_devices)
-        except ValueError as e:
-            raise ValueError(f"config.mesh={tuple(c.mesh)!r}: {e}") from e
-        shards = data * fsdp
-        micro = c.batch_size // c.grad_accum
-        if micro % shards:
-            raise _fail(
-                "batch_size",
-                c.batch_size,
-                f"batch_size / grad_accum ({micro}) must divide over data*fsdp={shards} devices",
-            )
-        if c.eval_batch_size % shards:
-            raise _fail(
-                "eval_batch_size",
-                c.eval_batch_size,
-                f"a multiple of data*fsdp={shards} devices (0: batch_size)",
-            )
-    if c.keep_best_mode not in ("min", "max"):
-        raise _fail("keep_best_mode", c.keep_best_mode, "min, max")
-    if c.cpu_scheduler not in ("default", "memory", "concurrency"):
-        raise _fail("cpu_scheduler", c.cpu_scheduler, "default, memory, concurrency")
-    if c.keep_best_metric and not c.keep_best_metric.startswith("eval/"):
-        raise _fail("keep_best_metric", c.keep_best_metric, "an eval metric such as 'eval/loss'")
-    if c.keep_best_metric and not c.eval_every:
-        raise _fail(
-            "keep_best_metric", c.keep_best_metric, "'' when eval_every=0 (nothing to rank)"
-        )
-    if c.optim.schedule not in SCHEDULES:
-        raise _fail("optim.schedule", c.optim.schedule, ", ".join(SCHEDULES))
-    if c.optim.lr <= 0:
-        raise _fail("optim.lr", c.optim.lr, "a positive learning rate")
-    if c.data.truncation not in ("keep_last_turns", "skip", "error"):
-        raise _fail("data.truncation", c.data.truncation, "keep_last_turns, skip, error")
-    if c.data.on_bad_row not in ("raise", "skip"):
-        raise _fail("data.on_bad_row", c.data.on_bad_row, "raise, skip")
-    try:
-        parse_role_map(c.data.role_map)
-    except ValueError as e:
-        raise _fail("data.role_map", c.data.role_map, f"'name=role,...' ({e})") from None
-    if c.eval_batch_size < 0:
-        raise _fail("eval_batch_size", c.eval_batch_size, "0 (batch_size) or a positive integer")
-    if not isinstance(c.lora.rank, int) or c.lora.rank < 0:
-        raise _fail("lora.rank", c.lora.rank, "an integer >= 0 (0: no adapters)")
-    if c.lora.rank:
-        if c.lora.alpha <= 0:
-            raise _fail("lora.alpha", c.lora.alpha, "alpha > 0")
-        targets = tuple(c.lora.targets)
-        if not targets or len(set(targets)) != len(targets) or set(targets) - set(LORA_TARGETS):
-            raise _fail("lora.targets", targets, f"distinct names from {', '.join(LORA_TARGETS)}")
-    if c.reward.margin not in MARGINS:
-        raise _fail("reward.margin", c.reward.margin, ", ".join(MARGINS))
-    if c.task == "online_dpo":
-        o = c.online
-        for key in ("rounds", "prompts_per_round", "samples_per_prompt", "steps_per_round"):
-            if o[key] <= 0:
-                raise _fail(f"online.{key}", o[key], "a positive integer")
-        if o.samples_per_prompt < 2:
-            raise _fail("online.samples_per_prompt", o.samples_per_prompt, ">= 2 (best vs worst)")
-        if o.reference not in ("previous", "initial"):
-            raise _fail("online.reference", o.reference, "previous, initial")
-        if not o.reward_model:
-            raise _fail("online.reward_model", o.reward_model, "a reward-model stage directory")
-        if not c.init_from:
-            raise _fail("init_from", c.init_from, "the policy online DPO starts from")
-        if c.lora.rank and o.reference == "initial" and c.dpo.reference == "live":
-            raise _fail(
-                "online.reference",
-                o.reference,
-                "'previous' with lora.rank > 0 and a live reference (the reference is the frozen "
-                "base of each round), or set dpo.reference=precomputed",
-            )
-    if c.task in ("dpo", "online_dpo"):
-        if c.dpo.loss_type not in losses.LOSS_TYPES:
-            raise _fail("dpo.loss_type", c.dpo.loss_type, ", ".join(losses.LOSS_TYPES))
-        if c.dpo.beta <= 0:
-            raise _fail("dpo.beta", c.dpo.beta, "beta > 0")
-        if not 0 <= c.dpo.label_smoothing < 0.5:
-            raise _fail("dpo.label_smoothing", c.dpo.label_smoothing, "0 <= label_smoothing < 0.5")
-        if c.dpo.reference not in REFERENCES:
-            raise _fail("dpo.reference", c.dpo.reference, ", ".join(REFERENCES))
-        needs_ref = losses.needs_reference(c.dpo.loss_type)
-        if needs_ref and not (c.dpo.reference_from or c.init_from):
-            raise _fail(
-                "dpo.reference_from",
-                c.dpo.reference_from,
-                "a checkpoint for the reference model (or set init_from): DPO needs a reference",
-            )
-        live = needs_ref and c.dpo.reference == "live"
-        if c.lora.rank and live and c.dpo.reference_from not in ("", c.init_from):
-            raise _fail(
-                "dpo.reference_from",
-                c.dpo.reference_from,
-                "'' with lora.rank > 0 and a live reference (the reference is the frozen base, "
-                "init_from); for another reference set dpo.reference=precomputed",
-            )
-
-
-def numerics(c: ml_collections.ConfigDict) -> dict[str, Any]:
-    """The LlamaConfig fields a run sets on any model it builds or loads (`c.model.<field>`)."""
-    return {k: c.model[k] for k in NUMERICS}
-
-
-def llama_config(c: ml_collections.ConfigDict, vocab_size: int) -> LlamaConfig:
-    """The LlamaConfig for a random-init run: the preset with the config's overrides."""
-    m = c.model
-    sizes = {k: m[k] for k in ("dim", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_dim")}
-    return LlamaConfig.preset(
-        m.preset,
-        vocab_size=m.vocab_size or vocab_size,
-        **numerics(c),
-        **lora_fields(c),
-        **{k: v for k, v in sizes.items() if v},
-    )
-
-
-def lora_fields(c: ml_collections.ConfigDict) -> dict:
-    """The LlamaConfig fields of the config's LoRA settings."""
-    return dict(
-        lora_rank=c.lora.rank, lora_alpha=float(c.lora.alpha), lora_targets=tuple(c.lora.targets)
-    )
+    """Checks a training config (see `settings`)."""
+    settings(c, num_devices)

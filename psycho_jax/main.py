@@ -25,7 +25,7 @@ from ml_collections import config_flags
 
 from psycho_jax import config as config_lib
 from psycho_jax.core import distributed, hf, metrics_writer, sharding
-from psycho_jax.core.model import Llama, LlamaConfig
+from psycho_jax.core.model import NUMERICS, Llama, LlamaConfig
 
 
 def define_flags() -> None:
@@ -63,7 +63,7 @@ def define_flags() -> None:
 
 def model_config(config: ml_collections.ConfigDict) -> LlamaConfig:
     """The LlamaConfig a run config names (preset plus the numerics fields)."""
-    return LlamaConfig.preset(config.model.preset, **config_lib.numerics(config))
+    return LlamaConfig.preset(config.model.preset, **{k: config.model[k] for k in NUMERICS})
 
 
 def run_model_demo(config: ml_collections.ConfigDict, dry_run: bool = False) -> dict:
@@ -212,14 +212,14 @@ def main(argv):
 def run_training(c: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     """Runs a training config in `workdir`: one stage (`train_and_evaluate`), or for
     `task=online_dpo` rounds of sampling, scoring and DPO stages (`run_online_dpo`)."""
-    config_lib.validate(c, jax.device_count())
-    if c.task == "online_dpo":
+    run = config_lib.settings(c, jax.device_count())
+    if run.task == "online_dpo":
         from psycho_jax.train import online
 
-        return online.run_online_dpo(c, workdir)
+        return online.run_online_dpo(run, workdir)
     from psycho_jax.train import loop
 
-    return loop.train_and_evaluate(c, workdir)
+    return loop.train_and_evaluate(run, workdir)
 
 
 def run():

@@ -104,8 +104,9 @@ class Plan:
 
 def model_config(c: ml_collections.ConfigDict) -> LlamaConfig:
     """The config's LlamaConfig, the vocabulary from `model.vocab_size` or the preset."""
-    vocab = c.model.vocab_size or LlamaConfig.preset(c.model.preset).vocab_size
-    return config_lib.llama_config(c, vocab)
+    run = config_lib.settings(c)
+    vocab = run.model.vocab_size or LlamaConfig.preset(run.model.preset).vocab_size
+    return run.llama_config(vocab)
 
 
 def _abstract_batch(c, task: tasks.Task, mesh) -> dict[str, jax.ShapeDtypeStruct]:
@@ -203,10 +204,10 @@ def plan(c: ml_collections.ConfigDict, devices: Sequence[jax.Device] | None = No
         c.online.reward_model = c.online.reward_model or "(dry run)"
         c.task = "dpo" if c.task == "online_dpo" else c.task  # online DPO trains DPO steps
     devices = list(jax.devices() if devices is None else devices)
-    config_lib.validate(c, len(devices))
+    run = config_lib.settings(c, len(devices))
     mesh = sharding.make_mesh(tuple(c.mesh), devices=devices)
     rules = tuple(tuple(r) for r in c.sharding_rules)
-    task = tasks.make_task(c)
+    task = tasks.make_task(run)
     # Kernels and layouts for the devices compiled for, not this machine's default backend.
     platform = topology.platform_of(devices)
     cfg = model_config(c).replace(platform=platform)
@@ -218,7 +219,7 @@ def plan(c: ml_collections.ConfigDict, devices: Sequence[jax.Device] | None = No
     graphdef, params, rest = nnx.split(abstract, trainable_filter(abstract), ...)
     params = _with_shardings(params, sharding.state_shardings(params, mesh, rules))
     rest = _with_shardings(rest, sharding.state_shardings(rest, mesh, rules))
-    tx = train.make_optimizer(c, params)
+    tx = train.make_optimizer(run, params)
     opt_state = _with_shardings(
         jax.eval_shape(tx.init, params), sharding.optimizer_shardings(tx, params, mesh)
     )

@@ -113,3 +113,31 @@ def test_the_checks_catch_what_they_should(tmp_path):
     (pkg / "data" / "b.py").write_text("def f():\n    import psycho_jax.data.a\n")
     assert upward_imports(pkg) == ["psycho_jax.core.m:2 imports psycho_jax.train.t"]
     assert import_cycles(pkg) == ["psycho_jax.data.a -> psycho_jax.data.b -> psycho_jax.data.a"]
+
+
+def test_the_architecture_page_names_every_module_in_its_layer():
+    """docs/architecture.md's diagram lists each module on its layer's row (programs first)."""
+    doc = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    diagram = doc.split("```")[1]
+    rows: dict[str, set[str]] = {}
+    current = None
+    for line in diagram.splitlines():
+        words = line.split()
+        if not words or set(line.strip()) <= {"─"}:
+            continue
+        if words[0].rstrip("/") in (*LAYERS, "programs"):
+            current = words[0].rstrip("/")
+            words = words[1:]
+        rows.setdefault(current, set()).update(w for w in words if not w.startswith("("))
+    for module in import_graph():
+        parts = module.split(".")
+        if len(parts) < 2 or parts[-1] == "__init__" or (len(parts) == 2 and parts[1] in LAYERS):
+            continue
+        layer = "programs" if len(parts) == 2 else parts[1]
+        assert parts[-1] in rows.get(layer, set()), (
+            f"{module} is not on the {layer} row of the diagram"
+        )
+    named = {(layer, name) for layer, names in rows.items() for name in names}
+    for layer, name in named:
+        path = PACKAGE / (f"{name}.py" if layer == "programs" else f"{layer}/{name}.py")
+        assert path.is_file(), f"docs/architecture.md names {layer}/{name}, which does not exist"

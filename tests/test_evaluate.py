@@ -12,6 +12,7 @@ from psycho_jax.core.model import Llama, LlamaConfig, RewardModel
 from psycho_jax.data.formats import PRINCIPLES, DataError
 from psycho_jax.data.tokenizer import sample_tokenizer
 from psycho_jax.evaluation import judge, scoring
+from tests.helpers import config_module
 
 
 @pytest.fixture(scope="module")
@@ -50,14 +51,8 @@ def _config(models, tmp_path, **over):
 
 
 def evaluate_config():
-    import importlib.util
-    import pathlib
 
-    path = pathlib.Path(__file__).resolve().parents[1] / "configs" / "evaluate.py"
-    spec = importlib.util.spec_from_file_location("eval_cfg", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return config_module("evaluate").get_config()
 
 
 def test_evaluation_end_to_end(models, tmp_path):

@@ -1,6 +1,5 @@
 """Export of trained stages to Hugging Face: transformers gives the same logits and rewards."""
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -19,6 +18,7 @@ from psycho_jax.data import shipped  # noqa: E402
 from psycho_jax.export import export  # noqa: E402
 from psycho_jax.train import checkpoint  # noqa: E402
 from psycho_jax.train import loop as train  # noqa: E402
+from tests import helpers  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -32,21 +32,8 @@ CHAT = [
 
 
 def load_config(task, **overrides):
-    """configs/<task>.py:tiny shrunk as in test_train.py (dim 64, batch 8, no eval)."""
-    spec = importlib.util.spec_from_file_location(f"cfg_{task}", ROOT / "configs" / f"{task}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config("tiny")
-    c.model.dim, c.model.head_dim, c.model.ffn_dim = 64, 16, 128
-    c.batch_size, c.eval_every, c.log_every = 8, 0, 1
-    c.data.max_len = 320
-    for key, value in overrides.items():
-        node = c
-        *path, last = key.split("__")
-        for p in path:
-            node = node[p]
-        node[last] = value
-    return c
+    """The tests' small shape (tests/helpers.py), with evaluation over the whole eval split."""
+    return helpers.load_config(task, eval_batches=8, **overrides)
 
 
 TEXTS = [

@@ -17,8 +17,7 @@ from psycho_jax.core import sharding
 from psycho_jax.data import training as data_training
 from psycho_jax.train import checkpoint
 from psycho_jax.train import loop as train
-
-from .test_train import load_config
+from tests.helpers import load_config, settings
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -64,7 +63,7 @@ def test_preempted_and_resumed_run_is_bitwise_the_uninterrupted_one(
         m.setattr(checkpoint.StopRequest, "requested", stop_at_step_3)
         out = train.train_and_evaluate(_sft(), tmp_path)
     assert out["preempted"] == 1.0 and out["step"] == 3
-    assert checkpoint.Checkpointer(tmp_path, _sft()).latest_step() == 3
+    assert checkpoint.Checkpointer(tmp_path, settings(_sft())).latest_step() == 3
     resumed = train.train_and_evaluate(_sft(), tmp_path)
     assert resumed["step"] == 6 and "preempted" not in resumed
     _assert_bitwise(_params(tmp_path), _params(uninterrupted))
@@ -194,7 +193,7 @@ def test_consecutive_nan_steps_stop_with_last_good_checkpoint(tmp_path, monkeypa
     c = load_config("sft", num_steps=10, max_bad_steps=3, **flat)
     with pytest.raises(FloatingPointError, match="3 consecutive steps.*last good state is saved"):
         train.train_and_evaluate(c, tmp_path / "bad")
-    step = checkpoint.Checkpointer(tmp_path / "bad", c).latest_step()
+    step = checkpoint.Checkpointer(tmp_path / "bad", settings(c)).latest_step()
     # Steps 1-2 trained as in the good run, every later update was skipped.
     _assert_bitwise(_params(tmp_path / "bad", step), _params(good))
 

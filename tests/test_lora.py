@@ -1,7 +1,6 @@
 """LoRA: merge = base + BA, only adapters train, the DPO reference is the base, files, export."""
 
 import functools
-import importlib.util
 import json
 import math
 import pathlib
@@ -20,8 +19,7 @@ from psycho_jax.data import training as data_training
 from psycho_jax.data.tokenizer import sample_tokenizer
 from psycho_jax.train import checkpoint, tasks
 from psycho_jax.train import loop as train
-
-from .test_train import load_config
+from tests.helpers import config_module, fresh_state, load_config, settings
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TOKENS = jnp.asarray(np.random.RandomState(0).randint(0, 256, (2, 12)))
@@ -141,23 +139,16 @@ def _lora_config(task, **overrides):
 
 def _step_setup(task_name, tokenizer, nonzero=False):
     c = _lora_config(task_name, optim__warmup_steps=0)  # a first step with a learning rate
-    task = tasks.make_task(c)
+    task = tasks.make_task(settings(c))
     mesh = sharding.make_mesh((1, -1, 1))
-    model = train.build_model(c, task, len(tokenizer), mesh, "")
+    model = train.build_model(settings(c), task, len(tokenizer), mesh, "")
     if nonzero:
         adapters = lora.adapter_state(model)
         nnx.update(model, jax.tree.map(lambda x: x + 0.05, adapters))
     graphdef, params, rest = nnx.split(model, trainable_filter(model), ...)
-    tx = train.make_optimizer(c, params)
-    state = train.TrainState(
-        step=jnp.zeros((), jnp.int32),
-        params=params,
-        opt_state=tx.init(params),
-        rest=rest,
-        skipped=jnp.zeros((), jnp.int32),
-    )
+    tx, state = fresh_state(c, params, rest)
     loader = data_training.make_loader(
-        c, tokenizer, "train", task.name, process_index=0, process_count=1
+        settings(c), tokenizer, "train", task.name, process_index=0, process_count=1
     )
     batch = sharding.shard_batch(next(iter(loader)), mesh)
     reference = jax.tree.map(jnp.zeros_like, params) if task.needs_reference else None
@@ -284,7 +275,7 @@ def lora_dpo(tmp_path_factory, tokenizer):
     """A random tiny base saved as a HF directory, then a LoRA-DPO stage on it."""
     root = tmp_path_factory.mktemp("lora")
     c = _lora_config("dpo", num_steps=20, eval_every=10, eval_batches=2)
-    base_cfg = config_lib.llama_config(c, len(tokenizer)).replace(lora_rank=0)
+    base_cfg = settings(c).llama_config(len(tokenizer)).replace(lora_rank=0)
     hf.save_llama(Llama(base_cfg, rngs=nnx.Rngs(3)), root / "base")
     c.init_from = str(root / "base")
     metrics = train.train_and_evaluate(c, root / "dpo")
@@ -348,10 +339,7 @@ def test_merged_export_matches_transformers(lora_dpo, tmp_path):
 
 
 def _shipped(variant):
-    spec = importlib.util.spec_from_file_location("cfg_dpo_lora", ROOT / "configs" / "dpo_lora.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config(variant)
+    c = config_module("dpo_lora").get_config(variant)
     c.init_from = "/sft"
     return c
 
@@ -360,13 +348,13 @@ def _shipped(variant):
 def test_shipped_config_validates(variant):
     c = _shipped(variant)
     config_lib.validate(c, num_devices=1 if variant == "llama3_8b" else 8)
-    assert config_lib.llama_config(c, 2048).lora_rank > 0
+    assert settings(c).llama_config(2048).lora_rank > 0
 
 
 def test_llama3_8b_lora_fits_one_gpu_analytically():
     """eval_shape of the 8B LoRA policy: a bfloat16 base and ~0.2 GB of float32 adapters."""
     c = _shipped("llama3_8b")
-    cfg = config_lib.llama_config(c, 128256)
+    cfg = settings(c).llama_config(128256)
     abstract = nnx.eval_shape(lambda: Llama(cfg, rngs=nnx.Rngs(0)))
     _, params, rest = nnx.split(abstract, trainable_filter(abstract), ...)
     nbytes = lambda t: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(t))

@@ -5,17 +5,13 @@ import pathlib
 from ml_collections import config_flags  # noqa: F401  (registers the config loader)
 
 from psycho_jax import main
+from tests.helpers import config_module
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 
 
 def _config(arg):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("model_config", CONFIGS / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return config_module("model").get_config(arg)
 
 
 def test_tiny_demo_runs_sharded():

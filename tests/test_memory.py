@@ -1,6 +1,5 @@
 """The memory planner: the 8B configs compiled abstractly on 8 fake devices fit their hardware."""
 
-import importlib.util
 import pathlib
 
 import jax
@@ -9,15 +8,13 @@ import pytest
 from psycho_jax import memory
 from psycho_jax.core import sharding
 from psycho_jax.core.model import LlamaConfig
+from tests.helpers import config_module
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def load(name: str, variant: str):
-    spec = importlib.util.spec_from_file_location(f"cfg_{name}", ROOT / "configs" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant)
+    return config_module(name).get_config(variant)
 
 
 def test_optimizer_moments_are_sharded_like_their_parameters():

@@ -27,7 +27,7 @@ from flax import nnx
 from psycho_jax.core import distributed
 from psycho_jax.train import checkpoint
 from psycho_jax.train import loop as train
-from tests.test_train import load_config
+from tests.helpers import load_config
 
 WORKER = pathlib.Path(__file__).with_name("multihost_worker.py")
 ROOT = WORKER.parents[1]

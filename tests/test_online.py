@@ -1,6 +1,5 @@
 """Online (iterative) DPO: best-vs-worst pairs, config checks, and a tiny run stopped and resumed."""
 
-import importlib.util
 import json
 import math
 import pathlib
@@ -19,8 +18,7 @@ from psycho_jax.evaluation.scoring import Prompt
 from psycho_jax.main import run_training
 from psycho_jax.train import checkpoint, online
 from psycho_jax.train import loop as train
-
-from .test_train import load_config
+from tests.helpers import config_module, load_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SMALL = dict(data__max_len=192, model__n_layers=1)
@@ -122,10 +120,7 @@ def test_bad_online_config_fails_before_any_work(tmp_path):
 
 @pytest.mark.parametrize("variant", ["tiny", "llama3_8b"])
 def test_shipped_online_configs_validate(variant):
-    spec = importlib.util.spec_from_file_location("cfg_online", ROOT / "configs" / "online_dpo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config(variant)
+    c = config_module("online_dpo").get_config(variant)
     assert c.task == "online_dpo"
     with pytest.raises(ValueError, match="online.reward_model"):
         config_lib.validate(c, num_devices=8)

@@ -16,7 +16,7 @@ from psycho_jax.data.loader import Loader, LoaderConfig
 from psycho_jax.data.tokenizer import sample_tokenizer
 from psycho_jax.train import loop as train
 from psycho_jax.train import tasks
-from tests.test_train import load_config
+from tests.helpers import fresh_state, load_config, settings
 
 N_PAIRS = 12
 SEQ = 320  # one pair per row (the sample pairs have 100-200 tokens)
@@ -101,16 +101,9 @@ def _packed_batch(pairs, pad_id, per_row=4):
 
 
 def _step(c, batch, model, reference=None):
-    task = tasks.make_task(c)
+    task = tasks.make_task(settings(c))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    tx = train.make_optimizer(c, params)
-    state = train.TrainState(
-        step=jnp.zeros((), jnp.int32),
-        params=params,
-        opt_state=tx.init(params),
-        rest=rest,
-        skipped=jnp.zeros((), jnp.int32),
-    )
+    tx, state = fresh_state(c, params, rest)
     step = jax.jit(
         functools.partial(train.train_step, graphdef=graphdef, task=task, tx=tx, accum=1)
     )
@@ -133,7 +126,7 @@ CASES = {
 def test_packed_step_equals_unpacked_step(tokenizer, pairs, name):
     task_name, overrides = CASES[name]
     c = load_config(task_name, **overrides)
-    task = tasks.make_task(c)
+    task = tasks.make_task(settings(c))
     cfg = LlamaConfig.tiny(vocab_size=len(tokenizer), dim=64, head_dim=16, ffn_dim=128)
 
     def model():
@@ -206,7 +199,7 @@ def test_config_pairs_per_row_reaches_the_loader(tokenizer):
     c.data.max_len = PACKED_SEQ
     c.batch_size = 2
     loader = data_training.make_loader(
-        c, tokenizer, "train", "reward", process_index=0, process_count=1
+        settings(c), tokenizer, "train", "reward", process_index=0, process_count=1
     )
     batch = next(iter(loader))
     assert batch["segment_ids"].shape == (2, 2, c.data.max_len)

@@ -16,7 +16,7 @@ from psycho_jax.data import training as data_training
 from psycho_jax.data.tokenizer import sample_tokenizer
 from psycho_jax.train import loop as train
 from psycho_jax.train import tasks
-from tests.test_train import load_config
+from tests.helpers import load_config, settings
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STRATEGIES = ("Question", "Reflection of feelings", "Affirmation")
@@ -67,7 +67,9 @@ def test_sft_on_transcripts_with_windows_labels_and_an_eval_split_of_3(tmp_path,
         eval_batch_size=16,
     )
     tok = sample_tokenizer()
-    loader = data_training.make_loader(c, tok, "train", "sft", process_index=0, process_count=1)
+    loader = data_training.make_loader(
+        settings(c), tok, "train", "sft", process_index=0, process_count=1
+    )
     assert len(loader.examples) > 12  # the 120-turn sessions became several windows
     assert loader.label_vocab == tuple(sorted(STRATEGIES))
     batch = next(iter(loader))
@@ -76,7 +78,7 @@ def test_sft_on_transcripts_with_windows_labels_and_an_eval_split_of_3(tmp_path,
     assert (batch["turn_label"] > 0).any()
     text = tok.decode(loader.examples[0].tokens)
     assert "[Question] " in text or "[Affirmation] " in text or "[Reflection of feelings] " in text
-    evaluation = data_training.make_loader(c, tok, "eval", "sft", epochs=1)
+    evaluation = data_training.make_loader(settings(c), tok, "eval", "sft", epochs=1)
     assert {e.index for e in evaluation.examples} == {0, 1, 2}
     assert evaluation.num_steps == 1  # 3 sessions' windows, batch of 16: padded, not dropped
 
@@ -109,8 +111,8 @@ def test_eval_batches_padded_weighted_like_one_batch(tmp_path):
             eval_batch_size=eval_batch_size,
             dpo__loss_type="simpo",
         )
-        task = tasks.make_task(c)
-        loader = data_training.make_loader(c, tok, "eval", "dpo", epochs=1)
+        task = tasks.make_task(settings(c))
+        loader = data_training.make_loader(settings(c), tok, "eval", "dpo", epochs=1)
         assert loader.num_steps == (2 if eval_batch_size == 8 else 1)
         eval_fn = jax.jit(functools.partial(train.eval_step, graphdef=graphdef, task=task))
         state = train.TrainState(step=0, params=params, rest=rest, opt_state=None, skipped=0)
@@ -128,7 +130,7 @@ def test_sample_eval_never_stands_in_for_user_data(tmp_path, caplog):
     write_sessions(tmp_path / "train.jsonl", 8)
     c = _config(data__train=str(tmp_path / "train.jsonl"), data__merge_consecutive=True)
     assert c.data.eval.startswith("sample:")
-    assert data_training.eval_spec(c) == ""
+    assert settings(c).data.held_out == ""
     with caplog.at_level("WARNING"):
         final = train.train_and_evaluate(c, tmp_path / "w")
     assert not any(k.startswith("eval/") for k in final)
@@ -146,7 +148,7 @@ def test_principle_head_only_with_rated_pairs(tmp_path, caplog):
     c = _config("reward", data__train=str(tmp_path / "pairs.jsonl"))
     assert c.reward.principle_head
     with caplog.at_level("WARNING"):
-        off = train.principle_head_if_rated(c, tok)
+        off = train.principle_head_if_rated(settings(c), tok)
     assert not off.reward.principle_head and c.reward.principle_head  # the caller's is unchanged
     assert tasks.make_task(off).num_labels == 1
     assert any("no per-principle ratings" in r.getMessage() for r in caplog.records)
@@ -158,7 +160,7 @@ def test_principle_head_only_with_rated_pairs(tmp_path, caplog):
         r["prompt"] += " (rated)"
     (tmp_path / "rated.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     rated = _config("reward", data__train=str(tmp_path / "rated.jsonl"))
-    assert train.principle_head_if_rated(rated, tok).reward.principle_head
+    assert train.principle_head_if_rated(settings(rated), tok).reward.principle_head
 
 
 @pytest.mark.slow

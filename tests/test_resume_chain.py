@@ -25,7 +25,7 @@ import pytest
 from flax import nnx
 
 from psycho_jax.core import sharding
-from psycho_jax.core.model import LlamaConfig
+from psycho_jax.core.model import Llama, LlamaConfig
 from psycho_jax.train import checkpoint
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -128,9 +128,9 @@ def test_startup_removes_interrupted_deletes_and_says_so(tmp_path, caplog):
     half = tmp_path / "checkpoints" / checkpoint.DELETING / "3" / "opt"
     half.mkdir(parents=True)
     (half / "x").write_bytes(b"x")
-    from .test_train import load_config
+    from tests.helpers import load_config, settings
 
-    ckpt = checkpoint.Checkpointer(tmp_path, load_config("sft"))
+    ckpt = checkpoint.Checkpointer(tmp_path, settings(load_config("sft")))
     ckpt.close()
     assert not (tmp_path / "checkpoints" / checkpoint.DELETING / "3").exists()
     assert "a checkpoint whose deletion was interrupted" in caplog.text
@@ -162,6 +162,24 @@ def test_architecture_mismatch_names_both_values_and_numerics_may_differ(caplog)
     # Without adapters their alpha and targets mean nothing.
     other = saved.replace(lora_alpha=3.0, lora_targets=("q_proj",))
     checkpoint.check_compatible(_meta(saved), other, None, "dpo", {}, where)
+
+
+def test_checkpoints_record_the_model_spec_and_older_ones_still_load(tmp_path):
+    """A checkpoint's meta holds the architecture and the weights' dtype, not how a run computed
+    (attention kernel, remat, head chunks, platform); one written with the whole LlamaConfig (before
+    this was so) loads as before, the loading run's numerics replacing the recorded ones."""
+    cfg = LlamaConfig.preset("tiny", vocab_size=64, dim=32, head_dim=8, ffn_dim=64)
+    cfg = cfg.replace(attention="einsum", remat="full", head_chunk=16, dtype="bfloat16")
+    meta = checkpoint.model_meta(Llama(cfg, rngs=nnx.Rngs(0)), "sft", 3)
+    assert set(meta["llama_config"]) == set(cfg.architecture()) | {"param_dtype"}
+    loaded, _ = checkpoint.architecture_of(meta, attention="xla")
+    assert loaded.architecture() == cfg.architecture() and loaded.attention == "xla"
+    assert loaded.remat == "none" and loaded.dtype == "float32"  # the loader's choice: defaults
+    old = _meta(cfg)  # the whole LlamaConfig, as older checkpoints recorded it
+    old["llama_config"].pop("platform")
+    loaded, _ = checkpoint.architecture_of(old, remat="none")
+    assert loaded.architecture() == cfg.architecture()
+    assert (loaded.remat, loaded.attention) == ("none", "einsum")
 
 
 def test_loading_a_saved_model_cannot_change_its_architecture(tmp_path):

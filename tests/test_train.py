@@ -1,7 +1,6 @@
 """The train step and loop: accumulation, meshes, golden one-step metrics, every task end to end."""
 
 import functools
-import importlib.util
 import json
 import os
 import pathlib
@@ -20,27 +19,11 @@ from psycho_jax.data import training as data_training
 from psycho_jax.data.tokenizer import sample_tokenizer
 from psycho_jax.train import checkpoint, tasks
 from psycho_jax.train import loop as train
+from tests.helpers import config_module, fresh_state, load_config, settings
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GOLDEN = pathlib.Path(__file__).with_name("golden") / "one_step_metrics.json"
 TOL = 1e-5
-
-
-def load_config(task, variant="tiny", **overrides):
-    spec = importlib.util.spec_from_file_location(f"cfg_{task}", ROOT / "configs" / f"{task}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config(variant)
-    c.model.dim, c.model.head_dim, c.model.ffn_dim = 64, 16, 128
-    c.batch_size, c.num_steps, c.eval_every, c.eval_batches, c.log_every = 8, 3, 0, 1, 1
-    c.data.max_len = 320
-    for key, value in overrides.items():
-        node = c
-        *path, last = key.split("__")
-        for p in path:
-            node = node[p]
-        node[last] = value
-    return c
 
 
 @pytest.fixture(scope="module")
@@ -50,21 +33,14 @@ def tokenizer():
 
 def _batch(c, tokenizer, task):
     loader = data_training.make_loader(
-        c, tokenizer, "train", task, process_index=0, process_count=1
+        settings(c), tokenizer, "train", task, process_index=0, process_count=1
     )
     return next(iter(loader))
 
 
 def _state(c, model, mesh=None):
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    tx = train.make_optimizer(c, params)
-    state = train.TrainState(
-        step=jnp.zeros((), jnp.int32),
-        params=params,
-        opt_state=tx.init(params),
-        rest=rest,
-        skipped=jnp.zeros((), jnp.int32),
-    )
+    tx, state = fresh_state(c, params, rest)
     return graphdef, tx, state
 
 
@@ -76,7 +52,7 @@ def _model(task_obj, vocab, seed=0):
 
 
 def _one_step(c, tokenizer, accum=1, mesh=None, reference=False):
-    task = tasks.make_task(c)
+    task = tasks.make_task(settings(c))
     batch = _batch(c, tokenizer, task.name)
     model = _model(task, len(tokenizer))
     graphdef, tx, state = _state(c, model)
@@ -180,7 +156,7 @@ def test_golden_one_step_metrics(tokenizer):
 
 def test_nonfinite_step_is_skipped(tokenizer):
     c, _ = _case("sft")
-    task = tasks.make_task(c)
+    task = tasks.make_task(settings(c))
     batch = jax.tree.map(jnp.asarray, _batch(c, tokenizer, "sft"))
     model = _model(task, len(tokenizer))
     graphdef, tx, state = _state(c, model)
@@ -283,14 +259,11 @@ def test_flop_count_ratios():
 @pytest.mark.parametrize("task", ["sft", "reward", "dpo"])
 @pytest.mark.parametrize("variant", ["tiny", "llama3_8b"])
 def test_shipped_configs_validate(task, variant):
-    spec = importlib.util.spec_from_file_location(f"cfg_{task}", ROOT / "configs" / f"{task}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config(variant)
+    c = config_module(task).get_config(variant)
     if task == "dpo":
         c.init_from = "/sft"
-    config_lib.validate(c, num_devices=8)
-    assert config_lib.llama_config(c, 2048).num_params > 0
+    run = config_lib.settings(c, num_devices=8)
+    assert run.llama_config(2048).num_params > 0
 
 
 def test_memory_scheduler_same_step_less_memory(tokenizer):
@@ -299,17 +272,19 @@ def test_memory_scheduler_same_step_less_memory(tokenizer):
     the default's. (The reward step's were 159 against 178 MB until the attention masks became
     buffers of their own, `kernels.materialized`; now both schedulers give it ~121 MB.)"""
     c, _ = _case("dpo")
-    task = tasks.make_task(c)
+    task = tasks.make_task(settings(c))
     batch = jax.tree.map(jnp.asarray, _batch(c, tokenizer, task.name))
     results = {}
     for scheduler in ("default", "memory"):
         c.cpu_scheduler = scheduler
         graphdef, tx, state = _state(c, _model(task, len(tokenizer)))
-        step = train.jit_train_step(c, graphdef, task, tx, state, None)
+        step = train.jit_train_step(settings(c), graphdef, task, tx, state, None)
         temp = step.lower(state, batch, None).compile().memory_analysis().temp_size_in_bytes
         new_state, metrics = step(state, batch, None)
         results[scheduler] = (temp, new_state, {k: float(v) for k, v in metrics.items()})
-    assert train.compiler_options(c) == {"xla_cpu_scheduler_type": train.CPU_SCHEDULERS["memory"]}
+    assert train.compiler_options(settings(c)) == {
+        "xla_cpu_scheduler_type": train.CPU_SCHEDULERS["memory"]
+    }
     assert results["memory"][0] < results["default"][0], (
         results["memory"][0],
         results["default"][0],

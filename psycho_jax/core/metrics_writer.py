@@ -10,14 +10,24 @@ import sys
 from typing import Any
 
 import jax
-import ml_collections
 import tensorboardX
 import tqdm
 from absl import logging
 
 
 class MetricsWriter:
-    def __init__(self, workdir: pathlib.Path, config: ml_collections.ConfigDict, total_steps: int):
+    """A run's metrics: `workdir/metrics.jsonl`, TensorBoard, a progress bar on a terminal, and
+    Weights & Biases when `wandb_project` is set (with `run_config`, the run's settings)."""
+
+    def __init__(
+        self,
+        workdir: pathlib.Path,
+        total_steps: int,
+        *,
+        name: str,
+        wandb_project: str = "",
+        run_config: dict[str, Any] | None = None,
+    ):
         self.enabled = jax.process_index() == 0
         self.bar = None
         self.tb = None
@@ -26,19 +36,17 @@ class MetricsWriter:
             return
         self.jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
         self.tb = tensorboardX.SummaryWriter(str(workdir / "tensorboard"))
-        if config.wandb_project:
+        if wandb_project:
             try:
                 import wandb  # optional: psycho_jax[wandb]
             except ImportError:
                 raise ImportError(
-                    f"config.wandb_project={config.wandb_project!r} needs Weights & Biases: "
+                    f"config.wandb_project={wandb_project!r} needs Weights & Biases: "
                     "pip install 'psycho_jax[wandb]' (or set --config.wandb_project='')"
                 ) from None
-            self.wandb = wandb.init(
-                project=config.wandb_project, config=config.to_dict(), dir=str(workdir)
-            )
+            self.wandb = wandb.init(project=wandb_project, config=run_config, dir=str(workdir))
         if sys.stderr.isatty():
-            self.bar = tqdm.tqdm(total=total_steps, desc=config.task, dynamic_ncols=True)
+            self.bar = tqdm.tqdm(total=total_steps, desc=name, dynamic_ncols=True)
 
     def progress(self, step: int, metrics: dict[str, Any]) -> None:
         """Advances the progress bar (metrics stay on device: nothing is fetched here)."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import ml_collections
 from absl import logging
 
 from psycho_jax.data import sources
@@ -52,9 +51,54 @@ def with_label_prefix(conv: Conversation) -> Conversation:
     return dataclasses.replace(conv, messages=messages)
 
 
-def conversation_options(c: ml_collections.ConfigDict) -> ConversationOptions:
-    """How a run reads transcripts (`data.role_map`, `data.merge_consecutive`)."""
-    return ConversationOptions(parse_role_map(c.data.role_map), c.data.merge_consecutive)
+def invalid(key: str, value: Any, valid: str) -> ValueError:
+    """The error for a bad setting: names the config key, the value and what is valid."""
+    return ValueError(f"config.{key}={value!r} is not valid; valid: {valid}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSettings:
+    """A run's data (the config's `data.*` keys; checked once at start-up)."""
+
+    train: str  # source specs (`sources.parse_source`), comma-separated for a mixture
+    eval: str
+    max_len: int
+    packing: bool  # SFT: pack conversations into rows of max_len
+    pairs_per_row: int  # reward/DPO: > 1 packs up to this many pairs into a row
+    truncation: str  # keep_last_turns | skip | error
+    on_bad_row: str  # raise | skip (counted and reported)
+    windows: bool  # SFT: overlapping windows of a long conversation
+    role_map: str  # "Name=role,..." on top of the common speaker names
+    merge_consecutive: bool
+    label_prefix: bool
+
+    def __post_init__(self):
+        if self.max_len <= 0:
+            raise invalid("data.max_len", self.max_len, "a positive integer")
+        if self.truncation not in ("keep_last_turns", "skip", "error"):
+            raise invalid("data.truncation", self.truncation, "keep_last_turns, skip, error")
+        if self.on_bad_row not in ("raise", "skip"):
+            raise invalid("data.on_bad_row", self.on_bad_row, "raise, skip")
+        try:
+            parse_role_map(self.role_map)
+        except ValueError as e:
+            raise invalid("data.role_map", self.role_map, f"'name=role,...' ({e})") from None
+
+    @property
+    def conversation_options(self) -> ConversationOptions:
+        """How the run reads transcripts (`role_map`, `merge_consecutive`)."""
+        return ConversationOptions(parse_role_map(self.role_map), self.merge_consecutive)
+
+    @property
+    def held_out(self) -> str:
+        """The eval split a run evaluates on, or "" for none: `eval`, except that the embedded
+        sample never stands in for the user's own data (a run on a file or hub dataset whose
+        `eval` is still a `sample:` split has no eval split). The caller says so once."""
+        train, held_out = self.train.strip(), self.eval.strip()
+        user_train = bool(train) and not all(
+            s.strip().startswith("sample:") for s in train.split(",") if s.strip()
+        )
+        return "" if user_train and held_out.startswith("sample:") else held_out
 
 
 def tokenized_examples(
@@ -109,21 +153,8 @@ def tokenized_examples(
     return _CACHE[key]
 
 
-def eval_spec(c: ml_collections.ConfigDict) -> str:
-    """The eval split a run evaluates on, or "" for none: `data.eval`, except that the embedded
-    sample never stands in for the user's own data (a run on a file or hub dataset whose
-    `data.eval` is still a `sample:` split has no eval split). The caller says so once."""
-    train, held_out = c.data.train.strip(), c.data.eval.strip()
-    user_train = bool(train) and not all(
-        s.strip().startswith("sample:") for s in train.split(",") if s.strip()
-    )
-    if user_train and held_out.startswith("sample:"):
-        return ""
-    return held_out
-
-
 def make_loader(
-    c: ml_collections.ConfigDict,
+    run: Any,
     tokenizer,
     split: str,
     task: str,
@@ -132,37 +163,39 @@ def make_loader(
     process_index: int | None = None,
     process_count: int | None = None,
 ) -> Loader:
-    """This host's batches of `c.data.train` or the eval split (`eval_spec`) for `task` ("sft",
-    "reward", "dpo").
+    """This host's batches of `run.data.train` or the held-out split (`DataSettings.held_out`) for
+    `task` ("sft", "reward", "dpo"); `run` is the run's settings (`train.settings.TrainSettings`:
+    its `data`, `batch_size`, `eval_batch_size` and `seed`).
 
     `epochs=None` repeats the data forever (training); a finite pass (`epochs=1`: evaluation,
     reward statistics) gives every example once, the last batch padded with empty rows (masked
     out), never dropped, so a split of any size works. Eval batches hold `eval_batch_size`.
     """
-    spec = c.data.train if split == "train" else eval_spec(c)
+    d: DataSettings = run.data
+    spec = d.train if split == "train" else d.held_out
     if not spec:
         raise ValueError(f"no {split} split (data.{split} is empty)")
     kind = "sft" if task == "sft" else "pairs"
     examples = tokenized_examples(
         spec,
         tokenizer,
-        c.data.max_len,
+        d.max_len,
         kind,
-        c.data.truncation,
-        c.data.on_bad_row,
-        options=conversation_options(c),
-        windows=c.data.windows,
-        label_prefix=c.data.label_prefix,
+        d.truncation,
+        d.on_bad_row,
+        options=d.conversation_options,
+        windows=d.windows,
+        label_prefix=d.label_prefix,
     )
     is_eval = split != "train"
     config = LoaderConfig(
-        global_batch_size=(c.eval_batch_size or c.batch_size) if is_eval else c.batch_size,
-        seq_len=c.data.max_len,
+        global_batch_size=(run.eval_batch_size or run.batch_size) if is_eval else run.batch_size,
+        seq_len=d.max_len,
         pad_id=tokenizer.pad_token_id,
-        seed=c.seed,
+        seed=run.seed,
         num_epochs=epochs,
-        packing=c.data.packing,
-        pairs_per_row=c.data.get("pairs_per_row", 1),
+        packing=d.packing,
+        pairs_per_row=d.pairs_per_row,
         pad_last_batch=epochs is not None,  # one pass: every example counts
     )
     return Loader(examples, config, process_index, process_count)

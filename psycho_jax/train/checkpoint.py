@@ -20,7 +20,6 @@ checkpoint, never the preset or the command line (which may change only the `NUM
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import pathlib
@@ -32,7 +31,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
@@ -48,6 +46,7 @@ from psycho_jax.core.model import (
     RopeScaling,
     trainable_filter,
 )
+from psycho_jax.train.settings import TrainSettings
 
 DELETING = "_deleting"  # Orbax's `todelete_subdir`: a checkpoint is renamed here, then removed
 DAMAGED = "damaged_checkpoints"  # where a resume moves a checkpoint that failed its checks
@@ -86,8 +85,10 @@ def purge_deleted(workdir: pathlib.Path, startup: bool = False) -> list[str]:
 
 
 def model_meta(model: nnx.Module, task: str, step: int) -> dict[str, Any]:
-    cfg = dataclasses.asdict(model.config)
-    cfg.pop("platform")  # where a program was compiled for, not a property of the weights
+    # The model spec only: the architecture and the stored weights' dtype. How a run computes
+    # (the other NUMERICS, the target platform) is the loading run's choice; checkpoints that
+    # recorded those too still load (the loader's numerics replace them).
+    cfg = {**model.config.architecture(), "param_dtype": model.config.param_dtype}
     return {
         "task": task,
         "step": step,
@@ -210,7 +211,7 @@ class Checkpointer:
     removes whatever a kill left there.
     """
 
-    def __init__(self, workdir: pathlib.Path, config: ml_collections.ConfigDict):
+    def __init__(self, workdir: pathlib.Path, config: TrainSettings):
         policies = [ocp.checkpoint_managers.LatestN(n=max(config.keep_checkpoints, 1))]
         if config.keep_best_metric:
             key, mode = config.keep_best_metric, config.keep_best_mode
@@ -258,7 +259,7 @@ class Checkpointer:
         model_tree = nnx.state(model).to_pure_dict()
         opt = {"opt_state": state.opt_state, "step": state.step, "skipped": state.skipped}
         meta = model_meta(model_like, config.task, step)
-        meta["config"] = config.to_json_best_effort()
+        meta["config"] = config.source
         meta["checksums"] = {
             "model": fingerprint(model_tree),
             "opt": fingerprint(opt),
@@ -521,10 +522,11 @@ def check_compatible(
             f"{where} holds a run of another model or task ({'; '.join(diff)}); "
             "use a new --workdir or the original config"
         )
+    stored = meta["llama_config"]  # the numerics a checkpoint recorded (older ones: all of them)
     changed = [
-        f"{k}={v!r} (checkpoint {getattr(saved, k)!r})"
+        f"{k}={v!r} (checkpoint {stored[k]!r})"
         for k, v in numerics.items()
-        if k in NUMERICS and getattr(saved, k) != v
+        if k in NUMERICS and k in stored and stored[k] != v
     ]
     if changed:
         logging.info("resuming %s with other numerics: %s", where, ", ".join(changed))

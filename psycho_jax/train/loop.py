@@ -7,6 +7,7 @@ differ only in how a batch becomes a loss.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import json
@@ -24,7 +25,6 @@ from absl import logging
 from flax import nnx, struct
 from jax.experimental import multihost_utils
 
-from psycho_jax import config as config_lib
 from psycho_jax.core import lora as lora_lib
 from psycho_jax.core import sharding
 from psycho_jax.core.metrics_writer import MetricsWriter
@@ -32,8 +32,9 @@ from psycho_jax.core.model import Llama, LlamaConfig, RewardModel, trainable_fil
 from psycho_jax.data import tokenizer as tokenizer_lib
 from psycho_jax.data import training as data_lib
 from psycho_jax.train import checkpoint as ckpt_lib
-from psycho_jax.train import losses, tasks
 from psycho_jax.train import reference as reference_lib
+from psycho_jax.train import tasks
+from psycho_jax.train.settings import TrainSettings
 
 Batch = dict[str, Any]
 
@@ -54,7 +55,7 @@ class TrainState:
 # ----------------------------------------------------------------------------- optimizer
 
 
-def make_schedule(c: ml_collections.ConfigDict) -> optax.Schedule:
+def make_schedule(c: TrainSettings) -> optax.Schedule:
     o = c.optim
     warmup = min(o.warmup_steps, max(c.num_steps - 1, 0))
     decay_steps = max(c.num_steps - warmup, 1)
@@ -79,7 +80,7 @@ def decay_mask(params: nnx.State) -> nnx.State:
     )
 
 
-def make_optimizer(c: ml_collections.ConfigDict, params: nnx.State) -> optax.GradientTransformation:
+def make_optimizer(c: TrainSettings, params: nnx.State) -> optax.GradientTransformation:
     o = c.optim
     return optax.chain(
         optax.clip_by_global_norm(o.clip_norm) if o.clip_norm > 0 else optax.identity(),
@@ -171,7 +172,7 @@ def train_step(
 
 
 def init_train_state(
-    c: ml_collections.ConfigDict, params: nnx.State, rest: nnx.State, mesh
+    c: TrainSettings, params: nnx.State, rest: nnx.State, mesh
 ) -> tuple[optax.GradientTransformation, TrainState]:
     """The optimizer and the step-0 train state on `mesh` (optimizer moments sharded like the
     parameters they follow)."""
@@ -191,7 +192,7 @@ def init_train_state(
 
 
 def jit_train_step(
-    c: ml_collections.ConfigDict,
+    c: TrainSettings,
     graphdef: nnx.GraphDef,
     task: tasks.Task,
     tx: optax.GradientTransformation,
@@ -200,7 +201,7 @@ def jit_train_step(
 ):
     """`train_step` jitted with the state's shardings kept and its buffers donated:
     `step_fn(state, batch, reference) -> (state, metrics)`. Call it under `jax.set_mesh(mesh)`."""
-    if c.get("release_compiler_heap", True):
+    if c.release_compiler_heap:
         release_compiler_heap()
     state_shardings = jax.tree.map(lambda x: x.sharding, state)
     ref_shardings = None if reference is None else jax.tree.map(lambda x: x.sharding, reference)
@@ -254,7 +255,7 @@ CPU_SCHEDULERS = {
 }
 
 
-def compiler_options(c: ml_collections.ConfigDict) -> dict[str, str] | None:
+def compiler_options(c: TrainSettings) -> dict[str, str] | None:
     """XLA options of the train step: `c.cpu_scheduler` ("default": XLA's choice, "memory": order
     ops for the smallest peak, "concurrency": for the most parallel ops) on the CPU backend."""
     if c.cpu_scheduler == "default" or jax.default_backend() != "cpu":
@@ -274,7 +275,7 @@ def eval_step(params, rest, batch, reference, *, graphdef, task) -> dict[str, ja
 
 
 def build_model(
-    c: ml_collections.ConfigDict, task: tasks.Task, vocab_size: int, mesh, init_from: str
+    c: TrainSettings, task: tasks.Task, vocab_size: int, mesh, init_from: str
 ) -> nnx.Module:
     """The model for `task`: random, or initialised from a stage checkpoint or a HF directory.
 
@@ -282,15 +283,15 @@ def build_model(
     `lora.rank > 0` the model gets fresh adapters on top; a checkpoint that has adapters of its own
     (a LoRA stage) is merged into its base first.
     """
-    rules = tuple(tuple(r) for r in c.sharding_rules)
-    numerics = config_lib.numerics(c)
-    lora = config_lib.lora_fields(c)
+    rules = c.rules
     if init_from:
-        source = lora_lib.merge(ckpt_lib.load_model(init_from, mesh=mesh, rules=rules, **numerics))
-        cfg = source.config.replace(**lora)
+        source = lora_lib.merge(
+            ckpt_lib.load_model(init_from, mesh=mesh, rules=rules, **c.model.numerics)
+        )
+        cfg = source.config.replace(**c.lora.fields)
     else:
         source = None
-        cfg = config_lib.llama_config(c, vocab_size)
+        cfg = c.llama_config(vocab_size)
     if source is not None and (task.name != "reward" or isinstance(source, RewardModel)):
         if isinstance(source, RewardModel) != (task.name == "reward"):
             raise ValueError(
@@ -347,7 +348,7 @@ _PEAK_FLOPS = {  # dense bf16 per device
 }
 
 
-def peak_flops(c: ml_collections.ConfigDict) -> float:
+def peak_flops(c: TrainSettings) -> float:
     if c.peak_flops_per_device:
         return c.peak_flops_per_device
     kind = jax.devices()[0].device_kind
@@ -450,21 +451,19 @@ def reward_statistics(state: TrainState, graphdef, batches: Iterator[Batch], mes
     return state.replace(rest=_on_mesh(rest, mesh))
 
 
-def principle_head_if_rated(c: ml_collections.ConfigDict, tokenizer) -> ml_collections.ConfigDict:
-    """The config, with `reward.principle_head` off (and said once) when the training pairs carry
+def principle_head_if_rated(run: TrainSettings, tokenizer) -> TrainSettings:
+    """The settings, with `reward.principle_head` off (and said once) when the training pairs carry
     no per-principle ratings: such a head would never train, and its scores would mean nothing."""
-    if c.task != "reward" or not c.reward.principle_head:
-        return c
-    if data_lib.make_loader(c, tokenizer, "train", "reward").with_ratings:
-        return c
+    if run.task != "reward" or not run.reward.principle_head:
+        return run
+    if data_lib.make_loader(run, tokenizer, "train", "reward").with_ratings:
+        return run
     logging.warning(
         "reward.principle_head: the training pairs (%s) carry no per-principle ratings, so the "
         "principle head is off (it would never train)",
-        c.data.train,
+        run.data.train,
     )
-    c = c.copy_and_resolve_references()
-    c.reward.principle_head = False
-    return c
+    return run.replace(reward=dataclasses.replace(run.reward, principle_head=False))
 
 
 def stop_after_bad_steps(
@@ -500,28 +499,26 @@ def stop_after_bad_steps(
     )
 
 
-def configured_architecture(
-    c: ml_collections.ConfigDict, vocab_size: int, saved: LlamaConfig
-) -> LlamaConfig:
-    """The architecture the config builds: its preset and sizes, or `init_from`'s model with the
-    config's LoRA layout. When `init_from` can no longer be read, the checkpoint's (`saved`) with
-    the config's LoRA layout, said in the log."""
-    if not c.init_from:
-        return config_lib.llama_config(c, vocab_size)
+def configured_architecture(run: TrainSettings, vocab_size: int, saved: LlamaConfig) -> LlamaConfig:
+    """The architecture the settings build: the preset and sizes, or `init_from`'s model with the
+    run's LoRA layout. When `init_from` can no longer be read, the checkpoint's (`saved`) with
+    the run's LoRA layout, said in the log."""
+    if not run.init_from:
+        return run.llama_config(vocab_size)
     try:
-        source = ckpt_lib.read_architecture(c.init_from)
+        source = ckpt_lib.read_architecture(run.init_from)
     except (OSError, ValueError, ckpt_lib.CheckpointDamaged) as e:
         logging.warning(
             "init_from=%s cannot be read (%s); the resumed model is the checkpoint's",
-            c.init_from,
+            run.init_from,
             e,
         )
         source = saved
-    return source.replace(**config_lib.lora_fields(c))
+    return source.replace(**run.lora.fields)
 
 
 def resume(
-    c: ml_collections.ConfigDict,
+    run: TrainSettings,
     task: tasks.Task,
     ckpt: ckpt_lib.Checkpointer,
     vocab_size: int,
@@ -531,13 +528,12 @@ def resume(
     """The stopped run from its newest intact checkpoint, or None when there is none.
 
     The model is built as the checkpoint records it (never from the preset: a run from `init_from`
-    resumes the model it trained), with the config's numerics; a config that builds another
-    architecture, head or task is an error naming both values. Parameters, optimizer, step and the
+    resumes the model it trained), with the run's numerics; settings that build another
+    architecture, head or task are an error naming both values. Parameters, optimizer, step and the
     loader's position are restored and checked against their checksums; a damaged checkpoint is
     named, moved to `damaged_checkpoints/`, and the previous one is tried.
     """
-    rules = tuple(tuple(r) for r in c.sharding_rules)
-    numerics = config_lib.numerics(c)
+    numerics = run.model.numerics
     labels = task.num_labels if task.name == "reward" else None
     damaged = []
     for step in ckpt.steps():
@@ -547,13 +543,13 @@ def resume(
                 raise ckpt_lib.CheckpointDamaged(where, "no optimizer state ('opt')")
             meta = ckpt.meta(step)
             cfg, saved_labels = ckpt_lib.architecture_of(meta, **numerics)
-            expected = configured_architecture(c, vocab_size, cfg)
+            expected = configured_architecture(run, vocab_size, cfg)
             ckpt_lib.check_compatible(meta, expected, labels, task.name, numerics, where)
             model = sharding.init_sharded(
-                ckpt_lib.make_model(cfg, saved_labels, c.seed), mesh, rules
+                ckpt_lib.make_model(cfg, saved_labels, run.seed), mesh, run.rules
             )
             graphdef, params, rest = nnx.split(model, trainable_filter(model), ...)
-            tx, state = init_train_state(c, params, rest, mesh)
+            tx, state = init_train_state(run, params, rest, mesh)
             state, loader_state = ckpt.restore(step, state, graphdef, meta)
         except ckpt_lib.CheckpointDamaged as e:
             dest = ckpt.set_aside(step)
@@ -572,196 +568,302 @@ def resume(
     return None
 
 
-def train_and_evaluate(
-    c: ml_collections.ConfigDict, workdir: str | pathlib.Path
-) -> dict[str, float]:
-    """Trains `c.task` as configured, evaluating periodically; returns the final metrics.
-
-    Resumes from the newest complete checkpoint in `workdir` (parameters, optimizer, step, data
-    position: the resumed run is the uninterrupted one); saves every `checkpoint_every` steps, on
-    SIGTERM/SIGINT (then returns with `preempted=1`) and at the end, where the model is what the next
-    stage's `init_from` loads. A non-finite step is skipped; `max_bad_steps` in a row stop the run
-    with a checkpoint of the last good state.
-    """
-    workdir = pathlib.Path(workdir)
-    config_lib.validate(c, jax.device_count())
-    if c.task == "online_dpo":
-        raise ValueError(
-            "task=online_dpo runs rounds of sampling, scoring and DPO stages: "
-            "psycho_jax.train.online.run_online_dpo (or psycho_jax.main.run_training)"
+def dpo_reference(
+    run: TrainSettings, task, model, graphdef, state: TrainState, tokenizer, mesh
+) -> tuple[nnx.State | None, dict[str, dict]]:
+    """DPO's reference: `(live reference parameters, None)` for a live reference, or `(None,
+    {split: log-prob table})` precomputed once per (data, tokenizer, reference weights) and cached on
+    disk; `(None, {})` when the loss needs none. Built after a resume's restore (a LoRA model's base
+    is then in `state.rest`)."""
+    if task.name != "dpo" or not run.dpo.needs_reference:
+        return None, {}
+    if model.config.lora_rank and run.dpo.reference_from in ("", run.init_from):
+        # The frozen base: the policy's own graph and base weights with zero adapters, exactly the
+        # base's numbers and no second copy of the weights.
+        zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype, device=x.sharding), state.params)
+        ref_model, ref_state = nnx.merge(graphdef, zeros, state.rest), zeros
+    else:  # another model (with LoRA only precomputed: settings check), without adapters
+        plain = run.replace(lora=dataclasses.replace(run.lora, rank=0))
+        ref_from = run.dpo.reference_from or run.init_from
+        ref_model = build_model(plain, task, len(tokenizer), mesh, ref_from)
+        ref_state = nnx.split(ref_model, nnx.Param, ...)[1]
+    if run.dpo.reference == "live":
+        return ref_state, {}
+    tables = {}
+    for split in ("train", "eval") if run.data.held_out else ("train",):
+        pairs = data_lib.make_loader(run, tokenizer, split, task.name, epochs=1).examples
+        table = reference_lib.reference_table(
+            ref_model, pairs, tokenizer, run.batch_size, mesh, run.dpo.reference_cache
         )
-    ckpt_lib.check_workdir(workdir)
-    mesh = sharding.make_mesh(tuple(c.mesh))
-    tokenizer = tokenizer_lib.load_tokenizer(c.tokenizer)
-    c = principle_head_if_rated(c, tokenizer)
-    task = tasks.make_task(c)
-    ckpt = ckpt_lib.Checkpointer(workdir, c)
-    train_loader = data_lib.make_loader(c, tokenizer, "train", task.name)
-    resumed = resume(c, task, ckpt, len(tokenizer), mesh, train_loader)
+        tables[split] = reference_lib.by_example_index(pairs, table)
+    return None, tables
+
+
+@dataclasses.dataclass
+class Session:
+    """What a training run sets up once (`start`) and its stages read: the loop (`fit`) and the
+    end (`finish`). The train state itself is passed from stage to stage, never kept here."""
+
+    run: TrainSettings
+    workdir: pathlib.Path
+    mesh: jax.sharding.Mesh
+    tokenizer: Any
+    task: tasks.Task
+    ckpt: ckpt_lib.Checkpointer
+    train_loader: Any
+    model: nnx.Module
+    graphdef: nnx.GraphDef
+    tx: optax.GradientTransformation
+    start_state: TrainState  # donated to the first step: read it before, never after
+    first_step: int  # the step the state is at when the run (re)starts
+    resumed: bool
+    reference: nnx.State | None  # a live DPO reference's parameters
+    ref_tables: dict[str, dict]  # precomputed reference log-probs per split
+    writer: MetricsWriter
+    eval_fn: Any  # the jitted `eval_step`
+
+    def batches(self, split: str, epochs: int | None, loader=None) -> Iterator[Batch]:
+        loader = loader or data_lib.make_loader(
+            self.run, self.tokenizer, split, self.task.name, epochs=epochs
+        )
+        return (
+            reference_lib.attach(loader, self.ref_tables[split])
+            if self.ref_tables
+            else iter(loader)
+        )
+
+    def evaluate(self, state: TrainState, step: int) -> dict[str, float]:
+        """Eval metrics at `step` (written), or {} without a held-out split."""
+        if not self.run.data.held_out:
+            return {}
+        batches = itertools.islice(self.batches("eval", 1), self.run.eval_batches or None)
+        with jax.set_mesh(self.mesh):
+            metrics = evaluate(self.eval_fn, state, self.reference, batches, self.mesh)
+        self.writer.write(step, metrics)
+        return metrics
+
+    def save(self, state: TrainState, step: int, metrics: dict[str, float] | None = None) -> None:
+        self.ckpt.save(
+            step, state, self.graphdef, self.model, self.run, self.train_loader.get_state(), metrics
+        )
+
+
+def start(run: TrainSettings, workdir: pathlib.Path) -> Session:
+    """Stage 1: tokenizer, task, data, the model and train state (resumed, or fresh from the preset,
+    a previous stage or a Hugging Face directory), DPO's reference, metrics."""
+    mesh = sharding.make_mesh(run.mesh)
+    tokenizer = tokenizer_lib.load_tokenizer(run.tokenizer)
+    run = principle_head_if_rated(run, tokenizer)
+    task = tasks.make_task(run)
+    ckpt = ckpt_lib.Checkpointer(workdir, run)
+    train_loader = data_lib.make_loader(run, tokenizer, "train", task.name)
+    resumed = resume(run, task, ckpt, len(tokenizer), mesh, train_loader)
     if resumed is None:
-        model = build_model(c, task, len(tokenizer), mesh, c.init_from)
+        model = build_model(run, task, len(tokenizer), mesh, run.init_from)
         graphdef, params, rest = nnx.split(model, trainable_filter(model), ...)
-        tx, state = init_train_state(c, params, rest, mesh)
+        tx, state = init_train_state(run, params, rest, mesh)
     else:
         model, graphdef, tx, state = resumed
-        params = state.params
-
-    def batches(split: str, epochs: int | None, loader=None):
-        loader = loader or data_lib.make_loader(c, tokenizer, split, task.name, epochs=epochs)
-        return reference_lib.attach(loader, ref_tables[split]) if ref_tables else iter(loader)
-
-    # The DPO reference, after a resume's restore (a LoRA model's base is then in `state.rest`).
-    reference, ref_tables = None, {}
-    if task.name == "dpo" and losses.needs_reference(c.dpo.loss_type):
-        if model.config.lora_rank and c.dpo.reference_from in ("", c.init_from):
-            # The frozen base: the policy's own graph and base weights with zero adapters, exactly
-            # the base's numbers and no second copy of the weights.
-            zeros = jax.tree.map(
-                lambda x: jnp.zeros(x.shape, x.dtype, device=x.sharding), state.params
-            )
-            ref_model = nnx.merge(graphdef, zeros, state.rest)
-            ref_state = zeros
-        else:  # another model (with LoRA only precomputed: `config.validate`), without adapters
-            ref_config = c.copy_and_resolve_references()
-            ref_config.lora.rank = 0
-            ref_from = c.dpo.reference_from or c.init_from
-            ref_model = build_model(ref_config, task, len(tokenizer), mesh, ref_from)
-            ref_state = nnx.split(ref_model, nnx.Param, ...)[1]
-        if c.dpo.reference == "live":
-            reference = ref_state
-        else:  # precomputed once per (data, tokenizer, reference weights), cached on disk
-            for split in ("train", "eval") if data_lib.eval_spec(c) else ("train",):
-                pairs = data_lib.make_loader(c, tokenizer, split, task.name, epochs=1).examples
-                table = reference_lib.reference_table(
-                    ref_model, pairs, tokenizer, c.batch_size, mesh, c.dpo.reference_cache
-                )
-                ref_tables[split] = reference_lib.by_example_index(pairs, table)
-        del ref_model, ref_state
-    train_data = batches("train", None, train_loader)
-    start_step = int(state.step)
-    step_fn = jit_train_step(c, graphdef, task, tx, state, reference)
-    eval_fn = jax.jit(functools.partial(eval_step, graphdef=graphdef, task=task))
-    flops_per_token = model_flops_per_token(model.config, c.data.max_len, task)
-    peak = peak_flops(c)
-    writer = MetricsWriter(workdir, c, total_steps=c.num_steps)
+    reference, ref_tables = dpo_reference(run, task, model, graphdef, state, tokenizer, mesh)
+    if run.eval_every and not run.data.held_out:
+        logging.warning(
+            "no evaluation: %s",
+            "data.eval is empty"
+            if not run.data.eval
+            else f"data.eval={run.data.eval!r} is the embedded sample while data.train is your "
+            "data; set data.eval to a held-out split of it",
+        )
+    writer = MetricsWriter(
+        workdir,
+        run.num_steps,
+        name=task.name,
+        wandb_project=run.wandb_project,
+        run_config=run.as_dict(),
+    )
+    session = Session(
+        run=run,
+        workdir=workdir,
+        mesh=mesh,
+        tokenizer=tokenizer,
+        task=task,
+        ckpt=ckpt,
+        train_loader=train_loader,
+        model=model,
+        graphdef=graphdef,
+        tx=tx,
+        start_state=state,
+        first_step=int(state.step),
+        resumed=resumed is not None,
+        reference=reference,
+        ref_tables=ref_tables,
+        writer=writer,
+        eval_fn=jax.jit(functools.partial(eval_step, graphdef=graphdef, task=task)),
+    )
     logging.info(
         "training %s: %s parameters (%s trained) on mesh %s, steps %d..%d",
         task.name,
         f"{model.config.num_params + model.config.num_lora_params:,}",
-        f"{sum(x.size for x in jax.tree.leaves(params)):,}",
+        f"{sum(x.size for x in jax.tree.leaves(state.params)):,}",
         dict(mesh.shape),
-        start_step + 1,
-        c.num_steps,
+        int(state.step) + 1,
+        run.num_steps,
+    )
+    return session
+
+
+class BadSteps:
+    """Counts consecutive non-finite steps. A step's metrics are read one step late (`seen`), so the
+    host never waits for the device; each skipped update is logged with its examples."""
+
+    def __init__(self):
+        self.in_a_row = 0
+        self.pending = None
+
+    def seen(self, step: int, metrics: dict[str, jax.Array], ids, writer: MetricsWriter) -> int:
+        if self.pending:
+            p_step, p_metrics, p_ids = self.pending
+            writer.progress(p_step, p_metrics)
+            if float(p_metrics["skipped"]):
+                self.in_a_row += 1
+                logging.warning(
+                    "step %d: non-finite loss or gradient, update skipped (example_index %s)",
+                    p_step,
+                    None if p_ids is None else p_ids.tolist(),
+                )
+            else:
+                self.in_a_row = 0
+        self.pending = (step, metrics, ids)
+        return self.in_a_row
+
+
+class Throughput:
+    """Tokens per second (and MFU, with a known peak) between two logged steps."""
+
+    def __init__(self, run: TrainSettings, model_config: LlamaConfig, task):
+        self.flops_per_token = model_flops_per_token(model_config, run.data.max_len, task)
+        self.peak = peak_flops(run)
+        self.tokens, self.since = 0, time.perf_counter()
+
+    def add(self, batch: Batch) -> None:
+        mask = batch["attention_mask"] if "attention_mask" in batch else batch["segment_ids"] > 0
+        self.tokens += int(np.sum(mask))
+
+    def read(self) -> dict[str, float]:
+        if jax.process_count() > 1:  # each host counted only its own rows
+            self.tokens = int(np.sum(multihost_utils.process_allgather(np.int64(self.tokens))))
+        dt = time.perf_counter() - self.since
+        out = {"tokens_per_second": self.tokens / dt}
+        if self.peak:
+            out["mfu"] = self.tokens * self.flops_per_token / dt / (self.peak * jax.device_count())
+        self.tokens, self.since = 0, time.perf_counter()
+        return out
+
+
+def fit(s: Session) -> tuple[TrainState, dict[str, float], bool]:
+    """Stage 2: the steps from the (resumed) state to `num_steps`: train, log, evaluate, checkpoint;
+    stops with a checkpoint on SIGTERM/SIGINT. Returns (state, final metrics, preempted)."""
+    run, state, first = s.run, s.start_state, s.first_step
+    step_fn = jit_train_step(run, s.graphdef, s.task, s.tx, state, s.reference)
+    train_data = s.batches("train", None, s.train_loader)
+    saved_step = first if s.resumed else None
+    bad, speed, schedule = BadSteps(), Throughput(run, s.model.config, s.task), make_schedule(run)
+    final = s.evaluate(state, 0) if run.eval_every and first == 0 else {}
+    with jax.set_mesh(s.mesh), ckpt_lib.StopRequest() as stop:
+        for step in range(first + 1, run.num_steps + 1):
+            batch = next(train_data)
+            speed.add(batch)
+            state, metrics = step_fn(state, sharding.shard_batch(batch, s.mesh), s.reference)
+            in_a_row = bad.seen(step, metrics, batch.get("example_index"), s.writer)
+            if in_a_row >= run.max_bad_steps:
+                stop_after_bad_steps(
+                    s.ckpt,
+                    functools.partial(s.save, state),
+                    step,
+                    in_a_row,
+                    step - in_a_row - 1,
+                    saved_step,
+                    metrics,
+                )
+            if run.at(run.log_every, step):
+                logged = {**_to_host(metrics), **speed.read(), "lr": float(schedule(step - 1))}
+                s.writer.write(step, logged)
+                final.update(logged)
+            evaluated = {}
+            if run.at(run.eval_every, step):
+                evaluated = s.evaluate(state, step)
+                final.update(evaluated)
+            if stop.requested(every=run.log_every, step=step):
+                preempt(s, state, step, evaluated, stop.signal)
+                return state, {**final, "preempted": 1.0}, True
+            if run.at(run.checkpoint_every, step) and step < run.num_steps:
+                s.save(state, step, evaluated or None)
+                saved_step = step
+    return state, final, False
+
+
+def preempt(s: Session, state: TrainState, step: int, evaluated: dict, signal) -> None:
+    """Saves the state after `step` (waiting for the write) when a stop signal came."""
+    s.save(state, step, evaluated or None)
+    s.ckpt.wait()
+    logging.warning(
+        "signal %s: stopped after step %d, saved %s/checkpoints/%d; run the same command to resume",
+        signal,
+        step,
+        s.workdir,
+        step,
     )
 
-    has_eval = bool(data_lib.eval_spec(c))
-    if c.eval_every and not has_eval:
-        logging.warning(
-            "no evaluation: %s",
-            "data.eval is empty"
-            if not c.data.eval
-            else f"data.eval={c.data.eval!r} is the embedded sample while data.train is your data; "
-            "set data.eval to a held-out split of it",
-        )
 
-    def run_eval(step: int) -> dict[str, float]:
-        if not has_eval:
-            return {}
-        eval_batches = itertools.islice(batches("eval", 1), c.eval_batches or None)
-        with jax.set_mesh(mesh):
-            metrics = evaluate(eval_fn, state, reference, eval_batches, mesh)
-        writer.write(step, metrics)
-        return metrics
-
-    saved_step = start_step if resumed is not None else None
-
-    def save(step: int, metrics: dict[str, float] | None = None) -> None:
-        nonlocal saved_step
-        ckpt.save(step, state, graphdef, model, c, train_loader.get_state(), metrics)
-        saved_step = step
-
-    final: dict[str, float] = {}
-    if c.eval_every and start_step == 0:
-        final.update(run_eval(0))
-    pending = None  # (step, metrics, example ids): fetched one step late, dispatch stays async
-    bad_in_a_row = 0
-    tokens_seen, t_last = 0, time.perf_counter()
-    preempted = False
-    with jax.set_mesh(mesh), ckpt_lib.StopRequest() as stop:
-        for step in range(start_step + 1, c.num_steps + 1):
-            batch = next(train_data)
-            mask = (
-                batch["attention_mask"] if "attention_mask" in batch else batch["segment_ids"] > 0
-            )
-            tokens_seen += int(np.sum(mask))
-            state, metrics = step_fn(state, sharding.shard_batch(batch, mesh), reference)
-            ids = batch.get("example_index")
-            for p_step, p_metrics, p_ids in [pending] if pending else []:
-                writer.progress(p_step, p_metrics)
-                if float(p_metrics["skipped"]):
-                    bad_in_a_row += 1
-                    logging.warning(
-                        "step %d: non-finite loss or gradient, update skipped (example_index %s)",
-                        p_step,
-                        None if p_ids is None else p_ids.tolist(),
-                    )
-                else:
-                    bad_in_a_row = 0
-            pending = (step, metrics, ids)
-            if bad_in_a_row >= c.max_bad_steps:
-                stop_after_bad_steps(
-                    ckpt, save, step, bad_in_a_row, step - bad_in_a_row - 1, saved_step, metrics
-                )
-            if step % c.log_every == 0 or step == c.num_steps:
-                if jax.process_count() > 1:  # each host counted only its own rows
-                    tokens_seen = int(
-                        np.sum(multihost_utils.process_allgather(np.int64(tokens_seen)))
-                    )
-                host = _to_host(metrics)
-                dt = time.perf_counter() - t_last
-                host["tokens_per_second"] = tokens_seen / dt
-                if peak:
-                    host["mfu"] = tokens_seen * flops_per_token / dt / (peak * jax.device_count())
-                host["lr"] = float(make_schedule(c)(step - 1))
-                writer.write(step, host)
-                final.update(host)
-                tokens_seen, t_last = 0, time.perf_counter()
-            evaluated = {}
-            if c.eval_every and (step % c.eval_every == 0 or step == c.num_steps):
-                evaluated = run_eval(step)
-                final.update(evaluated)
-            if stop.requested(every=c.log_every, step=step):
-                save(step, evaluated or None)
-                ckpt.wait()
-                logging.warning(
-                    "signal %s: stopped after step %d, saved %s/checkpoints/%d; "
-                    "run the same command to resume",
-                    stop.signal,
-                    step,
-                    workdir,
-                    step,
-                )
-                final["preempted"] = 1.0
-                preempted = True
-                break
-            if step < c.num_steps and c.checkpoint_every and step % c.checkpoint_every == 0:
-                save(step, evaluated or None)
+def finish(s: Session, state: TrainState, final: dict[str, float], preempted: bool) -> dict:
+    """Stage 3: a reward model's normalisation statistics, the final checkpoint (what the next
+    stage's `init_from` loads), the tokenizer, LoRA adapters in PEFT's layout, final_metrics.json."""
+    run = s.run
     if not preempted:
-        if task.name == "reward":
-            stats_batches = itertools.islice(batches("train", 1), c.reward.stats_batches or None)
-            state = reward_statistics(state, graphdef, stats_batches, mesh)
+        if s.task.name == "reward":
+            batches = itertools.islice(s.batches("train", 1), run.reward.stats_batches or None)
+            state = reward_statistics(state, s.graphdef, batches, s.mesh)
             final["reward_mean"] = float(state.rest["reward_mean"][...])
             final["reward_std"] = float(state.rest["reward_std"][...])
-        if start_step < c.num_steps:
-            save(c.num_steps, {k: v for k, v in final.items() if k.startswith("eval/")} or None)
-    ckpt.close()
-    if jax.process_index() == 0 and not (workdir / "tokenizer").exists():
-        tokenizer.save_pretrained(workdir / "tokenizer")
-    if model.config.lora_rank and not preempted:  # the adapters alone, in PEFT's layout
-        lora_lib.save_adapters(nnx.merge(graphdef, state.params, state.rest), workdir / "adapters")
+        if s.first_step < run.num_steps:
+            evaluated = {k: v for k, v in final.items() if k.startswith("eval/")}
+            s.save(state, run.num_steps, evaluated or None)
+    s.ckpt.close()
+    if jax.process_index() == 0 and not (s.workdir / "tokenizer").exists():
+        s.tokenizer.save_pretrained(s.workdir / "tokenizer")
+    if s.model.config.lora_rank and not preempted:
+        lora_lib.save_adapters(
+            nnx.merge(s.graphdef, state.params, state.rest), s.workdir / "adapters"
+        )
     final["skipped_steps"] = int(state.skipped)
     final["step"] = int(state.step)
-    writer.close()
+    s.writer.close()
     if jax.process_index() == 0:
-        (workdir / "final_metrics.json").write_text(json.dumps(final, indent=2, sort_keys=True))
+        (s.workdir / "final_metrics.json").write_text(json.dumps(final, indent=2, sort_keys=True))
     return final
+
+
+def train_and_evaluate(
+    config: TrainSettings | ml_collections.ConfigDict, workdir: str | pathlib.Path
+) -> dict[str, float]:
+    """Trains `config.task` as configured, evaluating periodically; returns the final metrics.
+
+    `config` is the run's `TrainSettings`, or a training ConfigDict (turned into them here, once).
+    Resumes from the newest complete checkpoint in `workdir` (parameters, optimizer, step, data
+    position: the resumed run is the uninterrupted one); saves every `checkpoint_every` steps, on
+    SIGTERM/SIGINT (then returns with `preempted=1`) and at the end, where the model is what the next
+    stage's `init_from` loads. A non-finite step is skipped; `max_bad_steps` in a row stop the run
+    with a checkpoint of the last good state. Online DPO (rounds of stages) is
+    `psycho_jax.train.online.run_online_dpo`.
+    """
+    run = config if isinstance(config, TrainSettings) else TrainSettings.from_config(config)
+    run.check_run(jax.device_count())
+    if run.task == "online_dpo":
+        raise ValueError(
+            "task=online_dpo runs rounds of sampling, scoring and DPO stages: "
+            "psycho_jax.train.online.run_online_dpo (or psycho_jax.main.run_training)"
+        )
+    workdir = pathlib.Path(workdir)
+    ckpt_lib.check_workdir(workdir)
+    session = start(run, workdir)
+    state, final, preempted = fit(session)
+    return finish(session, state, final, preempted)

@@ -24,6 +24,7 @@ names it).
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import pathlib
@@ -37,13 +38,15 @@ from psycho_jax.core import decode, sharding
 from psycho_jax.data import tokenizer as tokenizer_lib
 from psycho_jax.evaluation import scoring
 from psycho_jax.train import checkpoint as ckpt_lib
+from psycho_jax.train import loop
+from psycho_jax.train.settings import Sampling, TrainSettings
 
 
-def _sampling(s: ml_collections.ConfigDict) -> decode.Sampling:
+def _sampling(s: Sampling) -> decode.Sampling:
     return decode.Sampling(s.temperature, s.top_k, s.top_p, s.max_new_tokens)
 
 
-def _policy(path: str, mesh, rules, tokenizer, c) -> decode.Sampler:
+def _policy(path: str, mesh, rules, tokenizer, c: TrainSettings) -> decode.Sampler:
     model = ckpt_lib.load_model(path, mesh=mesh, rules=rules, dtype=c.model.dtype)
     return decode.Sampler(model, tokenizer, mesh=mesh)
 
@@ -114,22 +117,25 @@ def _sample_round(c, r, policy_dir, pool, scorer, tokenizer, mesh, rules) -> tup
     return rows, metrics
 
 
-def _dpo_config(c, round_dir, policy_dir, reference_dir) -> ml_collections.ConfigDict:
-    d = c.copy_and_resolve_references()
-    with d.unlocked():
-        d.task = "dpo"
-        d.init_from = policy_dir
-        d.dpo.reference_from = reference_dir
-        d.data.train = str(round_dir / "pairs.jsonl")
-        d.num_steps = c.online.steps_per_round
-        d.checkpoint_every = 0
-    return d
+def _dpo_settings(c: TrainSettings, round_dir, policy_dir, reference_dir) -> TrainSettings:
+    """A round's DPO stage: the run's settings, on the round's pairs, from the round's policy."""
+    return c.replace(
+        task="dpo",
+        init_from=policy_dir,
+        dpo=dataclasses.replace(c.dpo, reference_from=reference_dir),
+        data=dataclasses.replace(c.data, train=str(round_dir / "pairs.jsonl")),
+        num_steps=c.online.steps_per_round,
+        checkpoint_every=0,
+    )
 
 
-def run_online_dpo(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, float]:
-    """Runs the rounds (see the module docstring); returns the summary."""
-    from psycho_jax.train import loop as train  # train imports config, which knows this task
-
+def run_online_dpo(
+    config: TrainSettings | ml_collections.ConfigDict, workdir: str | pathlib.Path
+) -> dict[str, float]:
+    """Runs the rounds (see the module docstring); returns the summary. `config`: the run's
+    `TrainSettings` (task online_dpo), or a training ConfigDict (turned into them here, once)."""
+    c = config if isinstance(config, TrainSettings) else TrainSettings.from_config(config)
+    c.check_run(jax.device_count())
     workdir = pathlib.Path(workdir)
     o = c.online
     if not c.init_from:
@@ -137,8 +143,8 @@ def run_online_dpo(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) ->
     if not o.reward_model:
         raise ValueError("config.online.reward_model: a reward-model stage or HF directory")
     workdir.mkdir(parents=True, exist_ok=True)
-    mesh = sharding.make_mesh(tuple(c.mesh))
-    rules = tuple(tuple(r) for r in c.sharding_rules)
+    mesh = sharding.make_mesh(c.mesh)
+    rules = c.rules
     tokenizer = tokenizer_lib.load_tokenizer(c.tokenizer)
     pool = scoring.load_prompts(o.prompts)
     heldout = scoring.load_prompts(o.eval_prompts, o.eval_num_prompts)
@@ -180,8 +186,8 @@ def run_online_dpo(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) ->
             tmp.rename(pairs_path)
         logging.info("online DPO round %d: %s", r, meta)
         reference_dir = policy_dir if o.reference == "previous" else c.init_from
-        final = train.train_and_evaluate(
-            _dpo_config(c, round_dir, policy_dir, reference_dir), round_dir
+        final = loop.train_and_evaluate(
+            _dpo_settings(c, round_dir, policy_dir, reference_dir), round_dir
         )
         if final.get("preempted"):
             return {"preempted": 1.0, "round": r}
