@@ -49,7 +49,6 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from psycho_jax.chat import find_tokenizer
 from psycho_jax.core import decode, metrics_writer, sharding
 from psycho_jax.data import tokenizer as tokenizer_lib
 from psycho_jax.data.formats import PRINCIPLES, DataError
@@ -224,7 +223,9 @@ def run_evaluation(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) ->
     if not c.reward_model:
         raise ValueError("config.reward_model: a reward-model stage or HF directory judges replies")
     checkpoints = [s.source for s in systems if s.kind == "checkpoint"]
-    tok_spec = c.tokenizer or find_tokenizer(checkpoints[0] if checkpoints else c.reward_model)
+    tok_spec = c.tokenizer or tokenizer_lib.find_tokenizer(
+        checkpoints[0] if checkpoints else c.reward_model
+    )
     tokenizer = tokenizer_lib.load_tokenizer(tok_spec)
     mesh = sharding.make_mesh(tuple(c.mesh))
     main = scoring.load_prompts(c.prompts, c.num_prompts)
