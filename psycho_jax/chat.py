@@ -13,7 +13,6 @@ Commands: `/reset` starts over, `/quit` (or end of input) leaves.
 
 from __future__ import annotations
 
-import pathlib
 import sys
 from collections.abc import Iterator
 
@@ -22,6 +21,7 @@ from absl import app, flags
 from psycho_jax.core import decode
 from psycho_jax.data import tokenizer as tokenizer_lib
 from psycho_jax.data.formats import Message
+from psycho_jax.data.tokenizer import find_tokenizer
 from psycho_jax.evaluation import safety
 from psycho_jax.train import checkpoint as ckpt_lib
 
@@ -44,20 +44,6 @@ DEFAULT_SYSTEM = (
     "You are a warm, careful counselor. Listen, reflect what you hear, ask one open question at a "
     "time, respect the client's choices, and point to crisis help when there is any risk of harm."
 )
-
-
-def find_tokenizer(checkpoint: str | pathlib.Path, override: str = "") -> str:
-    """The tokenizer of a stage workdir (`<dir>/tokenizer`) or a HF directory, unless overridden."""
-    if override:
-        return override
-    path = pathlib.Path(checkpoint)
-    if (path / "tokenizer").is_dir():
-        return str(path / "tokenizer")
-    if (path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file():
-        return str(path)
-    raise FileNotFoundError(
-        f"{path}: no tokenizer/ (stage workdir) or tokenizer.json (HF directory); pass --tokenizer"
-    )
 
 
 class ChatSession:

@@ -8,6 +8,7 @@ import pytest
 from psycho_jax.data import loader as pipeline
 from psycho_jax.data import sources, templating
 from psycho_jax.data import tokenizer as tk
+from psycho_jax.data.batching import BatchLayout
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +178,7 @@ def test_endless_packing_is_random_access_with_bounded_plans(convs, ct):
     assert a.num_steps is None
     far = 12 * a.units_per_epoch // 8  # ~12 epochs in
     late = a.batch(far)
-    assert len(a._plans) <= 3 and a.epoch_of(far) >= 11
+    assert len(a.units._plans) <= 3 and a.epoch_of(far) >= 11
     early = a.batch(1)  # an evicted epoch is recomputed identically
     b = pipeline.Loader(convs, cfg, process_index=0, process_count=1)
     assert _same(early, b.batch(1)) and _same(late, b.batch(far))
@@ -197,3 +198,35 @@ def test_host_batches_assemble_on_the_mesh(pairs, ct):
     assert batch["tokens"].shape[0] == 16 and batch["ratings"].shape == (16, 2, 7)
     assert batch["tokens"].sharding.spec[0] == ("data", "fsdp")
     assert np.array_equal(jax.device_get(batch["tokens"]), loader.batch(0)["tokens"])
+
+
+@pytest.mark.parametrize(
+    "kind, options, layout, read_back",
+    [
+        ("convs", dict(packing=True, pairs_per_row=3), BatchLayout.SFT_PACKED, None),
+        ("convs", dict(packing=False), BatchLayout.SFT_PADDED, BatchLayout.SFT_PACKED),
+        ("pairs", dict(packing=True), BatchLayout.PAIRS, None),
+        (
+            "pairs",
+            dict(packing=False, pairs_per_row=3, seq_len=1024),
+            BatchLayout.PACKED_PAIRS,
+            None,
+        ),
+    ],
+)
+def test_one_layout_per_loader(kind, options, layout, read_back, request, ct):
+    """The layout is decided once from the data and the config (`packing` for conversations,
+    `pairs_per_row` for pairs, each ignored for the other) and read back from the batch; padded
+    SFT rows are packed rows of one conversation, so they read back as SFT_PACKED."""
+    loader = pipeline.Loader(
+        request.getfixturevalue(kind), _cfg(ct.pad_id, **options), process_index=0, process_count=1
+    )
+    assert loader.layout is layout
+    batch = loader.batch(0)
+    assert BatchLayout.of_batch(batch) is (read_back or layout)
+    rows = [[loader.examples[i] for i in loader.unit(k)] for k in range(8)]
+    if layout.packed:
+        assert batch["tokens"].shape[-1] == loader.config.seq_len
+        assert max(len(r) for r in rows) > 1
+    else:
+        assert batch["tokens"].shape[-1] in loader.buckets and {len(r) for r in rows} == {1}

@@ -279,3 +279,30 @@ def test_principle_scores_only_from_a_head_that_trained(tmp_path):
     (stage / "final_metrics.json").write_text('{"principle_accuracy/empathy": 0.8}')
     assert evaluate.principle_head_trained(str(stage))
     assert evaluate.principle_head_trained(str(tmp_path / "hf_dir"))  # no metrics: HF directory
+
+
+def test_crisis_slice_from_the_main_prompts_takes_their_replies(tmp_path):
+    """The stages before any model: a crisis slice drawn from the main prompts is not answered
+    again; each system's crisis replies and coverage come from its main ones."""
+    from psycho_jax.evaluation import systems as stages
+
+    questions, answers, _ = _mt_bench(tmp_path)
+    c = evaluate_config()
+    c.prompts = str(questions)
+    sets = stages.prompt_sets(c)
+    assert sets.crisis_in_main and [p.id for p in sets.crisis] == ["100", "103"]
+    assert list(sets.answered()) == ["main"] and list(sets.all()) == ["main", "crisis"]
+    gptx = stages.parse_systems(f"gptx={answers}")[0]
+    replies = {
+        "gptx": stages.file_replies(gptx, sets.answered(), "error"),
+        "ref": stages.reference_replies(sets.answered()),  # MT-bench has no references
+    }
+    stages.crisis_from_main(replies, sets)
+    main = replies["gptx"].replies["main"]
+    assert replies["gptx"].replies["crisis"] == [main[0], main[3]]
+    assert replies["gptx"].coverage["crisis"].as_dict()["matched"] == 2
+    assert replies["ref"].replies["crisis"] is None
+    assert replies["ref"].coverage["crisis"].skipped == replies["ref"].coverage["main"].skipped
+    c.prompts = "sample:eval_prompts"  # the shipped prompts: the shipped crisis file, answered
+    sets = stages.prompt_sets(c)
+    assert not sets.crisis_in_main and list(sets.answered()) == ["main", "crisis"]

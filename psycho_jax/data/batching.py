@@ -44,12 +44,18 @@ The reward model reads the last real token of each row (`model.last_token_index(
 
 `T` is `seq_len` when packing, else the smallest of a few bucket lengths that holds the longest row
 of the *global* batch, so every host builds the same shape and compilations stay few.
+
+Which of these a run uses is its `BatchLayout` (SFT packed or padded, pairs one per row or packed),
+decided once from the data and the config; the loader packs and collates by it, and `of_batch`
+reads it back from a batch's arrays.
 """
 
 from __future__ import annotations
 
+import enum
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -326,3 +332,66 @@ def collate_packed_pairs(
         batch["ratings"] = ratings
         batch["has_ratings"] = has_ratings
     return batch
+
+
+class BatchLayout(enum.Enum):
+    """How examples become batches: the four layouts, chosen once (`choose`).
+
+    SFT_PACKED    conversations, packed several to a row of `seq_len` (`collate_sft`)
+    SFT_PADDED    conversations, one per row, padded to a bucket length (`collate_sft`)
+    PAIRS         preference pairs, one per two rows, padded to a bucket length (`collate_pairs`)
+    PACKED_PAIRS  preference pairs, up to `pairs_per_row` per unit of two rows of `seq_len`
+                  (`collate_packed_pairs`)
+    """
+
+    SFT_PACKED = "sft_packed"
+    SFT_PADDED = "sft_padded"
+    PAIRS = "pairs"
+    PACKED_PAIRS = "packed_pairs"
+
+    @classmethod
+    def choose(cls, pairs: bool, packing: bool, pairs_per_row: int) -> BatchLayout:
+        """The layout of a dataset of pairs (or conversations): `pairs_per_row > 1` packs pairs,
+        `packing` packs conversations; each setting is ignored for the other kind of data."""
+        if pairs:
+            return cls.PACKED_PAIRS if pairs_per_row > 1 else cls.PAIRS
+        return cls.SFT_PACKED if packing else cls.SFT_PADDED
+
+    @classmethod
+    def of_batch(cls, batch: Mapping[str, Any]) -> BatchLayout:
+        """The layout a batch was collated in, from its keys and ranks only (so it works on traced
+        arrays inside `jit`). Padded and packed SFT batches are the same arrays (a padded row is a
+        packed row of one conversation): an SFT batch reads as SFT_PACKED."""
+        if batch["tokens"].ndim == 2:
+            return cls.SFT_PACKED
+        return cls.PACKED_PAIRS if "segment_ids" in batch else cls.PAIRS
+
+    @property
+    def pairs(self) -> bool:
+        """Preference pairs ([B, 2, T] batches), not conversations."""
+        return self in (BatchLayout.PAIRS, BatchLayout.PACKED_PAIRS)
+
+    @property
+    def packed(self) -> bool:
+        """Rows of exactly `seq_len` holding several examples (else one example, bucket length)."""
+        return self in (BatchLayout.SFT_PACKED, BatchLayout.PACKED_PAIRS)
+
+    def collate(
+        self,
+        rows: Sequence[Sequence[TokenizedConversation | TokenizedPair]],
+        seq_len: int,
+        pad_id: int,
+        *,
+        with_ratings: bool = False,
+        pairs_per_row: int = 1,
+        label_vocab: Sequence[str] = (),
+    ) -> dict[str, np.ndarray]:
+        """A batch of this layout: row (or unit) `b` holds the examples `rows[b]` (at most one
+        unless packed; none: an empty row). `with_ratings` and `pairs_per_row` concern pairs,
+        `label_vocab` conversations."""
+        if self is BatchLayout.PACKED_PAIRS:
+            return collate_packed_pairs(rows, seq_len, pad_id, with_ratings, pairs_per_row)
+        if self is BatchLayout.PAIRS:
+            pairs = [row[0] if row else None for row in rows]
+            return collate_pairs(pairs, seq_len, pad_id, with_ratings)
+        return collate_sft(rows, seq_len, pad_id, label_vocab)

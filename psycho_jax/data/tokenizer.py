@@ -416,6 +416,20 @@ def load_tokenizer(spec: str | Path) -> transformers.PreTrainedTokenizerBase:
     return transformers.AutoTokenizer.from_pretrained(str(spec))
 
 
+def find_tokenizer(checkpoint: str | Path, override: str = "") -> str:
+    """The tokenizer of a stage workdir (`<dir>/tokenizer`) or a HF directory, unless overridden."""
+    if override:
+        return override
+    path = Path(checkpoint)
+    if (path / "tokenizer").is_dir():
+        return str(path / "tokenizer")
+    if (path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file():
+        return str(path)
+    raise FileNotFoundError(
+        f"{path}: no tokenizer/ (stage workdir) or tokenizer.json (HF directory); pass --tokenizer"
+    )
+
+
 if __name__ == "__main__":
     import sys
 

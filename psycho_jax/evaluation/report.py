@@ -13,7 +13,7 @@ Schema of `report` (only `systems` is required; every other key may be missing o
       "safety": {system: dict} | None,  # psycho_jax.evaluation.safety.summarize results, per system
       "judge": dict | [dict] | None,  # psycho_jax.evaluation.judge.JudgeResult.summary() results
       "coverage": {system: {set: {prompts, matched, missing, duplicated, empty, cut, unfinished,
-                                  skipped}}} | None,  # psycho_jax.evaluate.Coverage, per set
+                                  skipped}}} | None,  # evaluation.replies.Coverage, per set
       "notes": [str],
     }
 
