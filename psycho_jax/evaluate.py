@@ -55,11 +55,12 @@ from psycho_jax.evaluation import results, scoring
 from psycho_jax.evaluation import systems as systems_lib
 from psycho_jax.evaluation.replies import Coverage, Replies, check_replies, read_replies  # noqa: F401
 from psycho_jax.evaluation.results import principle_head_trained
+from psycho_jax.evaluation.settings import EvalSettings
 from psycho_jax.evaluation.systems import PromptSets, System, SystemReplies, parse_systems
 from psycho_jax.train import checkpoint as ckpt_lib
 
 
-def checked_systems(c: ml_collections.ConfigDict) -> list[System]:
+def checked_systems(c: EvalSettings) -> list[System]:
     """`config.systems`, with the baseline among them and a reward model named."""
     systems = parse_systems(c.systems)
     names = [s.name for s in systems]
@@ -70,13 +71,13 @@ def checked_systems(c: ml_collections.ConfigDict) -> list[System]:
     return systems
 
 
-def _load_model(c: ml_collections.ConfigDict, source: str, mesh, **kwargs):
-    rules = tuple(tuple(r) for r in c.sharding_rules)
+def _load_model(c: EvalSettings, source: str, mesh, **kwargs):
+    rules = c.sharding_rules
     return ckpt_lib.load_model(source, mesh=mesh, rules=rules, **kwargs)
 
 
 def collect_replies(
-    systems: list[System], sets: PromptSets, c: ml_collections.ConfigDict, tokenizer, mesh
+    systems: list[System], sets: PromptSets, c: EvalSettings, tokenizer, mesh
 ) -> dict[str, SystemReplies]:
     """Every system's replies to the prompt sets, in the systems' order. Replies files first:
     their problems stop the run before anything is generated."""
@@ -104,9 +105,7 @@ def collect_replies(
     return out
 
 
-def reward_scorer(
-    c: ml_collections.ConfigDict, tokenizer, mesh, head_trained: bool
-) -> scoring.RewardScorer:
+def reward_scorer(c: EvalSettings, tokenizer, mesh, head_trained: bool) -> scoring.RewardScorer:
     """The reward model that judges every reply (`config.reward_model`)."""
     rm = _load_model(c, c.reward_model, mesh)
     scorer = scoring.RewardScorer(
@@ -120,8 +119,12 @@ def reward_scorer(
     return scorer
 
 
-def run_evaluation(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
-    """Generates, scores, compares and reports (module docstring); returns `evaluation.json`'s dict."""
+def run_evaluation(
+    config: EvalSettings | ml_collections.ConfigDict, workdir: str | pathlib.Path
+) -> dict[str, Any]:
+    """Generates, scores, compares and reports (module docstring); returns `evaluation.json`'s dict.
+    `config`: the typed settings, or the ConfigDict of `configs/evaluate.py` (turned into them here)."""
+    c = config if isinstance(config, EvalSettings) else EvalSettings.from_config(config)
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     systems = checked_systems(c)
@@ -130,7 +133,7 @@ def run_evaluation(c: ml_collections.ConfigDict, workdir: str | pathlib.Path) ->
         checkpoints[0] if checkpoints else c.reward_model
     )
     tokenizer = tokenizer_lib.load_tokenizer(tok_spec)
-    mesh = sharding.make_mesh(tuple(c.mesh))
+    mesh = sharding.make_mesh(c.mesh)
     sets = systems_lib.prompt_sets(c)
     replies = collect_replies(systems, sets, c, tokenizer, mesh)
     head_trained = principle_head_trained(c.reward_model)

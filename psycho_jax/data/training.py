@@ -27,6 +27,7 @@ from psycho_jax.data.formats import (
 )
 from psycho_jax.data.loader import Loader, LoaderConfig
 from psycho_jax.data.templating import ChatTokenizer, Truncation, tokenize_examples
+from psycho_jax.data.typed import invalid
 
 _CACHE: dict[tuple, list[Any]] = {}
 
@@ -49,11 +50,6 @@ def with_label_prefix(conv: Conversation) -> Conversation:
         for m in conv.messages
     )
     return dataclasses.replace(conv, messages=messages)
-
-
-def invalid(key: str, value: Any, valid: str) -> ValueError:
-    """The error for a bad setting: names the config key, the value and what is valid."""
-    return ValueError(f"config.{key}={value!r} is not valid; valid: {valid}")
 
 
 @dataclasses.dataclass(frozen=True)

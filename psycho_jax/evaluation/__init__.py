@@ -1,5 +1,6 @@
 """Counseling evaluation: scoring replies, judging, win rates, safety, reports.
 
+    settings  the typed settings of an evaluation run (`EvalSettings`)
     safety    crisis detection and the safety rubric of a reply
     scoring   a reward model's scores of replies (and of their principles)
     judge     LLM-judge prompts and parsing on the seven principles

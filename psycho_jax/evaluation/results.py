@@ -18,12 +18,12 @@ import pathlib
 from typing import Any
 
 import jax
-import ml_collections
 import numpy as np
 from absl import logging
 
 from psycho_jax.data.formats import PRINCIPLES
 from psycho_jax.evaluation import judge, report, safety, scoring, winrate
+from psycho_jax.evaluation.settings import EvalSettings
 from psycho_jax.evaluation.systems import PromptSets, System, SystemReplies, replies_first
 
 
@@ -88,7 +88,7 @@ def score_replies(
 
 
 def win_rates(
-    c: ml_collections.ConfigDict, names: list[str], scored: dict[str, dict[str, Scored]]
+    c: EvalSettings, names: list[str], scored: dict[str, dict[str, Scored]]
 ) -> list[dict]:
     """Each system with main-prompt scores against `config.baseline` (`winrate.summarize`)."""
     base = scored[c.baseline]["main"]
@@ -148,7 +148,7 @@ def _calibration(crisis: list[scoring.Prompt]) -> dict[str, list[str]]:
 
 
 def judge_stage(
-    c: ml_collections.ConfigDict,
+    c: EvalSettings,
     workdir: pathlib.Path,
     prompts: list[scoring.Prompt],
     replies: dict[str, SystemReplies],
@@ -203,7 +203,7 @@ def _judge_reply(turns: tuple[str, ...]) -> str:
 
 
 def evaluation_json(
-    c: ml_collections.ConfigDict,
+    c: EvalSettings,
     systems: list[System],
     sets: PromptSets,
     replies: dict[str, SystemReplies],
@@ -219,7 +219,7 @@ def evaluation_json(
         "prompts": c.prompts,
         "num_prompts": len(sets.main),
         "reward_model": c.reward_model,
-        "sampling": c.sampling.to_dict(),
+        "sampling": dataclasses.asdict(c.sampling),
         "systems": {
             n: {
                 "mean_reward": float(np.mean(v["main"].reward)),
@@ -243,7 +243,7 @@ def evaluation_json(
 
 def write_outputs(
     workdir: pathlib.Path,
-    c: ml_collections.ConfigDict,
+    c: EvalSettings,
     sets: PromptSets,
     replies: dict[str, SystemReplies],
     scored: dict[str, dict[str, Scored]],
@@ -284,7 +284,7 @@ def _report(c, result, scored) -> dict:
         + ".",
         f"{result['num_prompts']} prompts from {c.prompts}; judged by the reward model "
         f"{c.reward_model}; every system against {c.baseline}.",
-        f"Sampling: {c.sampling.to_dict()}. Lengths in tokens. Ties (|delta| <= {c.tie_tol}) "
+        f"Sampling: {dataclasses.asdict(c.sampling)}. Lengths in tokens. Ties (|delta| <= {c.tie_tol}) "
         f"count half; intervals are {100 * (1 - c.alpha):.0f}% paired bootstrap over prompts "
         f"({c.n_boot} resamples).",
         "The length-controlled win rate is the fitted win rate at equal reply lengths "

@@ -17,13 +17,13 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 
-import ml_collections
 from absl import logging
 
 from psycho_jax.core import decode
 from psycho_jax.data.formats import DataError
 from psycho_jax.evaluation import scoring
 from psycho_jax.evaluation.replies import Coverage, Replies, check_replies
+from psycho_jax.evaluation.settings import EvalSettings
 
 TABLE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 
@@ -111,7 +111,7 @@ def crisis_prompts(c, main: list[scoring.Prompt]) -> tuple[list[scoring.Prompt] 
     return labelled, f"the {len(labelled)} crisis-labelled prompts of {c.prompts}"
 
 
-def prompt_sets(c: ml_collections.ConfigDict) -> PromptSets:
+def prompt_sets(c: EvalSettings) -> PromptSets:
     """Stage 1: the prompts (`config.prompts`, `num_prompts`) and the crisis slice."""
     main = scoring.load_prompts(c.prompts, c.num_prompts)
     crisis, note = crisis_prompts(c, main)
@@ -173,12 +173,9 @@ def file_replies(
     return out
 
 
-def _sampling(c: ml_collections.ConfigDict) -> decode.Sampling:
-    s = c.sampling
-    return decode.Sampling(s.temperature, s.top_k, s.top_p, s.max_new_tokens)
-
-
-def generate_replies(sampler, prompts: list[scoring.Prompt], c) -> tuple[Replies, int]:
+def generate_replies(
+    sampler, prompts: list[scoring.Prompt], c: EvalSettings
+) -> tuple[Replies, int]:
     """A checkpoint's replies, turn by turn (a multi-turn prompt's next user turn follows the
     model's own reply), and how many generations stopped at `max_new_tokens`."""
     replies: list[list[str]] = [[] for _ in prompts]
@@ -186,7 +183,7 @@ def generate_replies(sampler, prompts: list[scoring.Prompt], c) -> tuple[Replies
     for t in range(max(p.num_turns for p in prompts)):
         todo = [i for i, p in enumerate(prompts) if p.num_turns > t]
         convs = [prompts[i].context([*replies[i], ""]) for i in todo]
-        out = sampler.reply(convs, _sampling(c), batch_size=c.batch_size, seed=c.seed + t)
+        out = sampler.reply(convs, c.sampling, batch_size=c.batch_size, seed=c.seed + t)
         for i, r in zip(todo, out, strict=True):
             replies[i].append(r.text)
             unfinished += not r.finished

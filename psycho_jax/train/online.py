@@ -39,11 +39,7 @@ from psycho_jax.data import tokenizer as tokenizer_lib
 from psycho_jax.evaluation import scoring
 from psycho_jax.train import checkpoint as ckpt_lib
 from psycho_jax.train import loop
-from psycho_jax.train.settings import Sampling, TrainSettings
-
-
-def _sampling(s: Sampling) -> decode.Sampling:
-    return decode.Sampling(s.temperature, s.top_k, s.top_p, s.max_new_tokens)
+from psycho_jax.train.settings import TrainSettings
 
 
 def _policy(path: str, mesh, rules, tokenizer, c: TrainSettings) -> decode.Sampler:
@@ -55,9 +51,7 @@ def heldout_reward(sampler, scorer, prompts, c) -> float:
     """Mean reward-model score of the policy's replies to the held-out prompts, sampled as in training
     (`online.sampling`) with the same seed every round, so rounds differ only by the policy."""
     msgs = [p.messages for p in prompts]
-    replies = sampler.reply(
-        msgs, _sampling(c.online.sampling), batch_size=c.batch_size, seed=c.seed
-    )
+    replies = sampler.reply(msgs, c.online.sampling, batch_size=c.batch_size, seed=c.seed)
     return float(np.mean(scorer.score(msgs, [r.text for r in replies]).reward))
 
 
@@ -100,7 +94,7 @@ def _sample_round(c, r, policy_dir, pool, scorer, tokenizer, mesh, rules) -> tup
     texts = [[""] * k for _ in prompts]
     for j in range(k):
         seed = c.seed * 1_000_003 + r * 1_000 + j
-        out = sampler.reply(msgs, _sampling(o.sampling), batch_size=c.batch_size, seed=seed)
+        out = sampler.reply(msgs, o.sampling, batch_size=c.batch_size, seed=seed)
         for i, reply in enumerate(out):
             texts[i][j] = reply.text
     del sampler

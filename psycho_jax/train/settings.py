@@ -13,6 +13,7 @@ config key of a bad one; library code takes these pieces, never the ConfigDict:
       .reward       Reward: Bradley-Terry margin, centering, principle head
       .dpo          Dpo: the preference loss, beta, the reference
       .online       Online: rounds of sampling and scoring (task online_dpo), `.sampling`
+                    (a `core.decode.Sampling`)
 
 The attribute names are the config's keys, so `run.optim.lr` reads as `--config.optim.lr` is written.
 A run's variants (online DPO's per-round DPO stage, a reference without adapters) are
@@ -23,12 +24,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import typing
 from typing import Any
 
-from psycho_jax.core import sharding
+from psycho_jax.core import decode, sharding
 from psycho_jax.core.model import LORA_TARGETS, NUMERICS, PRESETS, LlamaConfig
-from psycho_jax.data.training import DataSettings, invalid
+from psycho_jax.data.training import DataSettings
+from psycho_jax.data.typed import from_config, invalid
 from psycho_jax.train import losses
 
 TASKS = ("sft", "reward", "dpo", "online_dpo")
@@ -166,14 +167,6 @@ class Dpo:
 
 
 @dataclasses.dataclass(frozen=True)
-class Sampling:
-    temperature: float
-    top_k: int
-    top_p: float
-    max_new_tokens: int
-
-
-@dataclasses.dataclass(frozen=True)
 class Online:
     rounds: int
     reward_model: str
@@ -185,7 +178,7 @@ class Online:
     reference: str  # previous | initial
     eval_prompts: str
     eval_num_prompts: int
-    sampling: Sampling
+    sampling: decode.Sampling  # how rounds sample their replies (and the held-out curve)
 
     def __post_init__(self):
         for key in ("rounds", "prompts_per_round", "samples_per_prompt", "steps_per_round"):
@@ -352,36 +345,4 @@ class TrainSettings:
         here: `base_config` holds the defaults). A missing key or a bad value is a ValueError that
         names the key."""
         source = c.to_json_best_effort() if hasattr(c, "to_json_best_effort") else "{}"
-        return dataclasses.replace(_build(cls, c, ""), source=source)
-
-
-def _build(cls: type, c: Any, prefix: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    values = {}
-    for f in dataclasses.fields(cls):
-        if not f.init or f.name == "source":
-            continue
-        key = prefix + f.name
-        try:
-            value = c[f.name]
-        except (KeyError, AttributeError):
-            raise ValueError(
-                f"config.{key} is missing (start from psycho_jax.config.base_config())"
-            ) from None
-        values[f.name] = _convert(hints[f.name], value, key)
-    return cls(**values)
-
-
-def _convert(hint: Any, value: Any, key: str) -> Any:
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, key + ".")
-    if typing.get_origin(hint) is tuple:
-        return _tuples(value)
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value
-
-
-def _tuples(value: Any) -> Any:
-    """Lists (as configs and JSON give them) -> tuples, nested: the settings stay hashable."""
-    return tuple(_tuples(v) for v in value) if isinstance(value, list | tuple) else value
+        return dataclasses.replace(from_config(cls, c), source=source)
