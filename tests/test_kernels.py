@@ -406,10 +406,28 @@ def test_target_logprobs_kept_probabilities_save_the_recomputed_matmul():
     assert counts[0] == counts[1] + 1, counts
 
 
+def test_token_logprobs_matches_torch_log_softmax_gather():
+    torch = pytest.importorskip("torch")
+    r = np.random.RandomState(1)
+    v, t = 13, 9
+    logits = (3 * r.randn(3, 2, t, v)).astype(np.float32)  # a [B, 2, T, V] preference stack
+    tokens = r.randint(0, v, (3, 2, t))
+    ours = kernels.token_logprobs(jnp.asarray(logits), jnp.asarray(tokens))
+    lsm = torch.log_softmax(torch.from_numpy(logits), -1)
+    ref = torch.gather(lsm[..., :-1, :], -1, torch.from_numpy(tokens[..., 1:, None])).squeeze(-1)
+    assert ours.shape == (3, 2, t) and ours.dtype == jnp.float32
+    np.testing.assert_array_equal(ours[..., 0], 0.0)
+    np.testing.assert_allclose(ours[..., 1:], ref.numpy(), rtol=1e-5, atol=1e-5)
+    # bfloat16 logits are scored in float32.
+    half = kernels.token_logprobs(jnp.asarray(logits, jnp.bfloat16), jnp.asarray(tokens))
+    assert half.dtype == jnp.float32
+    np.testing.assert_allclose(jax.jit(kernels.token_logprobs)(logits, tokens), ours, rtol=1e-6)
+
+
 @pytest.mark.parametrize("tied", [False, True])
 def test_llama_target_logprobs_chunked_equals_full_logits(tied):
     """`Llama.target_logprobs` and `target_logprob_sum` with a chunked head (the training default)
-    equal the full-logits path (`head_chunk=0`, `losses.token_logprobs`), values and parameter
+    equal the full-logits path (`head_chunk=0`, `kernels.token_logprobs`), values and parameter
     gradients, on a padded batch whose loss mask covers each reply."""
     from flax import nnx
 
