@@ -210,9 +210,7 @@ def test_the_lora_reference_is_the_frozen_base(tokenizer):
     )
     base = _base_of(model)
     with jax.set_mesh(mesh):
-        ref_logps, _ = jax.jit(tasks.DPO.forward)(
-            nnx.merge(graphdef, reference, state.rest), batch
-        )
+        ref_logps, _ = jax.jit(tasks.DPO.forward)(nnx.merge(graphdef, reference, state.rest), batch)
         base_logps, _ = jax.jit(tasks.DPO.forward)(base, batch)
         policy_logps, _ = jax.jit(tasks.DPO.forward)(model, batch)
         _, metrics = step(state, batch, reference)

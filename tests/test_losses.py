@@ -249,7 +249,9 @@ def test_orpo_matches_trl_orpo_trainer(trl, torch):
     )
     np.testing.assert_allclose(jnp.mean(ours), ref_loss, **TOL)
     _assert_metrics(
-        _means(metrics), ref_metrics, PREF_METRICS + ("nll_loss", "log_odds_ratio", "log_odds_chosen")
+        _means(metrics),
+        ref_metrics,
+        PREF_METRICS + ("nll_loss", "log_odds_ratio", "log_odds_chosen"),
     )
 
 

@@ -107,7 +107,8 @@ def test_sft_loss_of_micro_batches_adds_up_to_the_full_batch():
         return jax.value_and_grad(fn)(params)
 
     full, full_grad = value_and_grad(params, batch)
-    micro = [value_and_grad(params, jax.tree.map(lambda x: x[i : i + 1], batch)) for i in range(8)]
+    rows = [{k: v[i : i + 1] for k, v in batch.items()} for i in range(8)]
+    micro = [value_and_grad(params, row) for row in rows]
     np.testing.assert_allclose(sum(v for v, _ in micro), full, **TOL)
     summed = jax.tree.map(lambda *g: sum(g), *(g for _, g in micro))
     for a, b in zip(jax.tree.leaves(summed), jax.tree.leaves(full_grad), strict=True):
