@@ -150,7 +150,7 @@ def analytic_activations(c, cfg: LlamaConfig, task: tasks.Task, mesh) -> int:
     scores = n * t * (4 if custom else 4 + act) / tp
     layer = t * ((n + 2 * k) * h * act / tp + scores + 3 * f * act / tp + 4 * d * act)
     # The output projection's logits and their gradient: one chunk of positions at a time
-    # (`kernels.target_logprobs`), or the whole sequence with `head_chunk=0`.
+    # (`kernels.head_logprobs`), or the whole sequence with `head_chunk=0`.
     head_t = min(cfg.head_chunk, t) if cfg.head_chunk else t
     logits = 2 * head_t * v * 4 / tp if task.name != "reward" else 0
     if task.name == "dpo" and cfg.keeps_head_probs(c.batch_size // c.grad_accum * 2, t):

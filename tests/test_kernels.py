@@ -319,7 +319,7 @@ def test_attention_backward_does_not_hold_probabilities_per_layer():
 @pytest.mark.parametrize("chunk", [1, 4, 64])
 @pytest.mark.parametrize("vocab_major", [False, True])
 @pytest.mark.parametrize("keep_probs", [False, True])
-def test_target_logprobs_matches_log_softmax(chunk, vocab_major, keep_probs):
+def test_head_logprobs_matches_log_softmax(chunk, vocab_major, keep_probs):
     """Chunked output projection + log-probs: values and gradients equal autodiff of the full
     log-softmax, with rows of no targets, targets anywhere in a row, and out-of-vocab ids (padding)
     at masked positions; with the chunks' logits recomputed in the backward pass or their
@@ -340,7 +340,7 @@ def test_target_logprobs_matches_log_softmax(chunk, vocab_major, keep_probs):
         return jnp.where(mask, picked, 0.0)
 
     def chunked(h, w_in):
-        return kernels.target_logprobs(h, w_in, targets, mask, chunk, vocab_major, keep_probs)
+        return kernels.head_logprobs(h, w_in, targets, mask, chunk, vocab_major, keep_probs)
 
     got = _value_and_grads(chunked, (h, w_in), ct, (0, 1))
     want = _value_and_grads(plain, (h, w_in), ct, (0, 1))
@@ -348,7 +348,7 @@ def test_target_logprobs_matches_log_softmax(chunk, vocab_major, keep_probs):
     assert np.all(np.asarray(chunked(h, w_in))[2] == 0.0)
 
 
-def test_target_logprobs_skips_chunks_without_targets():
+def test_head_logprobs_skips_chunks_without_targets():
     """Targets move to the front of each row and chunks without a target are never computed: NaN
     hidden states at every non-target position leave values and gradients finite when those
     positions fill whole chunks (chunk 16, targets the last quarter of 64 positions); a single
@@ -362,9 +362,7 @@ def test_target_logprobs_skips_chunks_without_targets():
     targets = jnp.asarray(rng.integers(0, v, (b, t)), jnp.int32)
 
     def run(chunk, keep=False):
-        loss = lambda h, w: jnp.sum(
-            kernels.target_logprobs(h, w, targets, mask, chunk, False, keep)
-        )
+        loss = lambda h, w: jnp.sum(kernels.head_logprobs(h, w, targets, mask, chunk, False, keep))
         return jax.jit(jax.value_and_grad(loss, (0, 1)))(h, w)
 
     for keep in (False, True):
@@ -376,7 +374,7 @@ def test_target_logprobs_skips_chunks_without_targets():
     assert not np.all(np.isfinite(np.asarray(dw_one_chunk)))
 
 
-def test_target_logprobs_kept_probabilities_save_the_recomputed_matmul():
+def test_head_logprobs_kept_probabilities_save_the_recomputed_matmul():
     """`keep_probs` removes the backward pass's recomputation of each chunk's logits: the gradient
     holds 3 matmuls (forward logits, dh, dw) instead of 4; `Llama` keeps them while the batch's
     [B,T,V] float32 probabilities fit in `head_keep_mib` (and recomputes with 0)."""
@@ -393,7 +391,7 @@ def test_target_logprobs_kept_probabilities_save_the_recomputed_matmul():
 
     for keep, want in ((False, 4), (True, 3)):
         loss = lambda h, keep=keep: jnp.sum(
-            kernels.target_logprobs(h, w, targets, mask, 4, False, keep)
+            kernels.head_logprobs(h, w, targets, mask, 4, False, keep)
         )
         assert matmuls(loss, h) == want, keep
     tokens = jnp.ones((b, t), jnp.int32)
@@ -406,10 +404,28 @@ def test_target_logprobs_kept_probabilities_save_the_recomputed_matmul():
     assert counts[0] == counts[1] + 1, counts
 
 
+def test_token_logprobs_matches_torch_log_softmax_gather():
+    torch = pytest.importorskip("torch")
+    r = np.random.RandomState(1)
+    v, t = 13, 9
+    logits = (3 * r.randn(3, 2, t, v)).astype(np.float32)  # a [B, 2, T, V] preference stack
+    tokens = r.randint(0, v, (3, 2, t))
+    ours = kernels.token_logprobs(jnp.asarray(logits), jnp.asarray(tokens))
+    lsm = torch.log_softmax(torch.from_numpy(logits), -1)
+    ref = torch.gather(lsm[..., :-1, :], -1, torch.from_numpy(tokens[..., 1:, None])).squeeze(-1)
+    assert ours.shape == (3, 2, t) and ours.dtype == jnp.float32
+    np.testing.assert_array_equal(ours[..., 0], 0.0)
+    np.testing.assert_allclose(ours[..., 1:], ref.numpy(), rtol=1e-5, atol=1e-5)
+    # bfloat16 logits are scored in float32.
+    half = kernels.token_logprobs(jnp.asarray(logits, jnp.bfloat16), jnp.asarray(tokens))
+    assert half.dtype == jnp.float32
+    np.testing.assert_allclose(jax.jit(kernels.token_logprobs)(logits, tokens), ours, rtol=1e-6)
+
+
 @pytest.mark.parametrize("tied", [False, True])
 def test_llama_target_logprobs_chunked_equals_full_logits(tied):
     """`Llama.target_logprobs` and `target_logprob_sum` with a chunked head (the training default)
-    equal the full-logits path (`head_chunk=0`, `losses.token_logprobs`), values and parameter
+    equal the full-logits path (`head_chunk=0`, `kernels.token_logprobs`), values and parameter
     gradients, on a padded batch whose loss mask covers each reply."""
     from flax import nnx
 
@@ -451,7 +467,7 @@ def test_llama_target_logprobs_chunked_equals_full_logits(tied):
 
 
 @pytest.mark.parametrize("vocab_major", [False, True])
-def test_target_logprob_sum_matches_log_softmax(vocab_major):
+def test_head_logprob_sum_matches_log_softmax(vocab_major):
     """The sum with gradients computed in the forward pass equals autodiff of the full
     log-softmax sum (value, hidden and weight gradients, scaled by an upstream cotangent)."""
     rng = np.random.default_rng(7)
@@ -468,7 +484,7 @@ def test_target_logprob_sum_matches_log_softmax(vocab_major):
         return -2.5 * jnp.sum(jnp.where(mask, picked, 0.0))
 
     def fused(h, w_in):
-        return -2.5 * kernels.target_logprob_sum(h, w_in, targets, mask, 4, vocab_major)
+        return -2.5 * kernels.head_logprob_sum(h, w_in, targets, mask, 4, vocab_major)
 
     got = jax.jit(jax.value_and_grad(fused, (0, 1)))(h, w_in)
     want = jax.jit(jax.value_and_grad(plain, (0, 1)))(h, w_in)

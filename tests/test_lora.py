@@ -201,11 +201,9 @@ def test_the_lora_reference_is_the_frozen_base(tokenizer):
     )
     base = _base_of(model)
     with jax.set_mesh(mesh):
-        ref_logps, _ = jax.jit(tasks.sequence_logps)(
-            nnx.merge(graphdef, reference, state.rest), batch
-        )
-        base_logps, _ = jax.jit(tasks.sequence_logps)(base, batch)
-        policy_logps, _ = jax.jit(tasks.sequence_logps)(model, batch)
+        ref_logps, _ = jax.jit(tasks.DPO.forward)(nnx.merge(graphdef, reference, state.rest), batch)
+        base_logps, _ = jax.jit(tasks.DPO.forward)(base, batch)
+        policy_logps, _ = jax.jit(tasks.DPO.forward)(model, batch)
         _, metrics = step(state, batch, reference)
     np.testing.assert_allclose(np.asarray(ref_logps), np.asarray(base_logps), atol=1e-5, rtol=0)
     assert np.abs(np.asarray(policy_logps) - np.asarray(base_logps)).max() > 1e-2

@@ -81,12 +81,17 @@ def _logps(seed=0, n=B, low=-40.0, high=-5.0):
 
 
 def _np(metrics):
-    return {k: float(v) for k, v in metrics.items()}
+    return {k: np.asarray(v).tolist() for k, v in metrics.items()}
+
+
+def _means(metrics):
+    """Per-example metrics -> their batch means (what TRL logs)."""
+    return {k: float(jnp.mean(v)) for k, v in metrics.items()}
 
 
 def _assert_metrics(ours, ref, keys):
     for k in keys:
-        np.testing.assert_allclose(float(ours[k]), float(ref[k]), err_msg=k, **TOL)
+        np.testing.assert_allclose(np.asarray(ours[k]), np.asarray(ref[k]), err_msg=k, **TOL)
 
 
 PREF_METRICS = (
@@ -97,107 +102,6 @@ PREF_METRICS = (
     "logps/chosen",
     "logps/rejected",
 )
-
-
-# ----------------------------------------------------------------------------- token log-probs
-
-
-def test_token_logprobs_matches_torch_log_softmax_gather(torch):
-    r = _rng(1)
-    v = 13
-    logits = (3 * r.randn(3, 2, T, v)).astype(np.float32)  # a [B, 2, T, V] preference stack
-    tokens = r.randint(0, v, (3, 2, T))
-    ours = losses.token_logprobs(jnp.asarray(logits), jnp.asarray(tokens))
-    lsm = torch.log_softmax(torch.from_numpy(logits), -1)
-    ref = torch.gather(lsm[..., :-1, :], -1, torch.from_numpy(tokens[..., 1:, None])).squeeze(-1)
-    assert ours.shape == (3, 2, T) and ours.dtype == jnp.float32
-    np.testing.assert_array_equal(ours[..., 0], 0.0)
-    np.testing.assert_allclose(ours[..., 1:], ref.numpy(), **TOL)
-    # bfloat16 logits are scored in float32.
-    half = losses.token_logprobs(jnp.asarray(logits, jnp.bfloat16), jnp.asarray(tokens))
-    assert half.dtype == jnp.float32
-
-
-def test_sequence_logprobs_matches_trl_get_batch_logps(trl, torch):
-    r = _rng(2)
-    v = 17
-    logits = (2 * r.randn(2 * B, T, v)).astype(np.float32)
-    tokens = r.randint(0, v, (2 * B, T))
-    mask = np.zeros((2 * B, T), np.float32)
-    for i in range(2 * B):  # a prompt, then a reply of 1..T-2 tokens, then padding
-        start = r.randint(1, T - 1)
-        mask[i, start : r.randint(start + 1, T + 1)] = 1.0
-    mask[0, 0] = 1.0  # a mask on token 0 is not a target (it has no prediction)
-    labels = torch.from_numpy(np.where(mask > 0, tokens, -100))
-    ref_sum = trl.CPOTrainer.get_batch_logps(torch.from_numpy(logits), labels.clone(), False)
-    ref_avg = trl.CPOTrainer.get_batch_logps(torch.from_numpy(logits), labels.clone(), True)
-    logp, count = losses.sequence_logprobs(
-        jnp.asarray(logits), jnp.asarray(tokens), jnp.asarray(mask)
-    )
-    np.testing.assert_allclose(logp, ref_sum.numpy(), **TOL)
-    np.testing.assert_allclose(logp / count, ref_avg.numpy(), **TOL)
-    np.testing.assert_array_equal(count, mask[:, 1:].sum(-1))
-
-
-def test_sequence_logprobs_ignores_out_of_vocab_ids_outside_the_mask():
-    r = _rng(3)
-    logits = jnp.asarray(r.randn(2, T, 11), jnp.float32)
-    tokens = r.randint(0, 11, (2, T))
-    mask = np.zeros((2, T), np.float32)
-    mask[:, 2:6] = 1.0
-    padded = tokens.copy()
-    padded[:, 6:] = -1  # padding ids the vocab does not hold
-    a = losses.sequence_logprobs(logits, jnp.asarray(tokens), jnp.asarray(mask))
-    b = losses.sequence_logprobs(logits, jnp.asarray(padded), jnp.asarray(mask))
-    np.testing.assert_array_equal(a[0], b[0])
-    assert np.isfinite(b[0]).all()
-
-
-def test_sft_loss_matches_transformers_llama(torch):
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(
-        vocab_size=50,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=32,
-    )
-    model = transformers.LlamaForCausalLM(cfg).eval()
-    r = _rng(4)
-    tokens = r.randint(0, 50, (3, 12))
-    mask = np.zeros((3, 12), np.float32)
-    mask[0, 4:12], mask[1, 7:10], mask[2, 1:5] = 1.0, 1.0, 1.0
-    labels = torch.from_numpy(np.where(mask > 0, tokens, -100))
-    with torch.no_grad():
-        out = model(torch.from_numpy(tokens), labels=labels)
-    loss, metrics = losses.sft_loss(
-        jnp.asarray(out.logits.numpy()), jnp.asarray(tokens), jnp.asarray(mask), mask[:, 1:].sum()
-    )
-    np.testing.assert_allclose(loss, out.loss.item(), **TOL)
-    assert float(metrics["num_tokens"]) == mask[:, 1:].sum()
-    np.testing.assert_allclose(metrics["nll_sum"], out.loss.item() * mask[:, 1:].sum(), rtol=1e-5)
-
-
-def test_sft_loss_accumulates_to_the_full_batch():
-    r = _rng(5)
-    logits = jnp.asarray(2 * r.randn(8, T, 23), jnp.float32)
-    tokens = jnp.asarray(r.randint(0, 23, (8, T)))
-    mask = jnp.asarray(r.rand(8, T) < 0.6, jnp.float32)
-    n = jnp.sum(mask[:, 1:])
-
-    def loss(lg, tk, m):
-        return losses.sft_loss(lg, tk, m, n)[0]
-
-    full, full_grad = jax.value_and_grad(loss)(logits, tokens, mask)
-    micro = [
-        jax.value_and_grad(loss)(logits[i : i + 1], tokens[i : i + 1], mask[i : i + 1])
-        for i in range(8)
-    ]
-    np.testing.assert_allclose(sum(v for v, _ in micro), full, **TOL)
-    np.testing.assert_allclose(jnp.concatenate([g for _, g in micro]), full_grad, **TOL)
 
 
 # ----------------------------------------------------------------------------- DPO family vs TRL
@@ -261,6 +165,8 @@ def test_dpo_losses_match_trl_dpo_trainer(trl, torch, loss_type, beta, eps):
         pc, pr, ref_c, ref_r, loss_type=loss_type, beta=beta, label_smoothing=eps
     )
     assert per_example.shape == (B,)
+    assert all(v.shape == (B,) for v in metrics.values())
+    metrics = _means(metrics)
     np.testing.assert_allclose(jnp.mean(per_example), ref_loss, **TOL)
     if loss_type != "ipo":
         _assert_metrics(metrics, ref_metrics, PREF_METRICS)
@@ -290,10 +196,8 @@ def test_cdpo_matches_trl_conservative_sigmoid(trl, torch):
         pc, pr, rc, rr, loss_type="sigmoid", beta=beta, label_smoothing=eps
     )
     np.testing.assert_allclose(ours, ref.numpy(), **TOL)
-    np.testing.assert_allclose(metrics["rewards/chosen"], ref_chosen_rewards.mean().item(), **TOL)
-    np.testing.assert_allclose(
-        metrics["rewards/rejected"], ref_rejected_rewards.mean().item(), **TOL
-    )
+    np.testing.assert_allclose(metrics["rewards/chosen"], ref_chosen_rewards.numpy(), **TOL)
+    np.testing.assert_allclose(metrics["rewards/rejected"], ref_rejected_rewards.numpy(), **TOL)
 
 
 def _trl_batch_metrics(trl_cls, stub, loss_method, torch, pc, pr, nll):
@@ -329,7 +233,7 @@ def test_simpo_matches_trl_cpo_trainer(trl, torch, eps):
         pc, pr, loss_type="simpo", beta=beta, label_smoothing=eps, simpo_gamma=gamma
     )
     np.testing.assert_allclose(jnp.mean(ours), ref_loss, **TOL)
-    _assert_metrics(metrics, ref_metrics, PREF_METRICS)
+    _assert_metrics(_means(metrics), ref_metrics, PREF_METRICS)
 
 
 def test_orpo_matches_trl_orpo_trainer(trl, torch):
@@ -345,7 +249,9 @@ def test_orpo_matches_trl_orpo_trainer(trl, torch):
     )
     np.testing.assert_allclose(jnp.mean(ours), ref_loss, **TOL)
     _assert_metrics(
-        metrics, ref_metrics, PREF_METRICS + ("nll_loss", "log_odds_ratio", "log_odds_chosen")
+        _means(metrics),
+        ref_metrics,
+        PREF_METRICS + ("nll_loss", "log_odds_ratio", "log_odds_chosen"),
     )
 
 
@@ -367,6 +273,8 @@ def test_bradley_terry_matches_trl_reward_trainer(trl, torch, margin, center):
     ).item()
     ref = {k: v[-1] for k, v in stub._metrics["train"].items()}
     ours, metrics = losses.bradley_terry_loss(chosen, rejected, m, center or 0.0)
+    assert all(v.shape == (B,) for v in metrics.values())
+    metrics = _means(metrics)
     np.testing.assert_allclose(jnp.mean(ours), ref_loss, **TOL)
     _assert_metrics(metrics, ref, ("accuracy", "margin"))
     np.testing.assert_allclose(metrics["reward/mean"], ref["mean_reward"], **TOL)
@@ -397,8 +305,8 @@ def test_every_preference_loss_at_policy_equal_reference():
             x, x, x, x, loss_type=loss_type, beta=beta, label_smoothing=eps, simpo_gamma=0.0
         )
         np.testing.assert_allclose(loss, np.full(B, value), err_msg=loss_type, **TOL)
-        assert float(metrics["rewards/margins"]) == 0.0
-        assert float(metrics["rewards/accuracies"]) == 0.0  # ties are not correct
+        np.testing.assert_array_equal(metrics["rewards/margins"], 0.0)
+        np.testing.assert_array_equal(metrics["rewards/accuracies"], 0.0)  # ties are not correct
     # simpo's margin gamma: -log sigmoid(-gamma) when chosen == rejected.
     loss, _ = losses.preference_loss(x, x, loss_type="simpo", beta=beta, simpo_gamma=0.5)
     np.testing.assert_allclose(loss, np.full(B, math.log1p(math.exp(0.5))), **TOL)
@@ -418,7 +326,7 @@ def test_dpo_gradient_direction_and_orpo_at_certainty():
     # An averaged log-prob of exactly 0 (p = 1 in float32) keeps ORPO finite.
     zero = jnp.zeros((B,))
     out, metrics = losses.preference_loss(zero, x / 40, loss_type="orpo", beta=0.1, chosen_nll=0.0)
-    assert np.isfinite(out).all() and np.isfinite(metrics["log_odds_chosen"])
+    assert np.isfinite(out).all() and np.isfinite(metrics["log_odds_chosen"]).all()
 
 
 def test_bradley_terry_antisymmetry_and_margin_shift():
@@ -428,7 +336,7 @@ def test_bradley_terry_antisymmetry_and_margin_shift():
     ba, m_ba = losses.bradley_terry_loss(b, a)
     # -log s(x) + log s(-x) = -x, so loss(a, b) - loss(b, a) = b - a.
     np.testing.assert_allclose(ab - ba, b - a, **TOL)
-    np.testing.assert_allclose(float(m_ab["accuracy"]) + float(m_ba["accuracy"]), 1.0)
+    np.testing.assert_allclose(m_ab["accuracy"] + m_ba["accuracy"], 1.0)
     np.testing.assert_allclose(m_ab["margin"], -m_ba["margin"], **TOL)
     np.testing.assert_allclose(ab[0], np.log1p(np.exp(np.float64(b[0] - a[0]))), **TOL)
     # A margin m is a shift of the chosen reward by -m; it changes the loss, not the metrics.
@@ -452,18 +360,27 @@ def test_margin_from_ratings_and_principle_accuracy():
     np.testing.assert_allclose(margin, [0.5 * 4 / 3, 0.0, 0.5 * 2 / 3], **TOL)  # never negative
 
     # Scalar reward checked against each principle: pair 0 ordered right, pair 1 wrong, pair 2 right.
-    acc, count = losses.principle_accuracy(
+    correct, counted = losses.principle_accuracy(
         np.array([1.0, 1.0, 2.0]), np.array([0.0, 0.5, 1.0]), chosen, rejected
     )
-    np.testing.assert_array_equal(count, [2, 2, 2])  # principle ties are not counted
-    np.testing.assert_allclose(acc, [0.5, 0.5, 0.5], **TOL)
+    assert correct.shape == counted.shape == (3, 3)
+    np.testing.assert_array_equal(counted.sum(0), [2, 2, 2])  # principle ties are not counted
+    np.testing.assert_array_equal(counted, [[1, 0, 1], [1, 1, 1], [0, 1, 0]])
+    np.testing.assert_array_equal(correct, [[1, 0, 1], [0, 0, 0], [0, 1, 0]])
     # Per-principle scores, and a pair without ratings left out.
     scores_c = np.array([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0], [0.0, 1.0, 0.0]], np.float32)
-    acc, count = losses.principle_accuracy(
+    correct, counted = losses.principle_accuracy(
         scores_c, np.zeros_like(scores_c), chosen, rejected, valid=np.array([1, 0, 1])
     )
-    np.testing.assert_array_equal(count, [1, 1, 1])
-    np.testing.assert_allclose(acc, [1.0, 1.0, 1.0], **TOL)
+    np.testing.assert_array_equal(counted.sum(0), [1, 1, 1])
+    np.testing.assert_array_equal(correct, counted)  # every counted pair ordered right
+
+
+def test_principle_mse_maps_ratings_to_unit_range():
+    ratings = np.array([[[1, 3, 5], [5, 3, 1]]], np.float32)  # [B=1, 2, P=3]
+    exact = np.array([[[-1.0, 0.0, 1.0], [1.0, 0.0, -1.0]]], np.float32)
+    np.testing.assert_allclose(losses.principle_mse(exact, ratings), [0.0], **TOL)
+    np.testing.assert_allclose(losses.principle_mse(exact + 0.5, ratings), [0.25], **TOL)
 
 
 # ----------------------------------------------------------------------------- errors and jit
@@ -516,18 +433,26 @@ def test_preference_losses_jit_and_grad(loss_type):
     assert all(np.isfinite(g).all() for g in grads)
 
 
-def test_token_losses_jit():
+def test_bradley_terry_jit():
     r = _rng(15)
-    logits = jnp.asarray(r.randn(2, 2, T, 7), jnp.float32)
-    tokens = jnp.asarray(r.randint(0, 7, (2, 2, T)))
-    mask = jnp.asarray(r.rand(2, 2, T) < 0.5, jnp.float32)
-    for fn in (
-        losses.token_logprobs,
-        functools.partial(losses.sequence_logprobs, loss_mask=mask),
-        functools.partial(losses.sft_loss, loss_mask=mask, num_targets=5.0),
-    ):
-        eager, jitted = fn(logits, tokens), jax.jit(fn)(logits, tokens)
-        for e, j in zip(jax.tree.leaves(eager), jax.tree.leaves(jitted)):
-            np.testing.assert_allclose(j, e, **TOL)
-    bt = jax.jit(losses.bradley_terry_loss)(mask[:, 0, 0], mask[:, 1, 0], 0.5, 0.01)
-    assert bt[0].shape == (2,)
+    chosen, rejected = jnp.asarray(r.randn(2, B), jnp.float32)
+    eager = losses.bradley_terry_loss(chosen, rejected, 0.5, 0.01)
+    jitted = jax.jit(losses.bradley_terry_loss)(chosen, rejected, 0.5, 0.01)
+    assert jitted[0].shape == (B,)
+    for e, j in zip(jax.tree.leaves(eager), jax.tree.leaves(jitted), strict=True):
+        np.testing.assert_allclose(j, e, **TOL)
+
+
+def test_loss_table_in_the_docstring_is_the_table():
+    """The module docstring's table (reference? averaged? label smoothing?) says what
+    `PREFERENCE_LOSSES` holds, row for row."""
+    rows = {}
+    for line in losses.__doc__.splitlines():
+        words = line.split()
+        if words and words[0] in losses.PREFERENCE_LOSSES:
+            rows[words[0]] = tuple(w == "yes" for w in words[-3:])
+    assert list(rows) == list(losses.LOSS_TYPES)
+    for name, spec in losses.PREFERENCE_LOSSES.items():
+        assert rows[name] == (spec.reference, spec.average, spec.smoothing), name
+    with pytest.raises(ValueError, match="loss_type='kto'; valid: sigmoid, ipo, hinge, robust"):
+        losses.preference_spec("kto")

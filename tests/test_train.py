@@ -250,8 +250,8 @@ def test_missing_init_checkpoint_is_named(tmp_path):
 
 def test_flop_count_ratios():
     cfg = LlamaConfig.tiny(vocab_size=2048, dim=64, head_dim=16, ffn_dim=128)
-    sft = train.model_flops_per_token(cfg, 256, tasks.Task("sft", None, None))
-    dpo = train.model_flops_per_token(cfg, 256, tasks.Task("dpo", None, None, needs_reference=True))
+    sft = train.model_flops_per_token(cfg, 256, tasks.SFT())
+    dpo = train.model_flops_per_token(cfg, 256, tasks.DPO(reference="live"))
     assert dpo / sft == pytest.approx(4 / 3)
     assert optax  # optimizer library imported for the step under test
 

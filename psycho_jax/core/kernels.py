@@ -10,7 +10,7 @@ copies; the step stays bound by its matrix products (bench/RESULTS.md has the me
 `--options=xla_attention=model.attention=xla` in bench/suite.py).
 
 Two of them are about memory more than speed: `attention` holds no [B,N,T,S] probabilities between
-the passes (it recomputes them, as flash attention does), and `target_logprobs` holds no [B,T,V]
+the passes (it recomputes them, as flash attention does), and `head_logprobs` holds no [B,T,V]
 logits (it applies the output projection chunk by chunk, to target positions only).
 
 Einsum letters as in `psycho_jax.core.model`: B batch, T queries, S keys, N query heads, K kv heads,
@@ -430,7 +430,7 @@ def token_logprobs(logits: Array, tokens: Array) -> Array:
     return jnp.concatenate([jnp.zeros_like(logp[..., :1]), logp[..., :-1]], axis=-1)
 
 
-def target_logprobs(
+def head_logprobs(
     hidden: Array,
     w: Array,
     targets: Array,
@@ -462,7 +462,7 @@ def target_logprobs(
     Returns:
       [B,T] float32 log-probabilities, 0 where `mask` is False.
     """
-    return _target_logprobs(hidden, w, targets, mask, chunk, vocab_major, keep_probs)
+    return _head_logprobs(hidden, w, targets, mask, chunk, vocab_major, keep_probs)
 
 
 class _Layout(NamedTuple):
@@ -498,7 +498,7 @@ def _chunk_logits(h, w, vocab_major):
     return jnp.einsum(eq, h, w.astype(h.dtype), preferred_element_type=jnp.float32)
 
 
-def _target_logprobs_forward(hidden, w, targets, mask, chunk, vocab_major, keep_probs):
+def _head_logprobs_forward(hidden, w, targets, mask, chunk, vocab_major, keep_probs):
     layout = _Layout.of(mask, chunk)
     hs, ts, ms = layout.split(hidden), layout.split(targets), layout.split(mask)
 
@@ -583,7 +583,7 @@ def _chunk_grads_of_probs(probs, h, w_dt, tgt, weight, vocab_major):
     return dh.astype(h.dtype), dw
 
 
-def _target_logprobs_backward(chunk, vocab_major, keep_probs, res, g):
+def _head_logprobs_backward(chunk, vocab_major, keep_probs, res, g):
     hidden, w, targets, mask, lse, probs = res
     layout = _Layout.of(mask, chunk)
     hs, ts, ms, gs = (layout.split(x) for x in (hidden, targets, mask, g))
@@ -615,27 +615,27 @@ def _target_logprobs_backward(chunk, vocab_major, keep_probs, res, g):
     return layout.merge(dhs), dw.astype(w.dtype), None, None
 
 
-_target_logprobs = jax.custom_vjp(
-    lambda hidden, w, targets, mask, chunk, vocab_major, keep_probs: _target_logprobs_forward(
+_head_logprobs = jax.custom_vjp(
+    lambda hidden, w, targets, mask, chunk, vocab_major, keep_probs: _head_logprobs_forward(
         hidden, w, targets, mask, chunk, vocab_major, False
     )[0],
     nondiff_argnums=(4, 5, 6),
 )
-_target_logprobs.defvjp(_target_logprobs_forward, _target_logprobs_backward)
+_head_logprobs.defvjp(_head_logprobs_forward, _head_logprobs_backward)
 
 
-def target_logprob_sum(
+def head_logprob_sum(
     hidden: Array, w: Array, targets: Array, mask: Array, chunk: int, vocab_major: bool = False
 ) -> Array:
-    """`sum(target_logprobs(...))`, a float32 scalar (the SFT loss's numerator), with its gradients
+    """`sum(head_logprobs(...))`, a float32 scalar (the SFT loss's numerator), with its gradients
     computed in the forward pass: the loss is linear in the log-probs, so each chunk's logits yield
     their gradient contribution at once and are dropped (no recomputation: the output projection
-    costs what plain autodiff costs, with O(B x chunk x V) memory). Arguments as `target_logprobs`.
+    costs what plain autodiff costs, with O(B x chunk x V) memory). Arguments as `head_logprobs`.
     """
-    return _target_logprob_sum(hidden, w, targets, mask, chunk, vocab_major)
+    return _head_logprob_sum(hidden, w, targets, mask, chunk, vocab_major)
 
 
-def _target_logprob_sum_forward(hidden, w, targets, mask, chunk, vocab_major):
+def _head_logprob_sum_forward(hidden, w, targets, mask, chunk, vocab_major):
     layout = _Layout.of(mask, chunk)
     hs, ts, ms = layout.split(hidden), layout.split(targets), layout.split(mask)
 
@@ -665,15 +665,15 @@ def _target_logprob_sum_forward(hidden, w, targets, mask, chunk, vocab_major):
     return total, (layout.merge(dhs), dw, jnp.zeros((), w.dtype))
 
 
-def _target_logprob_sum_backward(chunk, vocab_major, res, g):
+def _head_logprob_sum_backward(chunk, vocab_major, res, g):
     dh, dw, w_like = res
     return (g * dh).astype(dh.dtype), (g * dw).astype(w_like.dtype), None, None
 
 
-_target_logprob_sum = jax.custom_vjp(
+_head_logprob_sum = jax.custom_vjp(
     lambda hidden, w, targets, mask, chunk, vocab_major: jnp.sum(
-        _target_logprobs_forward(hidden, w, targets, mask, chunk, vocab_major, False)[0]
+        _head_logprobs_forward(hidden, w, targets, mask, chunk, vocab_major, False)[0]
     ),
     nondiff_argnums=(4, 5),
 )
-_target_logprob_sum.defvjp(_target_logprob_sum_forward, _target_logprob_sum_backward)
+_head_logprob_sum.defvjp(_head_logprob_sum_forward, _head_logprob_sum_backward)

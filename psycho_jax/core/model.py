@@ -95,7 +95,7 @@ class LlamaConfig:
         rest).
       scan_layers: apply the layers with `jax.lax.scan` (one compiled block) instead of a Python loop.
       head_chunk: training log-probs (`Llama.target_logprobs`) apply the output projection to this
-        many positions per row at a time and only to target positions (`kernels.target_logprobs`:
+        many positions per row at a time and only to target positions (`kernels.head_logprobs`:
         no [B,T,V] logits in memory, prompt tokens skipped); 0 materialises the full logits.
       head_keep_mib: for a non-linear loss of the log-probs (the pair losses), the chunked head
         keeps its chunks' softmax probabilities for the backward pass, instead of recomputing
@@ -773,28 +773,28 @@ class Llama(nnx.Module):
     def target_logprobs(self, tokens: Array, loss_mask: Array, **kwargs: Any) -> Array:
         """log p(tokens[t] | tokens[:t]) where `loss_mask[t]`, else 0: [B,T] float32 (position 0
         is never a target). Equals `kernels.token_logprobs` of the logits masked by `loss_mask`;
-        with `config.head_chunk` > 0 computed by `kernels.target_logprobs` (chunked, target
+        with `config.head_chunk` > 0 computed by `kernels.head_logprobs` (chunked, target
         positions only). `kwargs` as `Transformer.__call__` (positions, masks; no cache)."""
         hidden, _ = self.model(tokens, **kwargs)
         mask = loss_mask.astype(jnp.bool_).at[:, 0].set(False)
         if not self.config.head_chunk:
             return jnp.where(mask, kernels.token_logprobs(self.logits(hidden), tokens), 0.0)
         keep = self.config.keeps_head_probs(*tokens.shape)
-        logp = kernels.target_logprobs(*self._head_inputs(hidden, tokens, mask), keep_probs=keep)
+        logp = kernels.head_logprobs(*self._head_inputs(hidden, tokens, mask), keep_probs=keep)
         return jnp.pad(logp[:, :-1], ((0, 0), (1, 0)))  # position t-1's prediction is token t's
 
     def target_logprob_sum(self, tokens: Array, loss_mask: Array, **kwargs: Any) -> Array:
         """`sum(target_logprobs(...))`, a float32 scalar; with `config.head_chunk` > 0 through
-        `kernels.target_logprob_sum`, whose forward pass already computes the gradients (no logits
+        `kernels.head_logprob_sum`, whose forward pass already computes the gradients (no logits
         recomputed: the SFT loss is linear in the log-probs)."""
         if not self.config.head_chunk:
             return jnp.sum(self.target_logprobs(tokens, loss_mask, **kwargs))
         hidden, _ = self.model(tokens, **kwargs)
         mask = loss_mask.astype(jnp.bool_).at[:, 0].set(False)
-        return kernels.target_logprob_sum(*self._head_inputs(hidden, tokens, mask))
+        return kernels.head_logprob_sum(*self._head_inputs(hidden, tokens, mask))
 
     def _head_inputs(self, hidden: Array, tokens: Array, mask: Array) -> tuple:
-        """`kernels.target_logprobs`' arguments: position t predicts token t + 1, scored where
+        """`kernels.head_logprobs`' arguments: position t predicts token t + 1, scored where
         that token is a target."""
         targets = jnp.roll(tokens, -1, axis=-1)
         predicts = jnp.roll(mask, -1, axis=-1).at[:, -1].set(False)

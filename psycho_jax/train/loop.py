@@ -420,18 +420,9 @@ def reward_statistics(state: TrainState, graphdef, batches: Iterator[Batch], mes
 
     @jax.jit
     def scores(params, rest, batch):
-        model = nnx.merge(graphdef, params, rest)
-        flat = {
-            k: batch[k].reshape((-1, batch[k].shape[-1])) for k in tasks.MODEL_KEYS if k in batch
-        }
-        if tasks.is_packed_pairs(batch):  # [P,2] rewards, one per pair slot; real slots only
-            _, n = tasks.unit_segments(batch)
-            r = model(flat.pop("tokens"), num_segments=n, **flat)[..., 0]
-            r = tasks.pair_values(batch, r, tasks.segments_present(batch))
-            real = jnp.broadcast_to((batch["example_index"] >= 0).reshape(-1, 1), r.shape)
-            return r, real
-        r = model(flat.pop("tokens"), **flat)[:, 0]  # [2B]: chosen, rejected of each row
-        return r, jnp.repeat(batch["example_index"] >= 0, 2)  # empty rows pad a last batch
+        r = tasks.Reward.forward(nnx.merge(graphdef, params, rest), batch)[..., 0]  # [P,2]
+        # real pair slots only (empty rows pad a last batch, empty slots a packed unit)
+        return r, jnp.broadcast_to((batch["example_index"] >= 0).reshape(-1, 1), r.shape)
 
     total = total_sq = count = 0.0
     with jax.set_mesh(mesh):

@@ -56,7 +56,7 @@ def compute_reference_logps(
     model: nnx.Module, pairs: Sequence[TokenizedPair], pad_id: int, batch_size: int, mesh
 ) -> np.ndarray:
     """Summed reply log-probs `[N, 2]` of every pair under `model`, in `pairs` order."""
-    forward = nnx.jit(lambda m, b: tasks.sequence_logps(m, b)[0])
+    forward = nnx.jit(lambda m, b: tasks.DPO.forward(m, b)[0])
     out = np.zeros((len(pairs), 2), np.float32)
     lengths = [batching.pair_length(p) for p in pairs]
     buckets = batching.default_buckets(max(lengths))

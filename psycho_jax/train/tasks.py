@@ -1,10 +1,19 @@
 """What differs between SFT, the reward model and DPO: how a batch becomes a loss and metrics.
 
-A task is three pure functions of the model and a batch; the train loop never asks which task it runs.
+A task is one of three small classes, `SFT`, `Reward` and `DPO`, with the same three methods; the train
+loop never asks which task it runs:
+
+  denominator(batch)                        the global count the losses are divided by (target tokens
+                                            for SFT, real pairs for reward and DPO)
+  forward(model, batch)                     the model outputs the loss reads, one per pair slot (SFT:
+                                            the summed target log-prob of the batch)
+  loss(model, batch, denominator, reference)  forward, the per-example `losses.*`, then one reduction:
+                                            (loss contribution, metric contributions)
+
 Every loss and metric a task returns is a *contribution* to the global-batch mean: it is divided by the
-global denominator (target tokens for SFT, pairs for reward and DPO) computed on the whole global batch
-before it is split into micro-batches, so summing the contributions of the micro-batches gives exactly
-the big-batch value (accumulating 8 micro-batches of 1 equals one batch of 8).
+global denominator computed on the whole global batch before it is split into micro-batches, so summing
+the contributions of the micro-batches gives exactly the big-batch value (accumulating 8 micro-batches
+of 1 equals one batch of 8).
 
 Batches (see `psycho_jax.data`): SFT `tokens`, `positions`, `attention_mask` or `segment_ids`,
 `loss_mask`, all [B,T]; preference batches the same keys shaped [B,2,T] (chosen, rejected), optional
@@ -18,8 +27,7 @@ so a packed batch gives the losses and metrics of the same pairs unpacked.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -59,26 +67,9 @@ def _model_inputs(batch: Batch) -> dict[str, Array]:
     return {k: batch[k] for k in MODEL_KEYS[1:] if k in batch}
 
 
-def target_logprobs(model: nnx.Module, batch: Batch) -> tuple[Array, Array]:
-    """Per-token log-probs of the `loss_mask` targets ([B,T], 0 elsewhere and at position 0) and
-    the target count per row ([B]): `Llama.target_logprobs` (chunked output projection, targets
-    only), or the logits of any other causal LM."""
-    mask = batch["loss_mask"].at[:, 0].set(0).astype(jnp.bool_)
-    if hasattr(model, "target_logprobs"):
-        logp = model.target_logprobs(batch["tokens"], mask, **_model_inputs(batch))
-    else:
-        logits, _ = model(batch["tokens"], **_model_inputs(batch))
-        logp = jnp.where(mask, losses.token_logprobs(logits, batch["tokens"]), 0.0)
-    return logp, jnp.sum(mask, axis=-1, dtype=jnp.float32)
-
-
-def sequence_logps(model: nnx.Module, batch: Batch) -> tuple[Array, Array]:
-    """Summed reply log-probs and reply token counts of a preference batch. -> ([B,2], [B,2])."""
-    flat = _flatten_pairs(batch)
-    flat["loss_mask"] = batch["loss_mask"].reshape(flat["tokens"].shape)
-    logps, counts = target_logprobs(model, flat)
-    b = batch["tokens"].shape[0]
-    return jnp.sum(logps, axis=-1).reshape(b, 2), counts.reshape(b, 2)
+def _targets(loss_mask: Array) -> Array:
+    """The `loss_mask` positions that are targets: all but position 0, which has no prediction."""
+    return loss_mask.at[..., 0].set(0)
 
 
 def is_packed_pairs(batch: Batch) -> bool:
@@ -126,99 +117,107 @@ def segments_present(batch: Batch) -> Array:
     return jnp.any(seg[:, :, None] == ids[None, None, :], axis=1)
 
 
-def slot_logps(model: nnx.Module, batch: Batch) -> tuple[Array, Array]:
-    """Summed reply log-probs and reply token counts per pair slot. -> ([P,2], [P,2])."""
-    if not is_packed_pairs(batch):
-        return sequence_logps(model, batch)
-    flat = _flatten_pairs(batch)
-    flat["loss_mask"] = batch["loss_mask"].reshape(flat["tokens"].shape)
-    logp, _ = target_logprobs(model, flat)  # [2B,T]
-    mask = flat["loss_mask"].at[:, 0].set(0).astype(jnp.float32)
-    seg, n = unit_segments(batch)
-    ids = jnp.arange(1, n + 1, dtype=seg.dtype)
-    onehot = (seg[:, :, None] == ids[None, None, :]).astype(jnp.float32)  # [2B,T,2S]
-    sums = jnp.einsum("RT,RTS->RS", logp, onehot)
-    counts = jnp.einsum("RT,RTS->RS", mask, onehot)
-    return pair_values(batch, sums), pair_values(batch, counts)
+def _pairs(batch: Batch) -> Array:
+    """The real pairs of a preference batch (a padded last eval batch has empty rows), >= 1."""
+    if "example_index" in batch:
+        return jnp.maximum(jnp.sum(batch["example_index"] >= 0), 1).astype(jnp.float32)
+    return jnp.asarray(batch["tokens"].shape[0], jnp.float32)
 
 
-def _one_pair_at_a_time(fn: Callable[..., tuple[Array, Metrics]], *args: Array):
-    """Runs a loss of batch-mean metrics (`losses.*`) on each pair alone: ([P], {name: [P]})."""
-    per_example, metrics = jax.vmap(lambda *a: fn(*(x[None] for x in a)))(*args)
-    return per_example[:, 0], metrics
-
-
-def _slot_sums(
+def _reduce(
     per_example: Array, metrics: Metrics, valid: Array, denominator: Array
 ) -> tuple[Array, Metrics]:
-    """Per-pair losses and metrics summed over the real pair slots, as contributions to the
-    global-batch mean (divided by the global pair count)."""
-    loss = jnp.sum(jnp.where(valid > 0, per_example, 0.0)) / denominator
+    """The one reduction: per-pair losses and metrics summed over the real pair slots and divided
+    by the global pair count, as contributions to the global-batch mean."""
+    real = valid > 0
+    loss = jnp.sum(jnp.where(real, per_example, 0.0)) / denominator
     out = {
-        k: jnp.sum(jnp.where(valid > 0, jnp.asarray(v, jnp.float32), 0.0)) / denominator
+        k: jnp.sum(jnp.where(real, jnp.asarray(v, jnp.float32), 0.0)) / denominator
         for k, v in metrics.items()
     }
+    out["loss"] = loss
     return loss, out
-
-
-@dataclasses.dataclass(frozen=True)
-class Task:
-    """A task: the global denominator and the loss of a micro-batch.
-
-    `loss(model, batch, denominator, reference)` returns (loss contribution, metric contributions);
-    `reference` is the frozen reference model for DPO with a live reference, else None.
-    """
-
-    name: str
-    denominator: Callable[[Batch], Array]
-    loss: Callable[..., tuple[Array, Metrics]]
-    num_labels: int = 1  # reward-model head outputs
-    needs_reference: bool = False
 
 
 # ----------------------------------------------------------------------------- SFT
 
 
-def _sft_denominator(batch: Batch) -> Array:
-    # Targets are tokens 1..T-1 (token 0 has no prediction); the same count losses.sft_loss uses.
-    return jnp.maximum(jnp.sum(batch["loss_mask"][..., 1:]), 1).astype(jnp.float32)
+@dataclasses.dataclass(frozen=True)
+class SFT:
+    """Next-token cross-entropy on the `loss_mask` targets, normalised by the global target count.
 
+    With `denominator` the targets of the whole global batch, the micro-batches' losses add up to
+    the global batch's loss; with a single batch it is Hugging Face's
+    `LlamaForCausalLM(labels=...)` loss.
+    """
 
-def _sft_loss(model, batch: Batch, denominator: Array, reference=None) -> tuple[Array, Metrics]:
-    del reference
-    if hasattr(model, "target_logprob_sum"):  # gradients in the forward pass: no recomputation
-        mask = batch["loss_mask"].at[:, 0].set(0)
+    name: ClassVar[str] = "sft"
+    num_labels: ClassVar[int] = 1
+    needs_reference: ClassVar[bool] = False
+
+    def denominator(self, batch: Batch) -> Array:
+        """Target tokens (positions 1..T-1 of `loss_mask`) in the batch, >= 1."""
+        return jnp.maximum(jnp.sum(batch["loss_mask"][..., 1:]), 1).astype(jnp.float32)
+
+    @staticmethod
+    def forward(model: nnx.Module, batch: Batch) -> tuple[Array, Array]:
+        """The batch's summed target log-prob and its target count (two float32 scalars). The
+        head's fused kernel reduces the per-token values and computes their gradients in its
+        forward pass (`Llama.target_logprob_sum`)."""
+        mask = _targets(batch["loss_mask"])
         logp_sum = model.target_logprob_sum(batch["tokens"], mask, **_model_inputs(batch))
-        num_tokens = jnp.sum(mask, dtype=jnp.float32)
-    else:
-        logp, counts = target_logprobs(model, batch)
-        logp_sum, num_tokens = jnp.sum(logp), jnp.sum(counts)
-    loss = -logp_sum / denominator
-    return loss, {"loss": loss, "num_tokens": num_tokens}
+        return logp_sum, jnp.sum(mask, dtype=jnp.float32)
+
+    def loss(
+        self, model: nnx.Module, batch: Batch, denominator: Array, reference=None
+    ) -> tuple[Array, Metrics]:
+        """-sum(target log-probs) / denominator; metrics `loss` and `num_tokens` (a plain count)."""
+        del reference
+        logp_sum, num_tokens = self.forward(model, batch)
+        loss = -logp_sum / denominator
+        return loss, {"loss": loss, "num_tokens": num_tokens}
 
 
 # ----------------------------------------------------------------------------- reward model
 
 
-def _pairs(batch: Batch) -> Array:
-    if "example_index" in batch:  # real pairs only (a padded last eval batch has empty rows)
-        return jnp.maximum(jnp.sum(batch["example_index"] >= 0), 1).astype(jnp.float32)
-    return jnp.asarray(batch["tokens"].shape[0], jnp.float32)
+@dataclasses.dataclass(frozen=True)
+class Reward:
+    """A Bradley-Terry reward model (`losses.bradley_terry_loss`), optionally with a margin and a
+    head that predicts each reply's per-principle ratings (`config.reward`)."""
 
+    margin: str = "none"  # none | constant | ratings
+    margin_value: float = 0.0
+    center_coef: float = 0.0
+    principle_head: bool = False
+    principle_coef: float = 0.1
 
-def make_reward_loss(cfg: ml_collections.ConfigDict):
-    rc = cfg.reward
+    name: ClassVar[str] = "reward"
+    needs_reference: ClassVar[bool] = False
 
-    def loss_fn(model, batch: Batch, denominator: Array, reference=None) -> tuple[Array, Metrics]:
-        del reference
+    @property
+    def num_labels(self) -> int:
+        """Reward-head outputs: the reward, then one rating prediction per principle."""
+        return 1 + (len(PRINCIPLES) if self.principle_head else 0)
+
+    def denominator(self, batch: Batch) -> Array:
+        return _pairs(batch)
+
+    @staticmethod
+    def forward(model: nnx.Module, batch: Batch) -> Array:
+        """Head outputs of each pair slot's chosen and rejected reply: [P,2,labels] float32."""
         flat = _flatten_pairs(batch)
-        b = batch["tokens"].shape[0]
         if is_packed_pairs(batch):
             _, n = unit_segments(batch)
             scores = model(flat["tokens"], num_segments=n, **_model_inputs(flat))  # [2B,2S,L]
-            scores = pair_values(batch, scores, segments_present(batch))  # [P,2,L]
-        else:
-            scores = model(flat["tokens"], **_model_inputs(flat)).reshape(b, 2, -1)
+            return pair_values(batch, scores, segments_present(batch))
+        return model(flat["tokens"], **_model_inputs(flat)).reshape(batch["tokens"].shape[0], 2, -1)
+
+    def loss(
+        self, model: nnx.Module, batch: Batch, denominator: Array, reference=None
+    ) -> tuple[Array, Metrics]:
+        del reference
+        scores = self.forward(model, batch)  # [P,2,L]
         valid = _slot_valid(batch)  # [P]
         chosen, rejected = scores[:, 0, 0], scores[:, 1, 0]
         ratings = batch.get("ratings")
@@ -226,102 +225,132 @@ def make_reward_loss(cfg: ml_collections.ConfigDict):
             ratings = _per_slot(batch, ratings)  # [P,2,principles]
             has = _per_slot(batch, batch["has_ratings"]).astype(jnp.float32) * valid
         margin = jnp.zeros_like(chosen)
-        if rc.margin == "constant":
-            margin = jnp.full_like(chosen, rc.margin_value)
-        elif rc.margin == "ratings" and ratings is not None:
-            margin = losses.margin_from_ratings(ratings[:, 0], ratings[:, 1], rc.margin_value)
+        if self.margin == "constant":
+            margin = jnp.full_like(chosen, self.margin_value)
+        elif self.margin == "ratings" and ratings is not None:
+            margin = losses.margin_from_ratings(ratings[:, 0], ratings[:, 1], self.margin_value)
             margin = margin * has
-
-        def one_pair(c, r, m):
-            return losses.bradley_terry_loss(c, r, m, rc.center_coef)
-
-        per_example, metrics = _one_pair_at_a_time(one_pair, chosen, rejected, margin)
-        loss, out = _slot_sums(per_example, metrics, valid, denominator)
+        per_example, metrics = losses.bradley_terry_loss(chosen, rejected, margin, self.center_coef)
         ratios = {}
-        if rc.principle_head and ratings is not None:
-            # Ratings 1..5 -> [-1, 1]; squared error on rated pairs only.
-            target = (ratings.astype(jnp.float32) - 3.0) / 2.0
-            err = jnp.mean(jnp.square(scores[..., 1:] - target), axis=(1, 2))
-            loss = loss + rc.principle_coef * jnp.sum(err * has) / denominator
-            gap_pred = scores[:, 0, 1:] - scores[:, 1, 1:]
-            gap_true = (ratings[:, 0] - ratings[:, 1]).astype(jnp.float32)
-            decided = (gap_true != 0) & (has[:, None] > 0)
-            agree = jnp.sign(gap_pred) == jnp.sign(gap_true)
-            ratios["principle_mse"] = (jnp.sum(err * has), jnp.sum(has))
+        if self.principle_head and ratings is not None:
+            mse = losses.principle_mse(scores[..., 1:], ratings) * has
+            per_example = per_example + self.principle_coef * mse
+            correct, counted = losses.principle_accuracy(
+                scores[:, 0, 1:], scores[:, 1, 1:], ratings[:, 0], ratings[:, 1], valid=has
+            )
+            ratios["principle_mse"] = (jnp.sum(mse), jnp.sum(has))
             for i, p in enumerate(PRINCIPLES):
                 ratios[f"principle_accuracy/{p}"] = (
-                    jnp.sum(agree[:, i] & decided[:, i]),
-                    jnp.sum(decided[:, i]),
+                    jnp.sum(correct[:, i]),
+                    jnp.sum(counted[:, i]),
                 )
-        out["loss"] = loss
+        loss, out = _reduce(per_example, metrics, valid, denominator)
         for name, (num, den) in ratios.items():  # summed over micro-batches, divided at the end
             out[f"{RATIO_NUM}{name}"] = num.astype(jnp.float32)
             out[f"{RATIO_DEN}{name}"] = den.astype(jnp.float32)
         return loss, out
 
-    return loss_fn
-
 
 # ----------------------------------------------------------------------------- DPO family
 
 
-def make_dpo_loss(cfg: ml_collections.ConfigDict):
-    dc = cfg.dpo
-    average = losses.wants_average_logps(dc.loss_type)
+@dataclasses.dataclass(frozen=True)
+class DPO:
+    """A preference loss of the DPO family (`losses.PREFERENCE_LOSSES`, `config.dpo`) on the
+    policy's reply log-probs, against a live reference model, precomputed reference log-probs
+    (`ref_logps` in the batch), or none (the reference-free losses)."""
 
-    def loss_fn(model, batch: Batch, denominator: Array, reference=None) -> tuple[Array, Metrics]:
-        logps, counts = slot_logps(model, batch)  # [P,2]
+    loss_type: str = "sigmoid"
+    beta: float = 0.1
+    label_smoothing: float = 0.0
+    simpo_gamma: float = 0.5
+    reference: str = "live"  # live | precomputed
+
+    name: ClassVar[str] = "dpo"
+    num_labels: ClassVar[int] = 1
+
+    def __post_init__(self):
+        losses.preference_spec(self.loss_type)  # an unknown loss_type names the valid ones
+
+    @property
+    def needs_reference(self) -> bool:
+        """Whether the step takes a live reference model."""
+        return self.reference == "live" and losses.needs_reference(self.loss_type)
+
+    def denominator(self, batch: Batch) -> Array:
+        return _pairs(batch)
+
+    @staticmethod
+    def forward(model: nnx.Module, batch: Batch) -> tuple[Array, Array]:
+        """Summed reply log-probs and reply token counts of each pair slot: ([P,2], [P,2])."""
+        flat = _flatten_pairs(batch)
+        mask = _targets(batch["loss_mask"].reshape(flat["tokens"].shape))
+        logp = model.target_logprobs(flat["tokens"], mask, **_model_inputs(flat))  # [2B,T]
+        if not is_packed_pairs(batch):
+            b = batch["tokens"].shape[0]
+            counts = jnp.sum(mask.astype(jnp.bool_), axis=-1, dtype=jnp.float32)
+            return jnp.sum(logp, axis=-1).reshape(b, 2), counts.reshape(b, 2)
+        seg, n = unit_segments(batch)
+        ids = jnp.arange(1, n + 1, dtype=seg.dtype)
+        onehot = (seg[:, :, None] == ids[None, None, :]).astype(jnp.float32)  # [2B,T,2S]
+        sums = jnp.einsum("RT,RTS->RS", logp, onehot)
+        counts = jnp.einsum("RT,RTS->RS", mask.astype(jnp.float32), onehot)
+        return pair_values(batch, sums), pair_values(batch, counts)
+
+    def loss(
+        self, model: nnx.Module, batch: Batch, denominator: Array, reference=None
+    ) -> tuple[Array, Metrics]:
+        """`reference`: the frozen reference model (a live reference), else None."""
+        logps, counts = self.forward(model, batch)  # [P,2]
         counts = jnp.maximum(counts, 1).astype(jnp.float32)
         if reference is not None:
-            ref_logps, _ = slot_logps(reference, batch)
-            ref_logps = jax.lax.stop_gradient(ref_logps)
+            ref_logps = jax.lax.stop_gradient(self.forward(reference, batch)[0])
         elif "ref_logps" in batch:
             ref_logps = _per_slot(batch, batch["ref_logps"])
         else:
             ref_logps = jnp.zeros_like(logps)
-        if average:
+        policy, ref = logps, ref_logps
+        if losses.wants_average_logps(self.loss_type):
             policy, ref = logps / counts, ref_logps / counts
-        else:
-            policy, ref = logps, ref_logps
-
-        def one_pair(pc, pr, rc_, rr, nll):
-            return losses.preference_loss(
-                pc,
-                pr,
-                rc_,
-                rr,
-                loss_type=dc.loss_type,
-                beta=dc.beta,
-                label_smoothing=dc.label_smoothing,
-                simpo_gamma=dc.simpo_gamma,
-                chosen_nll=nll,
-            )
-
-        per_example, metrics = _one_pair_at_a_time(
-            one_pair,
+        per_example, metrics = losses.preference_loss(
             policy[:, 0],
             policy[:, 1],
             ref[:, 0],
             ref[:, 1],
-            -logps[:, 0] / counts[:, 0],
+            loss_type=self.loss_type,
+            beta=self.beta,
+            label_smoothing=self.label_smoothing,
+            simpo_gamma=self.simpo_gamma,
+            chosen_nll=-logps[:, 0] / counts[:, 0],
         )
-        loss, out = _slot_sums(per_example, metrics, _slot_valid(batch), denominator)
-        out["loss"] = loss
-        return loss, out
+        return _reduce(per_example, metrics, _slot_valid(batch), denominator)
 
-    return loss_fn
+
+Task = SFT | Reward | DPO
 
 
 def make_task(cfg: ml_collections.ConfigDict) -> Task:
-    """The task a config names."""
+    """The task a config names (reads `cfg.task`, `cfg.reward.*` and `cfg.dpo.*`)."""
     if cfg.task == "sft":
-        return Task("sft", _sft_denominator, _sft_loss)
+        return SFT()
     if cfg.task == "reward":
-        labels = 1 + (len(PRINCIPLES) if cfg.reward.principle_head else 0)
-        return Task("reward", _pairs, make_reward_loss(cfg), num_labels=labels)
+        r = cfg.reward
+        return Reward(
+            margin=r.margin,
+            margin_value=r.margin_value,
+            center_coef=r.center_coef,
+            principle_head=r.principle_head,
+            principle_coef=r.principle_coef,
+        )
     if cfg.task == "dpo":
-        live = cfg.dpo.reference == "live" and losses.needs_reference(cfg.dpo.loss_type)
-        return Task("dpo", _pairs, make_dpo_loss(cfg), needs_reference=live)
+        d = cfg.dpo
+        return DPO(
+            loss_type=d.loss_type,
+            beta=d.beta,
+            label_smoothing=d.label_smoothing,
+            simpo_gamma=d.simpo_gamma,
+            reference=d.reference,
+        )
     raise ValueError(f"config.task={cfg.task!r}; valid: sft, reward, dpo")
 
 
