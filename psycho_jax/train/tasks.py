@@ -31,11 +31,12 @@ from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 from flax import nnx
 
+from psycho_jax.data.batching import BatchLayout
 from psycho_jax.data.formats import PRINCIPLES
 from psycho_jax.train import losses
+from psycho_jax.train.settings import TrainSettings
 
 Array = jax.Array
 Batch = dict[str, Array]
@@ -73,8 +74,8 @@ def _targets(loss_mask: Array) -> Array:
 
 
 def is_packed_pairs(batch: Batch) -> bool:
-    """A preference batch with several pairs per row (`batching.collate_packed_pairs`)."""
-    return batch["tokens"].ndim == 3 and "segment_ids" in batch
+    """A preference batch with several pairs per row (the loader's `BatchLayout.PACKED_PAIRS`)."""
+    return BatchLayout.of_batch(batch) is BatchLayout.PACKED_PAIRS
 
 
 def _slot_valid(batch: Batch) -> Array:
@@ -329,7 +330,7 @@ class DPO:
 Task = SFT | Reward | DPO
 
 
-def make_task(cfg: ml_collections.ConfigDict) -> Task:
+def make_task(cfg: TrainSettings) -> Task:
     """The task a config names (reads `cfg.task`, `cfg.reward.*` and `cfg.dpo.*`)."""
     if cfg.task == "sft":
         return SFT()
