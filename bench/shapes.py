@@ -8,7 +8,8 @@ and DPO.
 from __future__ import annotations
 
 SHAPES = {
-    # ~0.6M parameters: the CI smoke shape.
+    # ~0.6M parameters: the CI smoke shape, the `:tiny` configs' model (`psycho_jax.config.TINY_MODEL`,
+    # not imported: the PyTorch peer's process must not load JAX; tests/test_bench.py checks they agree).
     "tiny": dict(
         hf=dict(
             vocab_size=2048,

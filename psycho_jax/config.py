@@ -139,12 +139,11 @@ def base_config() -> ml_collections.ConfigDict:
     # CPU only: JAX CPU devices, set before JAX starts (`distributed.use_cpu_cores`): -1 one per
     # core (dividing the batch), 0 leave JAX's default (one), or a count.
     c.cpu_devices = -1
-    # CPU only: how XLA orders the train step's ops: "memory" (smallest peak; on the medium
-    # benchmark reward step 12% less memory and 8% faster than XLA's default), "default" (XLA's
-    # choice: the concurrency-optimised order), "concurrency".
+    # CPU only: how XLA orders the train step's ops: "memory" (smallest peak; measured in
+    # bench/RESULTS.md), "default" (XLA's choice: the concurrency-optimised order), "concurrency".
     c.cpu_scheduler = "memory"
     # Return the heap the XLA compiler freed to the OS after each compilation (glibc malloc_trim;
-    # `train.release_compiler_heap`): the medium benchmark SFT step's peak RSS 3.9 -> 3.5 GB.
+    # `train.loop.release_compiler_heap`; the peak memory it saves: bench/RESULTS.md).
     c.release_compiler_heap = True
     c.sharding_rules = tuple(sharding.DEFAULT_RULES)
     c.hardware = ""  # what a real-model config is planned for (the --dry_run memory check)
@@ -153,11 +152,15 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+# The ~1M-parameter model of the `:tiny` configs and the benchmarks' tiny shape (bench/shapes.py):
+# the `tiny` preset's architecture at these sizes (the preset's own sizes are the unit tests' 30k model).
+TINY_MODEL = dict(dim=128, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=32, ffn_dim=384)
+
+
 def use_tiny_model(c: ml_collections.ConfigDict) -> None:
     """The ~1M-parameter model the `:tiny` configs share (runs on 2 CPU cores in minutes)."""
     c.model.preset = "tiny"
-    c.model.dim, c.model.n_layers, c.model.n_heads, c.model.n_kv_heads = 128, 2, 4, 2
-    c.model.head_dim, c.model.ffn_dim = 32, 384
+    c.model.update(TINY_MODEL)
     c.batch_size = 16
     c.num_steps = 150
     c.eval_every = 50

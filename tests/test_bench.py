@@ -23,6 +23,19 @@ import suite  # noqa: E402
 import train_step  # noqa: E402
 
 
+def test_tiny_shape_is_the_tiny_configs_model():
+    """bench/shapes.py spells the `:tiny` configs' model in transformers' names (it cannot import
+    psycho_jax: the PyTorch peer's process must not load JAX); the two must agree."""
+    from shapes import SHAPES
+
+    from psycho_jax.config import TINY_MODEL
+
+    hf = SHAPES["tiny"]["hf"]
+    names = dict(dim="hidden_size", n_layers="num_hidden_layers", n_heads="num_attention_heads",
+                 n_kv_heads="num_key_value_heads", head_dim="head_dim", ffn_dim="intermediate_size")  # fmt: skip
+    assert {k: hf[v] for k, v in names.items()} == TINY_MODEL
+
+
 def test_parse_options():
     configs = suite.parse_options(
         "remat=model.remat=dots; both=model.scan_layers=True,model.attention=einsum;"

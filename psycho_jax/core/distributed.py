@@ -148,8 +148,7 @@ def use_cpu_cores(
     XLA:CPU runs one device's program on a shared thread pool, and on a few cores much of a
     training step is single-threaded work or matrix products contending for the same threads;
     with one device per core the batch is split over the cores (the config's `data`/`fsdp` mesh
-    axes) and each core runs its own share (bench/RESULTS.md: up to ~1.3x on a small SFT step on 2 cores in
-    quiet runs, less under load).
+    axes) and each core runs its own share (the speed-up measured: bench/RESULTS.md).
     No effect on accelerator devices.
 
     Args:

@@ -10,8 +10,8 @@ on real counseling answers (the Llama 3 split regex dominates), i.e. ~600 prefer
    prompt's segments recur in `prompt+chosen` and `prompt+rejected`: each is encoded once (cache).
 2. Within a segment, the Llama 3 pre-tokenizer splits on a regex and byte-level BPE encodes each
    piece independently, so pieces (words) can be cached too. Python's `regex` module runs the split
-   pattern ~3x faster than `tokenizers`' Oniguruma build does here, and on ASCII-only text the
-   standard `re` module runs an ASCII transcription of it (`_ASCII_SPLIT`) ~2x faster again.
+   pattern faster than `tokenizers`' Oniguruma build does here, and on ASCII-only text the standard
+   `re` module runs an ASCII transcription of it (`_ASCII_SPLIT`) faster again (bench/RESULTS.md).
 
 The fast path is taken only for tokenizers whose pipeline is exactly that (no normalizer; the Llama 3
 split regex then byte-level mapping; a BPE model; added tokens matched verbatim), i.e. those built

@@ -224,8 +224,8 @@ def release_compiler_heap() -> bool:
 
     Compiling a train step allocates and frees about a gigabyte of host memory (the medium
     benchmark shape); glibc keeps those pages mapped for reuse, but the step's large buffers are
-    allocated afresh (mmap), so without this they add to it: measured on the medium SFT step
-    (bench/RESULTS.md), peak RSS 3.9 GB without, 3.5 GB with. The compilation event fires after
+    allocated afresh (mmap), so without this they add to it (the medium SFT step's peak RSS with
+    and without: bench/RESULTS.md). The compilation event fires after
     the compiler has run and before the step executes. Returns whether trimming is active (False
     where the C library has no `malloc_trim`: macOS, musl)."""
     global _releasing
