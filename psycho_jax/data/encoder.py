@@ -118,14 +118,16 @@ class TextEncoder:
             )
             # Longest first at the leftmost position, as the tokenizers' added-vocabulary matcher.
             self._added_ids = {s: self._backend.token_to_id(s) for s in added}
-            self._added_re = regex.compile("(" + "|".join(map(regex.escape, added)) + ")")
+            # Stdlib `re` (~3x faster here: every added token starts with the same literal, which
+            # it searches for); the same leftmost, first-alternative semantics as `regex`.
+            self._added_re = re.compile("(" + "|".join(map(re.escape, added)) + ")")
             self._split_re = regex.compile(LLAMA3_SPLIT_PATTERN)
             self._ascii_split_re = re.compile(_ASCII_SPLIT)
             self._latin1_split_re, self._not_latin1 = _latin1_split()
             self._byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
             self._model = self._backend.model
         self._segments: dict[str, list[int]] = {}
-        self._pieces: dict[str, list[int]] = {}
+        self._pieces: dict[str, tuple[int, ...]] = {}
 
     def encode(self, text: str) -> list[int]:
         if not self.fast:
@@ -160,11 +162,13 @@ class TextEncoder:
             else:
                 split = self._split_re
             found = split.findall(text)
-            parts = list(map(pieces.get, found))
-            if None in parts:
-                for k, piece in enumerate(found):
-                    if parts[k] is None:
+            try:
+                ids = list(itertools.chain.from_iterable(map(pieces.__getitem__, found)))
+            except KeyError:  # pieces not seen before: BPE them once
+                for piece in found:
+                    if piece not in pieces:
                         mapped = self._byte_level.pre_tokenize_str(piece)[0][0]
-                        parts[k] = pieces[piece] = [t.id for t in self._model.tokenize(mapped)]
-            ids = self._segments[text] = list(itertools.chain.from_iterable(parts))
+                        pieces[piece] = tuple(t.id for t in self._model.tokenize(mapped))
+                ids = list(itertools.chain.from_iterable(map(pieces.__getitem__, found)))
+            self._segments[text] = ids
         return ids
