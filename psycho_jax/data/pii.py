@@ -128,7 +128,8 @@ def is_crisis_site(url: str) -> bool:
     host = re.sub(r"(?i)^(?:https?|ftp)://", "", url)
     host = re.split(r"[/?#:]", host, maxsplit=1)[0].lower().rstrip(".")
     host = host.removeprefix("www.")
-    return any(host == h or host.endswith("." + h) for h in pii_cues.CRISIS_HOSTS)
+    labels = host.split(".")  # the host or a parent domain of it on the list: set lookups
+    return any(".".join(labels[k:]) in pii_cues.CRISIS_HOSTS for k in range(len(labels)))
 
 
 _WARM_UP = (

@@ -29,6 +29,7 @@ def _suffixes() -> tldextract.TLDExtract:
     return tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
 
 
+@functools.lru_cache(maxsize=65536)
 def _has_public_suffix(host: str) -> bool:
     parts = _suffixes()(host.lower())
     return bool(parts.suffix) and bool(parts.domain)
