@@ -141,7 +141,9 @@ def main() -> None:
     # On a shared host other processes take turns on the core: wall time well above this
     # process's CPU time means the run was disturbed (the target is judged on wall time).
     cpu = end_cpu - start_cpu
-    print(f"CPU time of this process: {cpu:.2f} s of {end - start:.2f} s wall ({n / cpu:,.0f} pairs/s)")
+    print(
+        f"CPU time of this process: {cpu:.2f} s of {end - start:.2f} s wall ({n / cpu:,.0f} pairs/s)"
+    )
     if rate < TARGET:
         raise SystemExit(f"below target: {rate:,.0f} < {TARGET:,.0f} pairs/s")
 

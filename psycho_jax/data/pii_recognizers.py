@@ -14,7 +14,9 @@ from collections.abc import Sequence
 import phonenumbers
 import regex
 import tldextract
+from absl import logging
 from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer, RecognizerResult
+from presidio_analyzer.pattern_recognizer import REGEX_TIMEOUT_SECONDS
 from presidio_analyzer.predefined_recognizers import EmailRecognizer, PhoneRecognizer
 
 NER_INSTALL_HINT = (
@@ -40,9 +42,10 @@ def digits(s: str) -> str:
 
 
 class _Lean:
-    """Presidio's `PatternRecognizer.analyze` (the same patterns, flags, validation, scores and
-    de-duplication) without what it builds per match for its explanations and logs (a timestamp, an
-    `AnalysisExplanation`, a debug line): `pii` runs these recognisers on thousands of windows."""
+    """Presidio's `PatternRecognizer.analyze` (the same patterns, flags, validation, scores,
+    de-duplication and regex time limit) without what it builds per match for its explanations and
+    logs (a timestamp, an `AnalysisExplanation`, a debug line): `pii` runs these recognisers on
+    thousands of windows."""
 
     def analyze(self, text, entities, nlp_artifacts=None, regex_flags=None):
         flags = regex_flags or self.global_regex_flags
@@ -51,16 +54,23 @@ class _Lean:
             if not pattern.compiled_regex or pattern.compiled_with_flags != flags:
                 pattern.compiled_with_flags = flags
                 pattern.compiled_regex = regex.compile(pattern.regex, flags=flags)
-            for m in pattern.compiled_regex.finditer(text):
-                start, end = m.span()
-                if start == end:
-                    continue
-                valid = self.validate_result(m.group())
-                score = pattern.score if valid is None else (1.0 if valid else 0.0)
-                if self.invalidate_result(m.group()):
-                    score = 0.0
-                if score > 0.0:
-                    found.append(RecognizerResult(self.supported_entities[0], start, end, score))
+            try:
+                for m in pattern.compiled_regex.finditer(text, timeout=REGEX_TIMEOUT_SECONDS):
+                    start, end = m.span()
+                    if start == end:
+                        continue
+                    valid = self.validate_result(m.group())
+                    score = pattern.score if valid is None else (1.0 if valid else 0.0)
+                    if self.invalidate_result(m.group()):
+                        score = 0.0
+                    if score > 0.0:
+                        found.append(
+                            RecognizerResult(self.supported_entities[0], start, end, score)
+                        )
+            except TimeoutError:  # as Presidio: the pattern is skipped, with a warning
+                logging.warning(
+                    "pattern %r timed out after %s s, skipped", pattern.name, REGEX_TIMEOUT_SECONDS
+                )
         return EntityRecognizer.remove_duplicates(found)
 
 
