@@ -133,7 +133,9 @@ def test_lean_analyze_matches_presidio():
 
     rows = pathlib.Path(__file__).parent / "data" / "pii_eval.jsonl"
     texts = [json.loads(line)["text"] for line in rows.read_text().splitlines()]
-    texts += ["Visit www.example.ie or https://bit.ly/3xYz, write to jane @gmail.com, IG: @calm.kai"]
+    texts += [
+        "Visit www.example.ie or https://bit.ly/3xYz, write to jane @gmail.com, IG: @calm.kai"
+    ]
     key = lambda r: (r.start, r.end, r.entity_type, r.score)  # noqa: E731
     found = 0
     for rec in (pr.Email(), pr.Url(), pr.Handle()):
