@@ -58,13 +58,17 @@ def _latin1_split() -> tuple[re.Pattern, re.Pattern]:
     numbers = [c for c in chars if regex.match(r"\p{N}", c)]
     spaces = [c for c in chars if regex.match(r"\s", c)]
     assert all(ord(c) < 256 for c in letters + numbers), "only Latin-1 has letters and numbers"
-    cls = lambda cs: "".join(map(re.escape, cs))  # noqa: E731
-    L, N, S = cls(letters), cls(numbers), cls(spaces)
+    L, N, S = _class(letters), _class(numbers), _class(spaces)
     split = (
         rf"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n{L}{N}]?[{L}]+|[{N}]{{1,3}}| ?[^{S}{L}{N}]+[\r\n]*"
         rf"|[{S}]*[\r\n]+|[{S}]+(?![^{S}])|[{S}]+"
     )
-    return re.compile(split), re.compile(rf"[^\x00-\xff{cls(_BEYOND_LATIN1)}]")
+    return re.compile(split), re.compile(rf"[^\x00-\xff{_class(_BEYOND_LATIN1)}]")
+
+
+def _class(chars) -> str:
+    """The inside of a `re` character class holding exactly `chars`."""
+    return "".join(map(re.escape, chars))
 
 
 def _fast_path_ok(backend: tokenizers.Tokenizer) -> tuple[bool, str]:
