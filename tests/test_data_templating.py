@@ -198,6 +198,10 @@ def test_encoder_matches_tokenizer(which, request):
     rng = np.random.default_rng(0)
     randoms = ["".join(map(chr, rng.integers(0, 0x2FFF, 60))) for _ in range(100)]
     randoms += ["".join(map(chr, rng.integers(0, 128, 60))) for _ in range(300)]
+    # Letters and digits in Latin-1, punctuation and spaces beyond it: the Latin-1 split.
+    latin1 = [chr(c) for c in range(256)] + list(encoder_lib._BEYOND_LATIN1) + list(" 'sStTmM\n")
+    randoms += ["".join(rng.choice(latin1, 60)) for _ in range(300)]
+    assert all(enc._not_latin1.search(t) is None for t in randoms[-300:])
     for text in TEXTS + randoms:
         assert enc.encode(text) == ct.tokenizer(text, add_special_tokens=False)["input_ids"], repr(
             text

@@ -128,7 +128,8 @@ def is_crisis_site(url: str) -> bool:
     host = re.sub(r"(?i)^(?:https?|ftp)://", "", url)
     host = re.split(r"[/?#:]", host, maxsplit=1)[0].lower().rstrip(".")
     host = host.removeprefix("www.")
-    return any(host == h or host.endswith("." + h) for h in pii_cues.CRISIS_HOSTS)
+    labels = host.split(".")  # the host or a parent domain of it on the list: set lookups
+    return any(".".join(labels[k:]) in pii_cues.CRISIS_HOSTS for k in range(len(labels)))
 
 
 _WARM_UP = (
@@ -176,7 +177,8 @@ class Scrubber:
         return out
 
     def _phones(self, text: str) -> list[Span]:
-        if sum(map(text.count, DIGITS)) < 7:  # cheaper than any regex scan
+        # One-character scans are cheaper than any regex scan; most texts have no digit at all.
+        if not any(d in text for d in DIGITS) or sum(map(text.count, DIGITS)) < 7:
             return []
         runs = [
             m.span()
@@ -199,23 +201,28 @@ class Scrubber:
 
     def _addresses(self, text: str) -> list[Span]:
         spans: list[Span] = []
-        wins = [w for w in _windows(text, TRIGGERS["url"], 0) if may_be_domain(text[w[0] : w[1]])]
+        wins = []
+        if TRIGGERS["url"].search(text):
+            wins = [w for w in _windows(text, TRIGGERS["url"], 0) if may_be_domain(text[slice(*w)])]
         if "://" in text or "www" in text or "WWW" in text:
             wins = _union(wins, _windows(text, TRIGGERS["url_scheme"], 0))
-        upper = _windows(text, TRIGGERS["url_upper"], 0)
-        if upper:
+        if TRIGGERS["url_upper"].search(text):
+            upper = _windows(text, TRIGGERS["url_upper"], 0)
             wins = _union(wins, [(a, b) for a, b in upper if text[a:b].upper() == text[a:b]])
         # E-mail windows: around "@", around spelled-out "at"/"dot", and before a domain that
         # follows " at " ("jane at gmail.com"; not "a line at findahelpline.com").
-        email_wins = _around(
-            text,
-            [
-                (a, b)
-                for a, b in wins
-                if " at " in text[max(0, a - 48) : a + 1].lower() and not is_crisis_site(text[a:b])
-            ],
-            _WINDOW,
-        )
+        email_wins = []
+        if wins:
+            email_wins = _around(
+                text,
+                [
+                    (a, b)
+                    for a, b in wins
+                    if " at " in text[max(0, a - 48) : a + 1].lower()
+                    and not is_crisis_site(text[a:b])
+                ],
+                _WINDOW,
+            )
         if "@" in text:
             email_wins = _union(email_wins, _windows(text, TRIGGERS["at"]))
         if may_be_obfuscated(text):
@@ -230,9 +237,10 @@ class Scrubber:
                 at = _windows(text, TRIGGERS["at"], 0)
                 for a, b in self._run(self._handle, text, at, "HANDLE"):
                     spans.append(Span(a, b, "url", "handle"))
-        for a, b in self._run(self._url, text, wins, "URL"):
-            if not is_crisis_site(text[a:b]):
-                spans.append(Span(a, b, "url"))
+        if wins:
+            for a, b in self._run(self._url, text, wins, "URL"):
+                if not is_crisis_site(text[a:b]):
+                    spans.append(Span(a, b, "url"))
         return spans
 
     def _names(
@@ -249,12 +257,12 @@ class Scrubber:
         """Non-overlapping spans of personal information, in order. Where spans overlap, the
         address or number wins over a name, and overlapping names merge into one."""
         addresses = self._phones(text) + self._addresses(text)
-        addresses = _merge(addresses)
-        names_ = [
-            part
-            for s in _merge(self._names(text, names, words, addresses))
-            for part in _outside(text, s, addresses)
-        ]
+        if addresses:
+            addresses = _merge(addresses)
+        names_ = self._names(text, names, words, addresses)
+        if not names_:
+            return addresses  # sorted by _merge
+        names_ = [part for s in _merge(names_) for part in _outside(text, s, addresses)]
         return sorted(addresses + names_)
 
     def find(

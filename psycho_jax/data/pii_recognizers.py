@@ -14,7 +14,9 @@ from collections.abc import Sequence
 import phonenumbers
 import regex
 import tldextract
+from absl import logging
 from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer, RecognizerResult
+from presidio_analyzer.pattern_recognizer import REGEX_TIMEOUT_SECONDS
 from presidio_analyzer.predefined_recognizers import EmailRecognizer, PhoneRecognizer
 
 NER_INSTALL_HINT = (
@@ -29,6 +31,7 @@ def _suffixes() -> tldextract.TLDExtract:
     return tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
 
 
+@functools.lru_cache(maxsize=65536)
 def _has_public_suffix(host: str) -> bool:
     parts = _suffixes()(host.lower())
     return bool(parts.suffix) and bool(parts.domain)
@@ -38,7 +41,40 @@ def digits(s: str) -> str:
     return "".join(c for c in s if c.isdigit())
 
 
-class Email(EmailRecognizer):
+class _Lean:
+    """Presidio's `PatternRecognizer.analyze` (the same patterns, flags, validation, scores,
+    de-duplication and regex time limit) without what it builds per match for its explanations and
+    logs (a timestamp, an `AnalysisExplanation`, a debug line): `pii` runs these recognisers on
+    thousands of windows."""
+
+    def analyze(self, text, entities, nlp_artifacts=None, regex_flags=None):
+        flags = regex_flags or self.global_regex_flags
+        found = []
+        for pattern in self.patterns:
+            if not pattern.compiled_regex or pattern.compiled_with_flags != flags:
+                pattern.compiled_with_flags = flags
+                pattern.compiled_regex = regex.compile(pattern.regex, flags=flags)
+            try:
+                for m in pattern.compiled_regex.finditer(text, timeout=REGEX_TIMEOUT_SECONDS):
+                    start, end = m.span()
+                    if start == end:
+                        continue
+                    valid = self.validate_result(m.group())
+                    score = pattern.score if valid is None else (1.0 if valid else 0.0)
+                    if self.invalidate_result(m.group()):
+                        score = 0.0
+                    if score > 0.0:
+                        found.append(
+                            RecognizerResult(self.supported_entities[0], start, end, score)
+                        )
+            except TimeoutError:  # as Presidio: the pattern is skipped, with a warning
+                logging.warning(
+                    "pattern %r timed out after %s s, skipped", pattern.name, REGEX_TIMEOUT_SECONDS
+                )
+        return EntityRecognizer.remove_duplicates(found)
+
+
+class Email(_Lean, EmailRecognizer):
     """Presidio's e-mail pattern, a stray space around "@", domains on a public suffix."""
 
     PATTERNS = [
@@ -120,7 +156,7 @@ class ObfuscatedEmail(PatternRecognizer):
 _URL_END = r"(?:[^\s<>\"'()\[\]{}]*[^\s<>\"'()\[\]{}.,;:!?])?"
 
 
-class Url(PatternRecognizer):
+class Url(_Lean, PatternRecognizer):
     """Web addresses: with a scheme, with `www.`, or a bare domain on a public suffix."""
 
     def __init__(self) -> None:
@@ -157,7 +193,7 @@ def may_be_domain(token: str) -> bool:
     return any(_has_public_suffix(m.group(0)) for m in _BARE.finditer(token))
 
 
-class Handle(PatternRecognizer):
+class Handle(_Lean, PatternRecognizer):
     """Social handles: "@jane_doe", "IG: @calm.with.kai"."""
 
     def __init__(self) -> None:
@@ -214,7 +250,11 @@ DIGITS = "0123456789"
 def may_be_obfuscated(text: str) -> bool:
     """Whether text may hold an obfuscated address ("at" and "dot" spelled out)."""
     low = text.lower()
-    return "dot" in low or "(at" in low or "[at" in low or "{at" in low or "<at" in low
+    if "dot" in low:
+        return True
+    if "(" in text or "[" in text or "{" in text or "<" in text:  # one-character scans: cheap
+        return "(at" in low or "[at" in low or "{at" in low or "<at" in low
+    return False
 
 
 def ner_analyzer(model: str):
