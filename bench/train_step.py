@@ -19,8 +19,8 @@ frameworks. With `--data=counsel` the sequences have CounselChat's lengths inste
 (`data.packing`; pairs `data.pairs_per_row`), the PyTorch peer pads each batch of `batch` examples
 to its longest sequence, as TRL's collators do, and tokens/s counts real tokens only.
 
-psycho_jax: the library's own path: `train.build_model` from the HF directory, `train.init_train_state`,
-`train.jit_train_step` (donated state, optax AdamW + clipping), the step dispatched before the
+psycho_jax: the library's own path: `train.build_model` from the HF directory, `step_lib.init_train_state`,
+`step_lib.jit_train_step` (donated state, optax AdamW + clipping), the step dispatched before the
 previous step's metrics are read, as `train_and_evaluate` does.
 PyTorch peer: transformers' Llama (SDPA attention) with TRL 1.16's loss code (SFT: the model's
 `labels` loss as `SFTTrainer`; reward: `-logsigmoid(chosen - rejected)` as `RewardTrainer`; DPO:
@@ -372,6 +372,7 @@ def run_jax(args) -> dict:
     from psycho_jax.core import sharding
     from psycho_jax.core.model import trainable_filter
     from psycho_jax.train import loop as train
+    from psycho_jax.train import step as step_lib
     from psycho_jax.train import tasks
 
     compiles: list[str] = []
@@ -390,8 +391,8 @@ def run_jax(args) -> dict:
         reference = nnx.split(train.build_model(c, task, vocab, mesh, c.init_from), nnx.Param, ...)[
             1
         ]
-    tx, state = train.init_train_state(c, params, rest, mesh)
-    step_fn = train.jit_train_step(c, graphdef, task, tx, state, reference)
+    tx, state = step_lib.init_train_state(c, params, rest, mesh)
+    step_fn = step_lib.jit_train_step(c, graphdef, task, tx, state, reference)
     host = _batches(args, counsel_jax_batches)
     batches = [sharding.shard_batch(x, mesh) for x in host]
     jax.block_until_ready(batches)

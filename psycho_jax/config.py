@@ -143,7 +143,7 @@ def base_config() -> ml_collections.ConfigDict:
     # bench/RESULTS.md), "default" (XLA's choice: the concurrency-optimised order), "concurrency".
     c.cpu_scheduler = "memory"
     # Return the heap the XLA compiler freed to the OS after each compilation (glibc malloc_trim;
-    # `train.loop.release_compiler_heap`; the peak memory it saves: bench/RESULTS.md).
+    # `train.step.release_compiler_heap`; the peak memory it saves: bench/RESULTS.md).
     c.release_compiler_heap = True
     c.sharding_rules = tuple(sharding.DEFAULT_RULES)
     c.hardware = ""  # what a real-model config is planned for (the --dry_run memory check)

@@ -196,7 +196,7 @@ def plan(c: ml_collections.ConfigDict, devices: Sequence[jax.Device] | None = No
     """Compiles `c`'s train step abstractly on its mesh over `devices` (default: this machine's;
     compile-only devices of a TPU slice from `topology.devices` compile with the TPU compiler) and
     returns the per-device memory, with the compiled program's cost and collectives."""
-    from psycho_jax.train import loop as train  # heavy imports only when planning
+    from psycho_jax.train import step as step_lib
 
     c = c.copy_and_resolve_references()
     with c.unlocked():  # nothing is loaded: a checkpoint to start from is not needed to plan
@@ -219,20 +219,20 @@ def plan(c: ml_collections.ConfigDict, devices: Sequence[jax.Device] | None = No
     graphdef, params, rest = nnx.split(abstract, trainable_filter(abstract), ...)
     params = _with_shardings(params, sharding.state_shardings(params, mesh, rules))
     rest = _with_shardings(rest, sharding.state_shardings(rest, mesh, rules))
-    tx = train.make_optimizer(run, params)
+    tx = step_lib.make_optimizer(run, params)
     opt_state = _with_shardings(
         jax.eval_shape(tx.init, params), sharding.optimizer_shardings(tx, params, mesh)
     )
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     scalar = jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated)
-    state = train.TrainState(step=scalar, params=params, opt_state=opt_state, rest=rest,
+    state = step_lib.TrainState(step=scalar, params=params, opt_state=opt_state, rest=rest,
                              skipped=scalar)  # fmt: skip
     reference = params if task.needs_reference else None
     batch = _abstract_batch(c, task, mesh)
     shardings = jax.tree.map(lambda x: x.sharding, state)
     step = jax.jit(
         functools.partial(
-            train.train_step, graphdef=graphdef, task=task, tx=tx, accum=c.grad_accum
+            step_lib.train_step, graphdef=graphdef, task=task, tx=tx, accum=c.grad_accum
         ),
         in_shardings=(
             shardings,

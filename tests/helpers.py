@@ -10,7 +10,7 @@ from types import ModuleType
 import jax.numpy as jnp
 import ml_collections
 
-from psycho_jax.train import loop
+from psycho_jax.train import step as step_lib
 from psycho_jax.train.settings import TrainSettings
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -55,8 +55,8 @@ def settings(c: ml_collections.ConfigDict | TrainSettings) -> TrainSettings:
 
 def fresh_state(c, params, rest):
     """(optimizer, step-0 `TrainState`) on the host, without a mesh: for steps jitted by a test."""
-    tx = loop.make_optimizer(settings(c), params)
-    state = loop.TrainState(
+    tx = step_lib.make_optimizer(settings(c), params)
+    state = step_lib.TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
         opt_state=tx.init(params),

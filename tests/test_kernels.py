@@ -576,11 +576,11 @@ def test_fsdp_backward_gathers_weights_again_instead_of_holding_them(monkeypatch
 def test_release_compiler_heap_listens_to_the_compile_event():
     """The trim runs on JAX's backend-compile event: the event must still be emitted under that
     name (a rename would silently turn the trimming off)."""
-    from psycho_jax.train import loop as train
+    from psycho_jax.train import step as step_lib
 
     seen = []
     jax.monitoring.register_event_duration_secs_listener(lambda name, *_a, **_k: seen.append(name))
-    assert train.release_compiler_heap() is True  # Linux/glibc
-    assert train.release_compiler_heap() is True  # idempotent: registered once
+    assert step_lib.release_compiler_heap() is True  # Linux/glibc
+    assert step_lib.release_compiler_heap() is True  # idempotent: registered once
     jax.jit(lambda a: a * 3.0 + 1.0)(jnp.arange(11.0)).block_until_ready()
-    assert train._COMPILE_EVENT in seen
+    assert step_lib._COMPILE_EVENT in seen

@@ -19,6 +19,7 @@ from psycho_jax.data import training as data_training
 from psycho_jax.data.tokenizer import sample_tokenizer
 from psycho_jax.train import checkpoint, tasks
 from psycho_jax.train import loop as train
+from psycho_jax.train import step as step_lib
 from tests.helpers import config_module, fresh_state, load_config, settings
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -153,7 +154,7 @@ def _step_setup(task_name, tokenizer, nonzero=False):
     batch = sharding.shard_batch(next(iter(loader)), mesh)
     reference = jax.tree.map(jnp.zeros_like, params) if task.needs_reference else None
     step = jax.jit(
-        functools.partial(train.train_step, graphdef=graphdef, task=task, tx=tx, accum=1)
+        functools.partial(step_lib.train_step, graphdef=graphdef, task=task, tx=tx, accum=1)
     )
     return c, mesh, model, graphdef, state, batch, reference, step
 

@@ -15,6 +15,7 @@ from psycho_jax.data import training as data_training
 from psycho_jax.data.loader import Loader, LoaderConfig
 from psycho_jax.data.tokenizer import sample_tokenizer
 from psycho_jax.train import loop as train
+from psycho_jax.train import step as step_lib
 from psycho_jax.train import tasks
 from tests.helpers import fresh_state, load_config, settings
 
@@ -105,7 +106,7 @@ def _step(c, batch, model, reference=None):
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx, state = fresh_state(c, params, rest)
     step = jax.jit(
-        functools.partial(train.train_step, graphdef=graphdef, task=task, tx=tx, accum=1)
+        functools.partial(step_lib.train_step, graphdef=graphdef, task=task, tx=tx, accum=1)
     )
     new_state, metrics = step(state, jax.tree.map(jnp.asarray, batch), reference)
     return new_state, {k: float(v) for k, v in metrics.items()}
@@ -235,7 +236,7 @@ def test_reward_statistics_read_every_packed_pair(tokenizer, pairs):
     cfg = LlamaConfig.tiny(vocab_size=len(tokenizer), dim=64, head_dim=16, ffn_dim=128)
     model = RewardModel(cfg, num_labels=1, rngs=nnx.Rngs(0))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    state = train.TrainState(
+    state = step_lib.TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
         opt_state=(),

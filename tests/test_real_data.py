@@ -15,6 +15,7 @@ from psycho_jax.core.model import Llama, LlamaConfig
 from psycho_jax.data import training as data_training
 from psycho_jax.data.tokenizer import sample_tokenizer
 from psycho_jax.train import loop as train
+from psycho_jax.train import step as step_lib
 from psycho_jax.train import tasks
 from tests.helpers import load_config, settings
 
@@ -114,8 +115,8 @@ def test_eval_batches_padded_weighted_like_one_batch(tmp_path):
         task = tasks.make_task(settings(c))
         loader = data_training.make_loader(settings(c), tok, "eval", "dpo", epochs=1)
         assert loader.num_steps == (2 if eval_batch_size == 8 else 1)
-        eval_fn = jax.jit(functools.partial(train.eval_step, graphdef=graphdef, task=task))
-        state = train.TrainState(step=0, params=params, rest=rest, opt_state=None, skipped=0)
+        eval_fn = jax.jit(functools.partial(step_lib.eval_step, graphdef=graphdef, task=task))
+        state = step_lib.TrainState(step=0, params=params, rest=rest, opt_state=None, skipped=0)
         mesh = sharding.make_mesh((1, -1, 1))
         with jax.set_mesh(mesh):
             metrics[eval_batch_size] = train.evaluate(eval_fn, state, None, iter(loader), mesh)

@@ -19,6 +19,7 @@ from psycho_jax.data import training as data_training
 from psycho_jax.data.tokenizer import sample_tokenizer
 from psycho_jax.train import checkpoint, tasks
 from psycho_jax.train import loop as train
+from psycho_jax.train import step as step_lib
 from tests.helpers import config_module, fresh_state, load_config, settings
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -60,7 +61,7 @@ def _one_step(c, tokenizer, accum=1, mesh=None, reference=False):
     if reference:
         ref = nnx.split(_model(task, len(tokenizer), seed=1), nnx.Param, ...)[1]
     step = jax.jit(
-        functools.partial(train.train_step, graphdef=graphdef, task=task, tx=tx, accum=accum)
+        functools.partial(step_lib.train_step, graphdef=graphdef, task=task, tx=tx, accum=accum)
     )
     if mesh is None:
         new_state, metrics = step(state, jax.tree.map(jnp.asarray, batch), ref)
@@ -164,7 +165,7 @@ def test_nonfinite_step_is_skipped(tokenizer):
     q = bad.params["model"]["layers"]["q_proj"]
     q[...] = q[...].at[0, 0, 0, 0].set(jnp.nan)
     step = jax.jit(
-        functools.partial(train.train_step, graphdef=graphdef, task=task, tx=tx, accum=1)
+        functools.partial(step_lib.train_step, graphdef=graphdef, task=task, tx=tx, accum=1)
     )
     new, metrics = step(bad, batch, None)
     assert int(new.skipped) == 1 and float(metrics["skipped"]) == 1.0
@@ -278,12 +279,12 @@ def test_memory_scheduler_same_step_less_memory(tokenizer):
     for scheduler in ("default", "memory"):
         c.cpu_scheduler = scheduler
         graphdef, tx, state = _state(c, _model(task, len(tokenizer)))
-        step = train.jit_train_step(settings(c), graphdef, task, tx, state, None)
+        step = step_lib.jit_train_step(settings(c), graphdef, task, tx, state, None)
         temp = step.lower(state, batch, None).compile().memory_analysis().temp_size_in_bytes
         new_state, metrics = step(state, batch, None)
         results[scheduler] = (temp, new_state, {k: float(v) for k, v in metrics.items()})
-    assert train.compiler_options(settings(c)) == {
-        "xla_cpu_scheduler_type": train.CPU_SCHEDULERS["memory"]
+    assert step_lib.compiler_options(settings(c)) == {
+        "xla_cpu_scheduler_type": step_lib.CPU_SCHEDULERS["memory"]
     }
     assert results["memory"][0] < results["default"][0], (
         results["memory"][0],
