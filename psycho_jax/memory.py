@@ -233,6 +233,7 @@ def plan(c: ml_collections.ConfigDict, devices: Sequence[jax.Device] | None = No
         ),
         out_shardings=(shardings, None),
         donate_argnums=0,
+        compiler_options=train.compiler_options(c, platform),  # the training step's
     )
     start = time.perf_counter()
     with jax.set_mesh(mesh):

@@ -307,7 +307,9 @@ def test_memory_scheduler_same_step_less_memory(tokenizer):
         temp = step.lower(state, batch, None).compile().memory_analysis().temp_size_in_bytes
         new_state, metrics = step(state, batch, None)
         results[scheduler] = (temp, new_state, {k: float(v) for k, v in metrics.items()})
-    assert train.compiler_options(c) == {"xla_cpu_scheduler_type": train.CPU_SCHEDULERS["memory"]}
+    assert train.compiler_options(c, "cpu") == {
+        "xla_cpu_scheduler_type": train.CPU_SCHEDULERS["memory"]
+    }
     assert results["memory"][0] < results["default"][0], (
         results["memory"][0],
         results["default"][0],
