@@ -68,6 +68,10 @@ def test_kernel_choices_follow_the_target_not_the_host():
     assert "name=_causal_attention" in cpu and re.search(r"\bcond\[", cpu)
     # TPU: jax.nn.dot_product_attention, no CPU-only conditional.
     assert "_causal_attention" not in tpu and not re.search(r"\bcond\[", tpu)
+    # The hand-written backward passes of the projections and the MLP: CPU only (on TPU the
+    # compiler's estimate of the step is 12.6% faster with autodiff of the plain forms).
+    for name in ("_project", "_gated_mlp"):
+        assert f"name={name}" in cpu and f"name={name}" not in tpu, name
     # bf16 projections: float32 results only for CPU (`kernels._wide_result`).
     x, w = jnp.ones((2, 4, 8), jnp.bfloat16), jnp.ones((8, 8), jnp.bfloat16)
     for platform, wide in (("cpu", True), ("tpu", False)):
