@@ -134,7 +134,8 @@ def test_fsdp_weight_gradients_are_reduce_scattered_on_v5p_8():
     all-reduces the attention output projection's 512 KiB gradient whole instead)."""
     c = load("sft", "tiny")
     m = c.model
-    m.dim, m.ffn_dim, m.n_heads, m.n_kv_heads, m.head_dim, m.vocab_size = 1024, 2048, 8, 4, 128, 4096
+    m.dim, m.ffn_dim, m.n_heads, m.n_kv_heads, m.head_dim = 1024, 2048, 8, 4, 128
+    m.vocab_size = 4096
     m.n_layers, m.dtype, m.remat, m.scan_layers = 1, "bfloat16", "full", True
     c.batch_size, c.data.max_len = 8, 256
     tpu, devices = topology.devices("v5p-8")
