@@ -24,7 +24,7 @@ Next to it, an analytic estimate:
                the logits C x V float32 twice (logits and their gradient, C = `model.head_chunk`
                positions, or T with head_chunk=0), plus for DPO T x V float32 probabilities when the
                micro-batch's fit in `model.head_keep_mib`; without remat every layer's working set is
-               kept.
+               kept; with remat="attention" each layer's attention output T x N x H as well.
 
 The two agree when the compiler does what the model says; the planner prints both and the test checks
 the 8B configs fit their hardware both ways.
@@ -156,6 +156,8 @@ def analytic_activations(c, cfg: LlamaConfig, task: tasks.Task, mesh) -> int:
     if task.name == "dpo" and cfg.keeps_head_probs(c.batch_size // c.grad_accum * 2, t):
         logits += t * v * 4 / tp  # the chunks' probabilities, kept for the backward pass
     kept = L * layer if cfg.remat == "none" else L * t * d * act + layer
+    if cfg.remat == "attention":  # each layer's attention output [T,N,H] kept as well
+        kept += L * t * n * h * act / tp
     per_row = kept + logits
     return int(rows * per_row)
 
@@ -241,6 +243,7 @@ def plan(c: ml_collections.ConfigDict, devices: Sequence[jax.Device] | None = No
         ),
         out_shardings=(shardings, None),
         donate_argnums=0,
+        compiler_options=step_lib.compiler_options(run, platform),  # the training step's
     )
     start = time.perf_counter()
     with jax.set_mesh(mesh):

@@ -17,6 +17,7 @@ from flax import nnx
 from psycho_jax import memory
 from psycho_jax.core import kernels, topology
 from psycho_jax.core.model import Llama, LlamaConfig, resolve_attention
+from psycho_jax.train import step as step_lib
 from tests.test_memory import load
 
 needs_libtpu = pytest.mark.skipif(
@@ -69,6 +70,10 @@ def test_kernel_choices_follow_the_target_not_the_host():
     assert "name=_causal_attention" in cpu and re.search(r"\bcond\[", cpu)
     # TPU: jax.nn.dot_product_attention, no CPU-only conditional.
     assert "_causal_attention" not in tpu and not re.search(r"\bcond\[", tpu)
+    # The hand-written backward passes of the projections and the MLP: CPU only (on TPU the
+    # compiler's estimate of the step is 12.6% faster with autodiff of the plain forms).
+    for name in ("_project", "_gated_mlp"):
+        assert f"name={name}" in cpu and f"name={name}" not in tpu, name
     # bf16 projections: float32 results only for CPU (`kernels._wide_result`).
     x, w = jnp.ones((2, 4, 8), jnp.bfloat16), jnp.ones((8, 8), jnp.bfloat16)
     for platform, wide in (("cpu", True), ("tpu", False)):
@@ -92,6 +97,60 @@ def test_tiny_sft_compiles_for_v5p_16():
     assert 0.8 < p.hlo_flops / p.analytic_flops["hardware"] < 1.25, report
     assert report["step_seconds"] > 0 and 0 < report["mfu"] < 1
     assert "fits, headroom" in report["text"]
+
+
+def test_compiler_options_follow_the_target_not_the_host():
+    """`cpu_scheduler` is an XLA:CPU option: set for a CPU target only, whatever this host is."""
+    c = load("sft", "tiny")
+    assert c.cpu_scheduler == "memory" and jax.default_backend() == "cpu"
+    assert step_lib.compiler_options(c, "cpu") == {
+        "xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"
+    }
+    assert (
+        step_lib.compiler_options(c, "tpu") is None and step_lib.compiler_options(c, "gpu") is None
+    )
+
+
+def test_hlo_walk_counts_the_tpu_reduce_scatter_fusion_as_a_reduce_scatter():
+    """The TPU compiler writes a reduce-scatter as a custom fusion of an all-reduce and a slice."""
+    hlo = """
+%all-reduce-scatter (input: f32[4096,1024]) -> f32[1024,1024] {
+  %input = f32[4096,1024]{1,0} parameter(0)
+  %all-reduce.2 = f32[4096,1024]{1,0} all-reduce(%input), replica_groups={{0,1,2,3}}
+  ROOT %dynamic-slice.3 = f32[1024,1024]{1,0} dynamic-slice(%all-reduce.2, %a, %b)
+}
+
+ENTRY %main (p: f32[4096,1024]) -> f32[1024,1024] {
+  %p = f32[4096,1024]{1,0} parameter(0)
+  ROOT %fusion = f32[1024,1024]{1,0} fusion(%p), kind=kCustom, calls=%all-reduce-scatter
+}
+"""
+    h = topology.summarize_hlo(hlo)
+    assert h.collectives["reduce-scatter"] == (1, 1, 1024 * 1024 * 4)
+    assert h.collectives["all-reduce"] == (0, 0, 0)
+
+
+@needs_libtpu
+def test_fsdp_weight_gradients_are_reduce_scattered_on_v5p_8():
+    """FSDP: each layer weight's gradient leaves the backward pass as a reduce-scatter (each chip
+    receives its shard), never as an all-reduce of the whole matrix. A 1-layer bf16 model whose
+    model dimension shards into whole TPU tiles (1024 / 4 chips = 2 x 128; at 512 the compiler
+    all-reduces the attention output projection's 512 KiB gradient whole instead)."""
+    c = load("sft", "tiny")
+    m = c.model
+    m.dim, m.ffn_dim, m.n_heads, m.n_kv_heads, m.head_dim = 1024, 2048, 8, 4, 128
+    m.vocab_size = 4096
+    m.n_layers, m.dtype, m.remat, m.scan_layers = 1, "bfloat16", "full", True
+    c.batch_size, c.data.max_len = 8, 256
+    tpu, devices = topology.devices("v5p-8")
+    p = memory.plan(c, devices)
+    report = memory.tpu_report(p, c, tpu)
+    scattered = report["collectives"].get("reduce-scatter", {"ops": 0})
+    # the seven projections of the layer and the output head
+    assert scattered["ops"] >= 8, report["text"]
+    # what is still all-reduced is small: the replicated norms' gradients, the loss's scalars
+    whole = report["collectives"].get("all-reduce", {"bytes": 0})["bytes"]
+    assert whole < 1024 * 4 * 16, report["text"]
 
 
 @needs_libtpu

@@ -283,7 +283,7 @@ def test_memory_scheduler_same_step_less_memory(tokenizer):
         temp = step.lower(state, batch, None).compile().memory_analysis().temp_size_in_bytes
         new_state, metrics = step(state, batch, None)
         results[scheduler] = (temp, new_state, {k: float(v) for k, v in metrics.items()})
-    assert step_lib.compiler_options(settings(c)) == {
+    assert step_lib.compiler_options(settings(c), "cpu") == {
         "xla_cpu_scheduler_type": step_lib.CPU_SCHEDULERS["memory"]
     }
     assert results["memory"][0] < results["default"][0], (

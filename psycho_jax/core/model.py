@@ -32,6 +32,7 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
 
 from psycho_jax.core import kernels
 
@@ -91,8 +92,9 @@ class LlamaConfig:
         (`platform`); "xla" whenever a KV cache is used), "xla" for `jax.nn.dot_product_attention` (cuDNN's fused kernel on GPU), "custom"
         for `kernels.attention` (grouped heads, hand-written backward: the CPU fast path) or
         "einsum", the plain reference implementation.
-      remat: "none", "full" (recompute each block) or "dots" (save matmul outputs, recompute the
-        rest).
+      remat: "none", "full" (recompute each block), "dots" (save matmul outputs, recompute the
+        rest) or "attention" (save each layer's attention output, recompute the rest: the
+        backward pass then runs the attention forward once, not twice).
       scan_layers: apply the layers with `jax.lax.scan` (one compiled block) instead of a Python loop.
       head_chunk: training log-probs (`Llama.target_logprobs`) apply the output projection to this
         many positions per row at a time and only to target positions (`kernels.head_logprobs`:
@@ -132,7 +134,7 @@ class LlamaConfig:
     param_dtype: str = "float32"
     dtype: str = "float32"
     attention: Literal["auto", "xla", "custom", "einsum"] = "auto"
-    remat: Literal["none", "full", "dots"] = "none"
+    remat: Literal["none", "full", "dots", "attention"] = "none"
     scan_layers: bool = False
     head_chunk: int = 128
     head_keep_mib: int = 512
@@ -180,8 +182,9 @@ class LlamaConfig:
         if self.attention not in ATTENTION_IMPLS:
             valid = ", ".join(repr(a) for a in ATTENTION_IMPLS)
             errors.append(f"attention={self.attention!r}: valid values are {valid}")
-        if self.remat not in ("none", "full", "dots"):
-            errors.append(f"remat={self.remat!r}: valid values are 'none', 'full', 'dots'")
+        if self.remat not in _REMAT_POLICIES:
+            valid = ", ".join(map(repr, _REMAT_POLICIES))
+            errors.append(f"remat={self.remat!r}: valid values are {valid}")
         for name in ("param_dtype", "dtype"):
             if getattr(self, name) not in ("float32", "bfloat16", "float16"):
                 errors.append(f"{name}={getattr(self, name)!r}: use float32, bfloat16 or float16")
@@ -555,6 +558,7 @@ def decoder_layer(
         a = kernels.causal_attention(q, k, v, mask, blocks, cfg.target)
     else:
         a = attention(q, k, v, mask, impl, cfg.target)
+    a = checkpoint_name(a, "attention_out")  # kept by remat="attention"
     x = x + _project("BTNH,NHD->BTD", a, w, "o_proj", cfg)
     h = rms_norm(x, w["post_attention_layernorm"], cfg.rms_norm_eps).astype(dt)
     if any(f"{name}_lora_a" in w for name in ("gate_proj", "up_proj", "down_proj")):
@@ -573,8 +577,10 @@ def _rows(a: Array, index: Array) -> Array:
 
 
 _REMAT_POLICIES = {
+    "none": None,  # no jax.checkpoint at all
     "full": None,
     "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "attention": jax.checkpoint_policies.save_only_these_names("attention_out"),
 }
 
 

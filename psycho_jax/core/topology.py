@@ -150,8 +150,11 @@ class HloSummary:
     `collectives[op]` = (instructions in the program, executions per step, bytes per step):
     executions count a loop body's instruction once per trip (`known_trip_count`), and the bytes
     are each execution's result (all-gather: the gathered array; reduce-scatter: the scattered
-    shard; all-reduce: the reduced array). `dot_flops` = 2 x output elements x contracted size of
-    every dot and convolution, times its executions: the per-step FLOPs the compiler's
+    shard; all-reduce: the reduced array). The TPU compiler writes a reduce-scatter as a custom
+    fusion (`calls=%all-reduce-scatter...`) of an all-reduce and a dynamic slice: counted as
+    the reduce-scatter it runs as, not as the all-reduce inside it. `dot_flops` = 2 x output
+    elements x contracted size of every dot and convolution, times its executions: the per-step
+    FLOPs the compiler's
     `cost_analysis()` undercounts by counting each loop body once (`dot_flops_once` is the figure
     without trip counts, comparable to it). Exact for the unoptimized program's dots
     (`Lowered.as_text(dialect="hlo")`); the TPU compiler rewrites batched dots into windowed
@@ -250,6 +253,17 @@ def summarize_hlo(text: str, axis_sizes: dict[str, int] | None = None) -> HloSum
                 shape = f"{d}[{','.join(map(str, dims))}]"
                 found.append((mult * nbytes, base, shape, mult, where.group(1) if where else ""))
                 continue  # its reduction computation is not a call
+            if op == "fusion" and re.search(r"calls=%?all-reduce-scatter", attrs):
+                # the TPU compiler's reduce-scatter: a custom fusion of an all-reduce and the
+                # slice each device keeps (`tpu-all-reduce-scatter-fusion`), run as one
+                # reduce-scatter; its result is the shard
+                c = counts["reduce-scatter"]
+                c[0], c[1], c[2] = c[0] + static, c[1] + mult, c[2] + mult * _nbytes(result)
+                where = re.search(r'op_name="([^"]*)"', attrs)
+                shape = result.split("{")[0].strip()
+                found.append((mult * _nbytes(result), "reduce-scatter", shape, mult,
+                              where.group(1) if where else ""))  # fmt: skip
+                continue
             if op in ("dot", "convolution"):
                 operand_shapes = " ".join(shapes.get(o, "") for o in operands[:2])
                 f = _dot_flops(result, operand_shapes, attrs)

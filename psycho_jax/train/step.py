@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx, struct
 
-from psycho_jax.core import sharding
+from psycho_jax.core import sharding, topology
 from psycho_jax.train import tasks
 from psycho_jax.train.settings import TrainSettings
 
@@ -186,12 +186,14 @@ def jit_train_step(
         release_compiler_heap()
     state_shardings = jax.tree.map(lambda x: x.sharding, state)
     ref_shardings = None if reference is None else jax.tree.map(lambda x: x.sharding, reference)
+    # the platform of the devices the state lives on (the mesh's), not this machine's default
+    platform = topology.platform_of(list(jax.tree.leaves(state_shardings)[0].device_set))
     return jax.jit(
         functools.partial(train_step, graphdef=graphdef, task=task, tx=tx, accum=c.grad_accum),
         in_shardings=(state_shardings, None, ref_shardings),
         out_shardings=(state_shardings, None),
         donate_argnums=0,
-        compiler_options=compiler_options(c),
+        compiler_options=compiler_options(c, platform),
     )
 
 
@@ -236,10 +238,12 @@ CPU_SCHEDULERS = {
 }
 
 
-def compiler_options(c: TrainSettings) -> dict[str, str] | None:
-    """XLA options of the train step: `c.cpu_scheduler` ("default": XLA's choice, "memory": order
-    ops for the smallest peak, "concurrency": for the most parallel ops) on the CPU backend."""
-    if c.cpu_scheduler == "default" or jax.default_backend() != "cpu":
+def compiler_options(c: TrainSettings, platform: str) -> dict[str, str] | None:
+    """XLA options of the train step compiled for `platform` (the mesh's devices':
+    `topology.platform_of`, never this machine's default backend): `c.cpu_scheduler` ("default":
+    XLA's choice, "memory": order ops for the smallest peak, "concurrency": for the most parallel
+    ops) for a CPU target; none for the others (the TPU and GPU compilers reject CPU options)."""
+    if c.cpu_scheduler == "default" or platform != "cpu":
         return None
     return {"xla_cpu_scheduler_type": CPU_SCHEDULERS[c.cpu_scheduler]}
 
