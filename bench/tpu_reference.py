@@ -1,6 +1,6 @@
 """A plain `jnp` Llama SFT train step, as a MaxText user would write it, compiled for a TPU slice
 beside psycho_jax's step of the same shapes (the TPU compiler's memory, estimated time and
-collectives: `psycho_jax.topology`, `memory.tpu_report`). No TPU is needed; libtpu is.
+collectives: `psycho_jax.core.topology`, `memory.tpu_report`). No TPU is needed; libtpu is.
 
     python bench/tpu_reference.py --topology=v5p-8 --dim=1024 --ffn=4096 --heads=8 --kv=4 \
         --layers=2 --vocab=8192 --seq=256 --batch=16
