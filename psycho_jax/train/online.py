@@ -129,76 +129,80 @@ def run_online_dpo(
     """Runs the rounds (see the module docstring); returns the summary. `config`: the run's
     `TrainSettings` (task online_dpo), or a training ConfigDict (turned into them here, once)."""
     c = config if isinstance(config, TrainSettings) else TrainSettings.from_config(config)
-    c.check_run(jax.device_count())
+    c.check_run(jax.device_count())  # a policy to start from and a reward model, among others
     workdir = pathlib.Path(workdir)
-    o = c.online
-    if not c.init_from:
-        raise ValueError("config.init_from: online DPO starts from a policy (e.g. the DPO stage)")
-    if not o.reward_model:
-        raise ValueError("config.online.reward_model: a reward-model stage or HF directory")
     workdir.mkdir(parents=True, exist_ok=True)
     mesh = sharding.make_mesh(c.mesh)
-    rules = c.rules
     tokenizer = tokenizer_lib.load_tokenizer(c.tokenizer)
-    pool = scoring.load_prompts(o.prompts)
-    heldout = scoring.load_prompts(o.eval_prompts, o.eval_num_prompts)
-    reward_model = ckpt_lib.load_model(o.reward_model, mesh=mesh, rules=rules)
+    pool = scoring.load_prompts(c.online.prompts)
+    heldout = scoring.load_prompts(c.online.eval_prompts, c.online.eval_num_prompts)
+    reward_model = ckpt_lib.load_model(c.online.reward_model, mesh=mesh, rules=c.rules)
     scorer = scoring.RewardScorer(
         reward_model, tokenizer, mesh=mesh, max_len=c.data.max_len, batch_size=c.batch_size
     )
+
+    def heldout_of(policy_dir: str) -> float:
+        sampler = _policy(policy_dir, mesh, c.rules, tokenizer, c)
+        return heldout_reward(sampler, scorer, heldout, c)
+
     log_path = workdir / "online_metrics.jsonl"
-    done_rounds = {}
-    if log_path.is_file():
-        for line in log_path.read_text().splitlines():
-            row = json.loads(line)
-            done_rounds[row["round"]] = row
+    done_rounds = _done_rounds(log_path)
     if 0 not in done_rounds:
-        sampler = _policy(c.init_from, mesh, rules, tokenizer, c)
-        row = {"round": 0, "heldout_reward": heldout_reward(sampler, scorer, heldout, c)}
-        del sampler
-        _log(log_path, row, done_rounds)
+        _log(log_path, {"round": 0, "heldout_reward": heldout_of(c.init_from)}, done_rounds)
     policy_dir = c.init_from
-    for r in range(1, o.rounds + 1):
+    for r in range(1, c.online.rounds + 1):
         round_dir = workdir / f"round_{r}"
-        if r in done_rounds:
-            policy_dir = str(round_dir)
-            continue
-        round_dir.mkdir(exist_ok=True)
-        pairs_path = round_dir / "pairs.jsonl"
-        if pairs_path.is_file():  # sampled before a stop: train on the same pairs
-            meta = json.loads((round_dir / "sampling.json").read_text())
-        else:
-            rows, meta = _sample_round(c, r, policy_dir, pool, scorer, tokenizer, mesh, rules)
-            if not rows:
-                raise ValueError(
-                    f"round {r}: no preference pairs ({meta}); sample more replies per prompt, "
-                    "raise the temperature or lower online.min_gap"
-                )
-            tmp = pairs_path.with_suffix(".tmp")
-            tmp.write_text("".join(json.dumps(x) + "\n" for x in rows))
-            (round_dir / "sampling.json").write_text(json.dumps(meta, indent=2))
-            tmp.rename(pairs_path)
-        logging.info("online DPO round %d: %s", r, meta)
-        reference_dir = policy_dir if o.reference == "previous" else c.init_from
-        final = loop.train_and_evaluate(
-            _dpo_settings(c, round_dir, policy_dir, reference_dir), round_dir
-        )
-        if final.get("preempted"):
-            return {"preempted": 1.0, "round": r}
-        gc.collect()
-        sampler = _policy(str(round_dir), mesh, rules, tokenizer, c)
-        row = {
-            "round": r,
-            **meta,
-            "heldout_reward": heldout_reward(sampler, scorer, heldout, c),
-            **{f"dpo/{k}": v for k, v in final.items() if k.startswith(("eval/", "loss"))},
-        }
-        del sampler
-        _log(log_path, row, done_rounds)
+        if r not in done_rounds:
+            meta = _round_pairs(c, r, round_dir, policy_dir, pool, scorer, tokenizer, mesh)
+            reference_dir = policy_dir if c.online.reference == "previous" else c.init_from
+            final = loop.train_and_evaluate(
+                _dpo_settings(c, round_dir, policy_dir, reference_dir), round_dir
+            )
+            if final.get("preempted"):
+                return {"preempted": 1.0, "round": r}
+            gc.collect()
+            dpo = {f"dpo/{k}": v for k, v in final.items() if k.startswith(("eval/", "loss"))}
+            row = {"round": r, **meta, "heldout_reward": heldout_of(str(round_dir)), **dpo}
+            _log(log_path, row, done_rounds)
         policy_dir = str(round_dir)
-    curve = [done_rounds[r]["heldout_reward"] for r in range(o.rounds + 1)]
+    return _summary(c, workdir, done_rounds, policy_dir, tokenizer)
+
+
+def _done_rounds(log_path: pathlib.Path) -> dict[int, dict]:
+    """The rounds a stopped run logged (`online_metrics.jsonl`), by round."""
+    if not log_path.is_file():
+        return {}
+    rows = [json.loads(line) for line in log_path.read_text().splitlines()]
+    return {row["round"]: row for row in rows}
+
+
+def _round_pairs(c, r, round_dir, policy_dir, pool, scorer, tokenizer, mesh) -> dict:
+    """Round r's preference pairs in `round_dir/pairs.jsonl`: sampled and scored now, or the ones
+    a stopped run sampled (then trained on again, the same). Returns the sampling metrics."""
+    round_dir.mkdir(exist_ok=True)
+    pairs_path = round_dir / "pairs.jsonl"
+    if pairs_path.is_file():
+        meta = json.loads((round_dir / "sampling.json").read_text())
+    else:
+        rows, meta = _sample_round(c, r, policy_dir, pool, scorer, tokenizer, mesh, c.rules)
+        if not rows:
+            raise ValueError(
+                f"round {r}: no preference pairs ({meta}); sample more replies per prompt, "
+                "raise the temperature or lower online.min_gap"
+            )
+        tmp = pairs_path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(x) + "\n" for x in rows))
+        (round_dir / "sampling.json").write_text(json.dumps(meta, indent=2))
+        tmp.rename(pairs_path)
+    logging.info("online DPO round %d: %s", r, meta)
+    return meta
+
+
+def _summary(c, workdir, done_rounds, policy_dir, tokenizer) -> dict:
+    """The held-out reward curve and the final policy; written once every round is done."""
+    curve = [done_rounds[r]["heldout_reward"] for r in range(c.online.rounds + 1)]
     summary = {
-        "rounds": o.rounds,
+        "rounds": c.online.rounds,
         "heldout_reward_start": curve[0],
         "heldout_reward_end": curve[-1],
         "heldout_reward_curve": curve,
