@@ -61,7 +61,7 @@ def build_model(
     `lora.rank > 0` the model gets fresh adapters on top; a checkpoint that has adapters of its own
     (a LoRA stage) is merged into its base first.
     """
-    rules = c.rules
+    rules = c.sharding_rules
     if init_from:
         source = lora_lib.merge(
             ckpt_lib.load_model(init_from, mesh=mesh, rules=rules, **c.model.numerics)
@@ -302,7 +302,7 @@ def resume(
             expected = configured_architecture(run, vocab_size, cfg)
             ckpt_lib.check_compatible(meta, expected, labels, task.name, numerics, where)
             model = sharding.init_sharded(
-                ckpt_lib.make_model(cfg, saved_labels, run.seed), mesh, run.rules
+                ckpt_lib.make_model(cfg, saved_labels, run.seed), mesh, run.sharding_rules
             )
             graphdef, params, rest = nnx.split(model, trainable_filter(model), ...)
             tx, state = init_train_state(run, params, rest, mesh)

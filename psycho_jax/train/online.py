@@ -136,13 +136,13 @@ def run_online_dpo(
     tokenizer = tokenizer_lib.load_tokenizer(c.tokenizer)
     pool = scoring.load_prompts(c.online.prompts)
     heldout = scoring.load_prompts(c.online.eval_prompts, c.online.eval_num_prompts)
-    reward_model = ckpt_lib.load_model(c.online.reward_model, mesh=mesh, rules=c.rules)
+    reward_model = ckpt_lib.load_model(c.online.reward_model, mesh=mesh, rules=c.sharding_rules)
     scorer = scoring.RewardScorer(
         reward_model, tokenizer, mesh=mesh, max_len=c.data.max_len, batch_size=c.batch_size
     )
 
     def heldout_of(policy_dir: str) -> float:
-        sampler = _policy(policy_dir, mesh, c.rules, tokenizer, c)
+        sampler = _policy(policy_dir, mesh, c.sharding_rules, tokenizer, c)
         return heldout_reward(sampler, scorer, heldout, c)
 
     log_path = workdir / "online_metrics.jsonl"
@@ -184,7 +184,9 @@ def _round_pairs(c, r, round_dir, policy_dir, pool, scorer, tokenizer, mesh) -> 
     if pairs_path.is_file():
         meta = json.loads((round_dir / "sampling.json").read_text())
     else:
-        rows, meta = _sample_round(c, r, policy_dir, pool, scorer, tokenizer, mesh, c.rules)
+        rows, meta = _sample_round(
+            c, r, policy_dir, pool, scorer, tokenizer, mesh, c.sharding_rules
+        )
         if not rows:
             raise ValueError(
                 f"round {r}: no preference pairs ({meta}); sample more replies per prompt, "

@@ -296,10 +296,6 @@ class TrainSettings:
         """Whether `step` is due for something done `every` steps and at the last (0: never)."""
         return bool(every) and (step % every == 0 or step == self.num_steps)
 
-    @property
-    def rules(self) -> tuple[tuple[str, Any], ...]:
-        return self.sharding_rules
-
     def check_run(self, num_devices: int | None = None) -> TrainSettings:
         """The start-up checks of a run (beyond each value's own): what it starts from (DPO's
         reference, online DPO's policy and reward model) and, with `num_devices`, that the mesh
