@@ -58,6 +58,9 @@ def evaluate_config():
 def test_evaluation_end_to_end(models, tmp_path):
     out = tmp_path / "eval"
     result = evaluate.run_evaluation(_config(models, tmp_path), out)
+    # evaluation.json is a file format: the sampling settings as they have always been written
+    written = json.loads((out / "evaluation.json").read_text())["sampling"]
+    assert list(written) == ["max_new_tokens", "temperature", "top_k", "top_p"]
     comps = {c["system_a"]: c for c in result["comparisons"]}
     assert set(comps) == {"policy", "other"} and all(c["system_b"] == "ref" for c in comps.values())
     for c in comps.values():

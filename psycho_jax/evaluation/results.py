@@ -202,6 +202,11 @@ def _judge_reply(turns: tuple[str, ...]) -> str:
     return "\n\n".join(f"[reply to user turn {k}] {t}" for k, t in enumerate(turns, start=1))
 
 
+def _sampling_dict(c: EvalSettings) -> dict[str, Any]:
+    """The sampling settings as evaluation.json has always written them (keys sorted)."""
+    return dict(sorted(dataclasses.asdict(c.sampling).items()))
+
+
 def evaluation_json(
     c: EvalSettings,
     systems: list[System],
@@ -219,7 +224,7 @@ def evaluation_json(
         "prompts": c.prompts,
         "num_prompts": len(sets.main),
         "reward_model": c.reward_model,
-        "sampling": dataclasses.asdict(c.sampling),
+        "sampling": _sampling_dict(c),
         "systems": {
             n: {
                 "mean_reward": float(np.mean(v["main"].reward)),
@@ -284,7 +289,7 @@ def _report(c, result, scored) -> dict:
         + ".",
         f"{result['num_prompts']} prompts from {c.prompts}; judged by the reward model "
         f"{c.reward_model}; every system against {c.baseline}.",
-        f"Sampling: {dataclasses.asdict(c.sampling)}. Lengths in tokens. Ties (|delta| <= {c.tie_tol}) "
+        f"Sampling: {_sampling_dict(c)}. Lengths in tokens. Ties (|delta| <= {c.tie_tol}) "
         f"count half; intervals are {100 * (1 - c.alpha):.0f}% paired bootstrap over prompts "
         f"({c.n_boot} resamples).",
         "The length-controlled win rate is the fitted win rate at equal reply lengths "
