@@ -70,7 +70,7 @@ def _model_inputs(batch: Batch) -> dict[str, Array]:
 
 def _targets(loss_mask: Array) -> Array:
     """The `loss_mask` positions that are targets: all but position 0, which has no prediction."""
-    return loss_mask.at[..., 0].set(0)
+    return loss_mask.at[..., 0].set(False)
 
 
 def is_packed_pairs(batch: Batch) -> bool:
