@@ -370,7 +370,6 @@ class Session:
     model: nnx.Module
     graphdef: nnx.GraphDef
     tx: optax.GradientTransformation
-    start_state: TrainState  # donated to the first step: read it before, never after
     first_step: int  # the step the state is at when the run (re)starts
     resumed: bool
     reference: nnx.State | None  # a live DPO reference's parameters
@@ -404,7 +403,7 @@ class Session:
         )
 
 
-def start(run: TrainSettings, workdir: pathlib.Path) -> Session:
+def start(run: TrainSettings, workdir: pathlib.Path) -> tuple[Session, TrainState]:
     """Stage 1: tokenizer, task, data, the model and train state (resumed, or fresh from the preset,
     a previous stage or a Hugging Face directory), DPO's reference, metrics."""
     mesh = sharding.make_mesh(run.mesh)
@@ -447,7 +446,6 @@ def start(run: TrainSettings, workdir: pathlib.Path) -> Session:
         model=model,
         graphdef=graphdef,
         tx=tx,
-        start_state=state,
         first_step=int(state.step),
         resumed=resumed is not None,
         reference=reference,
@@ -464,7 +462,7 @@ def start(run: TrainSettings, workdir: pathlib.Path) -> Session:
         int(state.step) + 1,
         run.num_steps,
     )
-    return session
+    return session, state
 
 
 class BadSteps:
@@ -515,10 +513,10 @@ class Throughput:
         return out
 
 
-def fit(s: Session) -> tuple[TrainState, dict[str, float], bool]:
+def fit(s: Session, state: TrainState) -> tuple[TrainState, dict[str, float], bool]:
     """Stage 2: the steps from the (resumed) state to `num_steps`: train, log, evaluate, checkpoint;
     stops with a checkpoint on SIGTERM/SIGINT. Returns (state, final metrics, preempted)."""
-    run, state, first = s.run, s.start_state, s.first_step
+    run, first = s.run, s.first_step
     step_fn = jit_train_step(run, s.graphdef, s.task, s.tx, state, s.reference)
     train_data = s.batches("train", None, s.train_loader)
     saved_step = first if s.resumed else None
@@ -620,6 +618,6 @@ def train_and_evaluate(
         )
     workdir = pathlib.Path(workdir)
     ckpt_lib.check_workdir(workdir)
-    session = start(run, workdir)
-    state, final, preempted = fit(session)
+    session, state = start(run, workdir)
+    state, final, preempted = fit(session, state)
     return finish(session, state, final, preempted)
